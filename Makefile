@@ -1,0 +1,27 @@
+# The two commands of the README: `make run` (the pipeline on config.yaml) and `make test`.
+# Both build .venv first when it is missing or older than the pinned dependencies.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PROFILE ?= profiles/local
+SNAKEMAKE_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test venv clean report
+.DEFAULT_GOAL := run
+
+$(VENV)/.stamp: requirements.lock pyproject.toml tools/bootstrap_venv.sh tools/cpu_torchvision_shim.py
+	VENV=$(VENV) bash tools/bootstrap_venv.sh
+
+venv: $(VENV)/.stamp
+
+run: $(VENV)/.stamp
+	$(VENV)/bin/snakemake --profile $(PROFILE) $(SNAKEMAKE_ARGS)
+
+report: $(VENV)/.stamp
+	$(VENV)/bin/snakemake --profile $(PROFILE) --report report.html
+
+test: $(VENV)/.stamp
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf results logs .snakemake report.html
