@@ -6,6 +6,9 @@ PROFILE ?= profiles/local
 SNAKEMAKE_ARGS ?=
 PYTEST_ARGS ?=
 
+# Rules call the `labelwise` command: the venv's bin must come first on PATH.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
 .PHONY: run test venv clean report
 .DEFAULT_GOAL := run
 

@@ -17,17 +17,16 @@ fi
 
 # CPU-only torch next to PyPI's CUDA-only torchvision: install the import shim (see its docstring).
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-mismatch=$("$VENV/bin/python" - <<'PY'
-import importlib.metadata as md, torch
-tv = md.version("torchvision")
-print(int(torch.version.cuda is None and "+cu" in tv))
-PY
-)
+# Detect the failure itself: a CPU torch whose torchvision cannot register its ops.
+rm -f "$site/_labelwise_cpu_torchvision_shim.py" "$site/_labelwise_cpu_torchvision_shim.pth"
+mismatch=0
+if ! "$VENV/bin/python" -c 'import torchvision' 2>/dev/null \
+    && "$VENV/bin/python" -c 'import sys, torch; sys.exit(torch.version.cuda is not None)'; then
+    mismatch=1
+fi
 if [ "$mismatch" = 1 ]; then
     cp tools/cpu_torchvision_shim.py "$site/_labelwise_cpu_torchvision_shim.py"
     echo "import _labelwise_cpu_torchvision_shim" > "$site/_labelwise_cpu_torchvision_shim.pth"
-else
-    rm -f "$site/_labelwise_cpu_torchvision_shim.py" "$site/_labelwise_cpu_torchvision_shim.pth"
 fi
 "$VENV/bin/python" -c 'import torch, torchvision, torch_fidelity, snakemake, h5py' \
     || { echo "bootstrap: the venv at $VENV does not import its dependencies" >&2; exit 1; }

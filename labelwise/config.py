@@ -1,0 +1,111 @@
+"""Configuration: the JSON schema (labelwise/schemas/config.schema.yaml), default filling, clear errors.
+
+The Snakefile validates with `snakemake.utils.validate` (which fills the schema's defaults) and,
+when that fails, reports `explain_error`'s one line; the `labelwise` command line uses
+`load_config`, the same schema and defaults without Snakemake.  A message names the key and
+what is allowed, e.g. "config key budget.iterations: -5 is less than the minimum of 1".
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from .errors import LabelwiseError
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _with_defaults(validator_class):
+    """A validator that fills `default`s as it validates (jsonschema FAQ recipe, as snakemake does)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub:
+                    instance.setdefault(name, copy.deepcopy(sub["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _key(error) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+
+
+def _allowed_keys(fragment: dict, root: dict) -> set[str]:
+    """Property names a schema fragment admits, including those of local `$ref`s in its allOf."""
+    keys = set(fragment.get("properties", {}))
+    for part in fragment.get("allOf", []):
+        ref = part.get("$ref", "")
+        if ref.startswith("#/"):
+            target = root
+            for step in ref[2:].split("/"):
+                target = target[step]
+            keys |= _allowed_keys(target, root)
+        else:
+            keys |= _allowed_keys(part, root)
+    return keys
+
+
+def _describe(error, root: dict) -> str:
+    """One line: the key, the offending value and what is allowed."""
+    key = _key(error)
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
+        allowed = sorted(_allowed_keys(error.schema, root))
+        extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
+        unknown = ", ".join(repr(e) for e in extra) or error.message
+        if list(error.absolute_path)[-1:] == ["models"]:
+            return f"config key models: unknown model {unknown}; known models: {', '.join(allowed)}"
+        where = key if error.absolute_path else "top level"
+        return f"config key {where}: unknown key {unknown}; allowed keys: {', '.join(allowed)}"
+    if error.validator == "oneOf" and error.context:
+        # Report the branch that got furthest into the value (e.g. a list with one bad item).
+        deepest = max(error.context, key=lambda e: len(list(e.absolute_path)))
+        if len(list(deepest.absolute_path)) > len(list(error.absolute_path)):
+            return _describe(deepest, root)
+        return f"config key {key}: {error.instance!r} is not valid; {error.schema.get('description', error.message)}"
+    return f"config key {key}: {error.message}"
+
+
+def explain_error(config: dict, schema: dict | None = None) -> str | None:
+    """The one-line description of the most telling schema violation in `config`, or None if valid."""
+    schema = schema or load_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+
+    def rank(e):
+        # Unknown-key errors last: a failed sub-schema also marks its keys "unevaluated".
+        return (e.validator in ("additionalProperties", "unevaluatedProperties"), -len(list(e.absolute_path)), _key(e))
+
+    errors = sorted(validator.iter_errors(config), key=rank)
+    return _describe(errors[0], schema) if errors else None
+
+
+def validate_config(config: dict) -> dict:
+    """Validate `config` in place against the schema, filling defaults; LabelwiseError if invalid."""
+    schema = load_schema()
+    message = explain_error(config, schema)
+    if message:
+        raise LabelwiseError(message)
+    _with_defaults(jsonschema.Draft202012Validator)(schema).validate(config)
+    return config
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise LabelwiseError(f"config file {path} not found") from None
+    except yaml.YAMLError as exc:
+        raise LabelwiseError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(config, dict):
+        raise LabelwiseError(f"config file {path} must hold a mapping of sections, got {type(config).__name__}")
+    return validate_config(config)

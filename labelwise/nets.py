@@ -1,0 +1,87 @@
+"""Generator and critic networks, DCGAN-shaped, scaled to the image resolution and channel count.
+
+Both are the per-label networks of the papers: a generator of transposed convolutions with batch
+norm, ReLU and tanh, and a strided-convolution critic/discriminator with LeakyReLU(0.2).  The
+number of up/down-sampling blocks follows the resolution (16, 32, 64, 128: 4x4 -> R), and the
+channel width doubles at every halving of the spatial size, starting from `width` at full
+resolution (width=64 at 64x64 gives the authors' 512-256-128-64 DCGAN).  WGAN-GP needs a critic
+without batch norm (the gradient penalty is per sample), so `critic_norm` selects it.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+RESOLUTIONS = (16, 32, 64, 128)
+
+
+def network_resolution(image_size: int) -> int:
+    """The smallest supported power-of-two size that holds `image_size` (MNIST's 28 -> 32)."""
+    for r in RESOLUTIONS:
+        if image_size <= r:
+            return r
+    raise ValueError(f"images of {image_size} px exceed the largest supported resolution {RESOLUTIONS[-1]}")
+
+
+def _blocks(resolution: int) -> int:
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"resolution {resolution} not supported; choose one of {RESOLUTIONS}")
+    return int(math.log2(resolution // 4))
+
+
+class Generator(nn.Module):
+    def __init__(self, latent_dim: int, channels: int, resolution: int, width: int):
+        super().__init__()
+        self.latent_dim = latent_dim
+        n = _blocks(resolution)
+        ch = width * 2 ** (n - 1)
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(latent_dim, ch, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(ch),
+            nn.ReLU(True),
+        ]
+        for _ in range(n - 1):
+            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
+            ch //= 2
+        layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z.view(z.shape[0], self.latent_dim, 1, 1))
+
+
+class Critic(nn.Module):
+    """Scores images with one unbounded real number each (a WGAN critic or a GAN discriminator's logit)."""
+
+    def __init__(self, channels: int, resolution: int, width: int, norm: str = "none"):
+        super().__init__()
+        if norm not in ("none", "batch"):
+            raise ValueError(f"critic norm must be 'none' or 'batch', got {norm!r}")
+        n = _blocks(resolution)
+        ch = width
+        layers: list[nn.Module] = [nn.Conv2d(channels, ch, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        for _ in range(n - 1):
+            layers.append(nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=norm == "none"))
+            if norm == "batch":
+                layers.append(nn.BatchNorm2d(ch * 2))
+            layers.append(nn.LeakyReLU(0.2, True))
+            ch *= 2
+        layers.append(nn.Conv2d(ch, 1, 4, 1, 0))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).view(x.shape[0])
+
+
+def dcgan_init_(module: nn.Module) -> None:
+    """DCGAN initialisation (Radford et al.): conv weights N(0, 0.02), batch-norm scales N(1, 0.02)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)

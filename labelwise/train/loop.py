@@ -1,0 +1,316 @@
+"""The per-label training loop: one GAN trained on one label's images, resumable bit for bit.
+
+`train_label` trains a generator/critic pair on a single label's shard for a fixed budget
+(generator iterations and/or wall-clock minutes, whichever ends first), checkpointing every N
+iterations.  Everything that shapes the trajectory is restored on resume — weights, optimizer
+moments, the iteration counter, elapsed time, the log rows so far and both random streams (one
+on the CPU for batch indices, one on the device for noise) — so a run that was killed and resumed
+ends with the same weights as one that never stopped (exactly so on CPU).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import losses
+from ..device import select_device, set_threads
+from ..errors import LabelwiseError
+from ..images import read_images
+from ..io import atomic_path
+from ..nets import Critic, Generator, dcgan_init_, network_resolution
+from .checkpoint import load_resumable, save_checkpoint
+
+log = logging.getLogger("labelwise.train")
+
+# What each model name means: its loss and the parts of the architecture it fixes.
+ALGORITHMS = {
+    "wcgan": {"loss": "wgan-gp", "critic_norm": "none", "init": "pytorch"},
+    "dccgan": {"loss": "bce", "critic_norm": "batch", "init": "dcgan"},
+}
+LOG_COLUMNS = ("iteration", "wall_seconds", "d_loss", "g_loss", "gradient_penalty", "wasserstein_estimate")
+GENERATOR_FORMAT = "labelwise-generator/1"
+
+
+@dataclass
+class Budget:
+    iterations: int
+    minutes: float | None = None
+    checkpoint_every: int = 100
+
+    @property
+    def log_every(self) -> int:
+        # About a hundred rows per run, never more often than every iteration or rarer than 50.
+        return max(1, min(50, self.iterations // 100))
+
+
+@dataclass
+class Outputs:
+    generator: Path
+    log: Path
+    checkpoints: Path
+
+
+@dataclass
+class TrainResult:
+    iterations: int
+    seconds: float
+    resumed_from: int
+    stopped_by: str
+    log_rows: list = field(default_factory=list)
+
+
+def label_seed(seed: int, label: int) -> int:
+    """Independent, reproducible seed for each label derived from the one global seed."""
+    return int(np.random.SeedSequence([int(seed), int(label)]).generate_state(1)[0])
+
+
+def images_to_tensor(images: np.ndarray, resolution: int) -> torch.Tensor:
+    """uint8 N×C×H×W -> float in [-1, 1], padded with background (-1) to the network resolution."""
+    x = torch.from_numpy(images).float().div_(127.5).sub_(1.0)
+    pad_h, pad_w = resolution - x.shape[2], resolution - x.shape[3]
+    if pad_h or pad_w:
+        x = nn.functional.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=-1.0)
+    return x
+
+
+def _fingerprint(model: str, settings: dict, seed: int, label: int, shard_sha256: str) -> str:
+    blob = json.dumps({"model": model, "settings": settings, "seed": seed, "label": label, "data": shard_sha256}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _format_eta(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class _StopRequest:
+    """Turns SIGTERM (a scheduler's wall-time warning, scancel) into a checkpoint and a clean stop."""
+
+    def __init__(self):
+        self.signal = None
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not in the main thread: leave signals alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def train_label(
+    shard: str | Path,
+    model: str,
+    settings: dict,
+    budget: Budget,
+    seed: int,
+    outputs: Outputs,
+    *,
+    label: int | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    progress_seconds: float = 5.0,
+) -> TrainResult:
+    """Train `model` ('wcgan' or 'dccgan') with `settings` on one shard; write generator + log CSV."""
+    if model not in ALGORITHMS:
+        raise LabelwiseError(f"unknown model {model!r}; known models: {', '.join(ALGORITHMS)}")
+    algo = ALGORITHMS[model]
+    set_threads(threads)
+    dev = select_device(device)
+    images, attrs = read_images(shard)
+    if label is None:
+        label = int(attrs["label"])
+    elif int(attrs["label"]) != int(label):
+        raise LabelwiseError(f"{shard}: holds label {attrs['label']} but label {label} was asked for; re-create the shards")
+    if len(images) == 0:
+        raise LabelwiseError(f"{shard}: label {label} has no images; choose other data.labels or fix the dataset")
+    channels, height, width = images.shape[1:]
+    resolution = network_resolution(max(height, width))
+    data = images_to_tensor(images, resolution).to(dev)
+    n_images = data.shape[0]
+
+    bs = int(settings["batch_size"])
+    latent_dim = int(settings["latent_dim"])
+    critic_steps = int(settings["critic_steps"])
+    fingerprint = _fingerprint(model, settings, seed, label, str(attrs.get("sha256")))
+
+    # Networks are built from the label's seed, so a fresh start is reproducible too.
+    torch.manual_seed(label_seed(seed, label))
+    gen = Generator(latent_dim, channels, resolution, int(settings["width"])).to(dev)
+    critic = Critic(channels, resolution, int(settings["width"]), norm=algo["critic_norm"]).to(dev)
+    if algo["init"] == "dcgan":
+        dcgan_init_(gen)
+        dcgan_init_(critic)
+    betas = tuple(settings["betas"])
+    opt_g = torch.optim.Adam(gen.parameters(), lr=float(settings["lr"]), betas=betas)
+    opt_d = torch.optim.Adam(critic.parameters(), lr=float(settings["lr"]), betas=betas)
+    rng_cpu = torch.Generator().manual_seed(label_seed(seed, label) + 1)
+    rng_dev = torch.Generator(device=dev).manual_seed(label_seed(seed, label) + 2)
+
+    start, elapsed, rows = 0, 0.0, []
+    state = load_resumable(outputs.checkpoints, fingerprint, budget.iterations)
+    if state is not None:
+        gen.load_state_dict(state["generator"])
+        critic.load_state_dict(state["critic"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        rng_cpu.set_state(state["rng_cpu"])
+        rng_dev.set_state(state["rng_device"].to("cpu"))
+        start, elapsed = int(state["iteration"]), float(state["elapsed"])
+        rows = [tuple(r) for r in state["log"].tolist()]
+        log.info("[%s label %d] resuming from checkpoint at iteration %d", model, label, start)
+
+    def snapshot(iteration: int) -> dict:
+        return {
+            "format": 1,
+            "fingerprint": fingerprint,
+            "iteration": iteration,
+            "elapsed": elapsed,
+            "generator": gen.state_dict(),
+            "critic": critic.state_dict(),
+            "opt_g": opt_g.state_dict(),
+            "opt_d": opt_d.state_dict(),
+            "rng_cpu": rng_cpu.get_state(),
+            "rng_device": rng_dev.get_state(),
+            "log": torch.tensor(rows, dtype=torch.float64).reshape(len(rows), len(LOG_COLUMNS)),
+        }
+
+    wgan = algo["loss"] == "wgan-gp"
+    gp_lambda = float(settings.get("gp_lambda", 10.0))
+    deadline = budget.minutes * 60.0 if budget.minutes else math.inf
+    pending: list[torch.Tensor] = []  # per-iteration diagnostics, reduced at each log point
+    nan = torch.tensor(float("nan"), device=dev)
+    iteration, stopped_by = start, "iterations"
+    last_progress = time.monotonic()
+    rate_mark = (time.monotonic(), start)
+    gen.train()
+    critic.train()
+    with _StopRequest() as stop:
+        while iteration < budget.iterations:
+            t0 = time.monotonic()
+            critic.requires_grad_(True)
+            for _ in range(critic_steps):
+                idx = torch.randint(n_images, (bs,), generator=rng_cpu).to(dev)
+                real = data.index_select(0, idx)
+                z = torch.randn(bs, latent_dim, device=dev, generator=rng_dev)
+                with torch.no_grad():
+                    fake = gen(z)
+                if wgan:
+                    d_loss, diag = losses.wgan_gp_critic_loss(critic, real, fake, gp_lambda, rng_dev)
+                else:
+                    d_loss, diag = losses.bce_discriminator_loss(critic, real, fake)
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+            critic.requires_grad_(False)  # the generator step needs no critic gradients
+            z = torch.randn(bs, latent_dim, device=dev, generator=rng_dev)
+            fake = gen(z)
+            g_loss = losses.wgan_generator_loss(critic, fake) if wgan else losses.bce_generator_loss(critic, fake)
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+            iteration += 1
+            pending.append(
+                torch.stack([d_loss.detach(), g_loss.detach(), diag.get("gradient_penalty", nan), diag.get("wasserstein_estimate", nan)])
+            )
+            elapsed += time.monotonic() - t0
+
+            at_end = iteration >= budget.iterations or elapsed >= deadline or stop.signal is not None
+            if iteration % budget.log_every == 0 or iteration % budget.checkpoint_every == 0 or at_end:
+                means = torch.stack(pending).double().mean(0).cpu()
+                pending.clear()
+                if not bool(torch.isfinite(means[:2]).all()):
+                    raise LabelwiseError(
+                        f"[{model} label {label}] training diverged: non-finite loss by iteration {iteration} "
+                        f"(d_loss={means[0].item()}, g_loss={means[1].item()}); the last good checkpoint in "
+                        f"{outputs.checkpoints} is kept. Lower models.{model}.lr or change the seed, then rerun"
+                    )
+                rows.append((iteration, elapsed, *means.tolist()))
+            if iteration % budget.checkpoint_every == 0 or at_end:
+                save_checkpoint(outputs.checkpoints, iteration, snapshot(iteration))
+            now = time.monotonic()
+            if now - last_progress >= progress_seconds or at_end:
+                rate = (iteration - rate_mark[1]) / max(now - rate_mark[0], 1e-9)
+                remaining = (budget.iterations - iteration) / rate if rate > 0 else math.inf
+                if budget.minutes:
+                    remaining = min(remaining, max(deadline - elapsed, 0.0))
+                r = rows[-1] if rows else (0, 0, math.nan, math.nan, math.nan, math.nan)
+                log.info(
+                    "[%s label %d] it %d/%d (%.0f%%) %.2f it/s ETA %s d_loss=%.4g g_loss=%.4g%s",
+                    model, label, iteration, budget.iterations, 100.0 * iteration / budget.iterations, rate,
+                    _format_eta(remaining), r[2], r[3], f" W={r[5]:.4g}" if wgan else "",
+                )
+                last_progress = now
+            if stop.signal is not None:
+                raise LabelwiseError(
+                    f"[{model} label {label}] stopped by signal {stop.signal} at iteration {iteration}; "
+                    f"checkpoint saved in {outputs.checkpoints}; rerun to resume"
+                )
+            if elapsed >= deadline:
+                stopped_by = "minutes"
+                break
+
+    write_generator(outputs.generator, gen, model=model, label=label, iterations=iteration,
+                    channels=channels, resolution=resolution, image_size=(height, width), settings=settings)
+    write_log(outputs.log, rows)
+    log.info("[%s label %d] done: %d iterations in %.1f s (stopped by the %s budget)", model, label, iteration, elapsed, stopped_by)
+    return TrainResult(iterations=iteration, seconds=elapsed, resumed_from=start, stopped_by=stopped_by, log_rows=rows)
+
+
+def write_generator(path, gen: Generator, *, model, label, iterations, channels, resolution, image_size, settings) -> None:
+    payload = {
+        "format": GENERATOR_FORMAT,
+        "model": model,
+        "label": int(label),
+        "iterations": int(iterations),
+        "arch": {"latent_dim": int(settings["latent_dim"]), "channels": int(channels),
+                 "resolution": int(resolution), "width": int(settings["width"])},
+        "image_size": [int(image_size[0]), int(image_size[1])],
+        "state_dict": {k: v.detach().cpu() for k, v in gen.state_dict().items()},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_generator(path, device: torch.device | str = "cpu") -> tuple[Generator, dict]:
+    """Rebuild a generator written by `train_label`; weights_only loading runs no code from the file."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("format") != GENERATOR_FORMAT:
+            raise ValueError(f"format {payload.get('format')!r}")
+        arch = payload["arch"]
+        gen = Generator(arch["latent_dim"], arch["channels"], arch["resolution"], arch["width"])
+        gen.load_state_dict(payload["state_dict"])
+    except FileNotFoundError:
+        raise LabelwiseError(f"{path}: generator not found; run the train stage for this label first") from None
+    except Exception as exc:
+        raise LabelwiseError(f"{path}: not a readable labelwise generator ({exc}); delete it and rerun training") from None
+    return gen.to(device).eval(), payload
+
+
+def write_log(path, rows) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(",".join(LOG_COLUMNS) + "\n")
+            for r in rows:
+                f.write(f"{int(r[0])},{r[1]:.3f}," + ",".join("" if math.isnan(v) else f"{v:.6g}" for v in r[2:]) + "\n")

@@ -1,0 +1,86 @@
+# Helpers shared by the rules: config validation, the static label list, paths and per-rule params.
+# Nothing here reads data at parse time except listing an imagefolder's class folders.
+import json
+import sys
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+import labelwise.config
+from labelwise.data import num_classes
+from labelwise.errors import LabelwiseError
+
+
+def _config_error(message):
+    # One line, before any job runs; Snakemake's own traceback would bury it.
+    sys.exit(f"labelwise: config error: {message}")
+
+
+try:
+    validate(config, str(labelwise.config.SCHEMA_PATH))  # fills the schema's defaults
+except WorkflowError:
+    _config_error(labelwise.config.explain_error(config) or "config does not match the schema")
+
+DATA = config["data"]
+DATASET = DATA["name"] or DATA["source"]
+MODELS = list(config["models"])
+RESULTS = "results"
+DS = f"{RESULTS}/{DATASET}"
+# Command prefix for training jobs (srun/jsrun in allocation mode). Not a param: changing how a
+# job is launched must not retrain anything.
+LAUNCHER = config["runtime"]["launcher"]
+
+try:
+    NUM_CLASSES = num_classes(DATA["source"], DATA["root"])
+except LabelwiseError as exc:
+    _config_error(exc)
+if DATA["labels"] == "all":
+    LABELS = list(range(NUM_CLASSES))
+else:
+    LABELS = sorted(DATA["labels"])
+    bad = [k for k in LABELS if k >= NUM_CLASSES]
+    if bad:
+        _config_error(
+            f"config key data.labels: {bad} do not exist in {DATA['source']} "
+            f"(labels are 0..{NUM_CLASSES - 1})"
+        )
+
+# mnist5k and CIFAR are small: one job shards every label, so selecting more labels later
+# reuses the shards. An image folder (ImageNet: 1.3 M files) is sharded for the selected labels.
+SHARDED_LABELS = LABELS if DATA["source"] == "imagefolder" else list(range(NUM_CLASSES))
+
+
+wildcard_constraints:
+    dataset=DATASET,
+    model="|".join(MODELS),
+    label=r"\d+",
+
+
+def prepare_params():
+    """What the shards depend on: the source, never the label selection (except for image folders)."""
+    params = {k: DATA[k] for k in ("source", "root", "download")}
+    if DATA["source"] == "imagefolder":
+        params.update(resolution=DATA["resolution"], labels=SHARDED_LABELS)
+    return params
+
+
+def train_settings(wildcards):
+    """Everything that shapes one model's training: its section, the budget and the seed (as JSON)."""
+    return json.dumps(
+        {"model": config["models"][wildcards.model], "budget": config["budget"], "seed": config["seed"]},
+        sort_keys=True,
+    )
+
+
+def train_runtime_minutes(wildcards):
+    """Scheduler wall time for a training job: the minutes budget plus margin, else a generous default."""
+    minutes = config["budget"]["minutes"]
+    return int(minutes * 1.25) + 10 if minutes else 24 * 60
+
+
+def samples_of(model):
+    return expand(f"{DS}/{model}/samples/{{label}}.h5", label=LABELS)
+
+
+def all_outputs():
+    return expand(f"{DS}/figures/samples_{{model}}.{{ext}}", model=MODELS, ext=("png", "pdf"))
