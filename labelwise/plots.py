@@ -40,8 +40,8 @@ def sample_grid(sample_paths, outputs, *, columns: int = 10, title: str | None =
         images, attrs = read_images(path)
         rows.append((attrs.get("class_name") or str(attrs["label"]), attrs["label"], _row_image(images, columns)))
     h, w = rows[0][2].shape[:2]
-    fig_w = 1.6 + w / 40
-    fig, axes = plt.subplots(len(rows), 1, figsize=(fig_w, 0.25 + len(rows) * h / 40), squeeze=False)
+    fig_w, fig_h = 1.6 + w / 40, 0.45 + len(rows) * h / 40
+    fig, axes = plt.subplots(len(rows), 1, figsize=(fig_w, fig_h), squeeze=False)
     for ax, (name, label, img) in zip(axes[:, 0], rows):
         ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_xticks([])
@@ -50,7 +50,50 @@ def sample_grid(sample_paths, outputs, *, columns: int = 10, title: str | None =
             spine.set_visible(False)
         ax.set_ylabel(f"{name}" if name == str(label) else f"{label}: {name}", rotation=0, ha="right", va="center", fontsize=9)
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(hspace=0.08)
+        fig.suptitle(title, fontsize=10, y=1 - 0.12 / fig_h, va="top")
+    fig.subplots_adjust(hspace=0.08, top=1 - 0.4 / fig_h, bottom=0.02)
+    fig.set_dpi(dpi)
+    save_figure(fig, outputs)
+
+
+def read_train_log(path) -> dict[str, np.ndarray]:
+    """A training log CSV as columns of floats (empty cells -> NaN)."""
+    lines = Path(path).read_text().splitlines()
+    header = lines[0].split(",")
+    rows = [[float(v) if v else np.nan for v in line.split(",")] for line in lines[1:] if line]
+    data = np.array(rows, dtype=float).reshape(len(rows), len(header))
+    return {name: data[:, i] for i, name in enumerate(header)}
+
+
+CURVES = (
+    ("d_loss", "critic / discriminator loss"),
+    ("g_loss", "generator loss"),
+    ("wasserstein_estimate", "Wasserstein estimate\nE[D(real)] − E[D(fake)]"),
+)
+
+
+def training_curves(log_paths, outputs, *, title: str | None = None, dpi: int = 150) -> None:
+    """Losses and the Wasserstein estimate against iterations (top) and wall time (bottom):
+    the mean over labels as a line, mean ± one standard deviation as a band."""
+    logs = [read_train_log(p) for p in log_paths]
+    n = min(len(log["iteration"]) for log in logs)  # labels stopped by a minutes budget may be shorter
+    iterations = logs[0]["iteration"][:n]
+    wall = np.mean([log["wall_seconds"][:n] for log in logs], axis=0)
+    curves = [(key, label) for key, label in CURVES if not np.all(np.isnan(logs[0][key][:n]))]
+    fig, axes = plt.subplots(2, len(curves), figsize=(4.2 * len(curves), 6.2), squeeze=False)
+    for col, (key, label) in enumerate(curves):
+        values = np.array([log[key][:n] for log in logs])
+        mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+        for row, (x, xlabel) in enumerate(((iterations, "generator iteration"), (wall, "training wall time (s, mean over labels)"))):
+            ax = axes[row, col]
+            ax.plot(x, mean, color="C0", lw=1.5, label=f"mean over {len(logs)} labels")
+            ax.fill_between(x, mean - std, mean + std, color="C0", alpha=0.25, lw=0, label="± 1 std over labels")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8, loc="best")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
     fig.set_dpi(dpi)
     save_figure(fig, outputs)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..errors import LabelwiseError
 from .unpickle import load_restricted
@@ -344,7 +344,8 @@ def square_image(image: Image.Image, resolution: int) -> Image.Image:
 
 def _read_image(path: Path, resolution: int) -> np.ndarray:
     with Image.open(path) as image:
-        rgb = image.convert("RGB")  # decodes the whole file, so corrupt data fails here, inside the try
+        # Honour the EXIF orientation tag (camera photos), then decode fully so corrupt data fails here.
+        rgb = ImageOps.exif_transpose(image).convert("RGB")
     return np.asarray(square_image(rgb, resolution), dtype=np.uint8).transpose(2, 0, 1)
 
 

@@ -234,7 +234,8 @@ def train_label(
             )
             elapsed += time.monotonic() - t0
 
-            at_end = iteration >= budget.iterations or elapsed >= deadline or stop.signal is not None
+            stopping = stop.signal  # read once: a signal landing later in this iteration waits for the next
+            at_end = iteration >= budget.iterations or elapsed >= deadline or stopping is not None
             if iteration % budget.log_every == 0 or iteration % budget.checkpoint_every == 0 or at_end:
                 means = torch.stack(pending).double().mean(0).cpu()
                 pending.clear()
@@ -260,9 +261,9 @@ def train_label(
                     _format_eta(remaining), r[2], r[3], f" W={r[5]:.4g}" if wgan else "",
                 )
                 last_progress = now
-            if stop.signal is not None:
+            if stopping is not None:
                 raise LabelwiseError(
-                    f"[{model} label {label}] stopped by signal {stop.signal} at iteration {iteration}; "
+                    f"[{model} label {label}] stopped by signal {stopping} at iteration {iteration}; "
                     f"checkpoint saved in {outputs.checkpoints}; rerun to resume"
                 )
             if elapsed >= deadline:
