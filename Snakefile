@@ -1,5 +1,6 @@
 # labelwise: one small GAN per class label, trained independently, then sampled and plotted.
-# Stages, one direction: prepare (shards) -> train (one job per model x label) -> sample -> figures.
+# Stages, one direction: prepare (shards) -> train (one job per model x label) -> sample ->
+# evaluate (classifier, real statistics, metrics) -> figures.
 # Usage: `make run` (or `snakemake --profile profiles/local`); configuration in config.yaml.
 from snakemake.utils import min_version
 
@@ -12,6 +13,7 @@ configfile: "config.yaml"
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
+include: "rules/evaluate.smk"
 include: "rules/figures.smk"
 
 

@@ -46,9 +46,20 @@ def run_guarded(fn, *args, **kwargs) -> int:
 
 
 def snakemake_entry(smk, stage) -> None:
-    """Entry point for `script:` rules: log to the rule's log file, run `stage(smk)`, exit 1 on bad input."""
+    """Entry point for `script:` rules: log to the rule's log file, run `stage(smk)`, exit 1 on bad input.
+
+    Torch and the BLAS libraries get the rule's `threads` and no more: on a shared node, every
+    job spinning up one thread per core slows them all down several-fold.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from .device import set_threads
+
     setup_logging(smk.log[0] if smk.log else None)
-    sys.exit(run_guarded(stage, smk))
+    set_threads(smk.threads)
+    with threadpool_limits(limits=smk.threads):
+        code = run_guarded(stage, smk)
+    sys.exit(code)
 
 
 # --- helpers shared by the subcommands ---------------------------------------------------------

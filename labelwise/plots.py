@@ -97,3 +97,57 @@ def training_curves(log_paths, outputs, *, title: str | None = None, dpi: int = 
     fig.tight_layout()
     fig.set_dpi(dpi)
     save_figure(fig, outputs)
+
+
+# (metrics.json section, metric key, axis label, lower is better)
+COMPARED = (
+    ("classifier", "label_accuracy", "label accuracy\n(classifier, share of own label)", False),
+    ("classifier", "fid", "FID in classifier features", True),
+    ("inception", "fid", "FID (Inception)", True),
+    ("inception", "is", "Inception score", False),
+)
+
+
+def _pooled_and_per_label(section: dict, key: str):
+    value = section.get(key) or {}
+    if key == "is":
+        return value.get("mean"), []
+    per_label = [v for v in (value.get("per_label") or {}).values() if v is not None]
+    return value.get("pooled"), per_label
+
+
+def metrics_comparison(metrics_paths, outputs, *, title: str | None = None, dpi: int = 150) -> None:
+    """Bars: each model's pooled value; dots: its per-label values. Skipped metrics are said so."""
+    import json
+
+    runs = [json.loads(Path(p).read_text()) for p in metrics_paths]
+    panels = [(sec, key, label, lower) for sec, key, label, lower in COMPARED
+              if any(r.get(sec, {}).get("status") == "ok" for r in runs)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.8), squeeze=False)
+    names = [MODEL_TITLES.get(r["model"], r["model"]).split(" (")[0] for r in runs]
+    rng = np.random.default_rng(0)
+    for ax, (sec, key, label, lower) in zip(axes[0], panels):
+        for i, run in enumerate(runs):
+            pooled, per_label = _pooled_and_per_label(run.get(sec, {}), key)
+            if pooled is not None:
+                ax.bar(i, pooled, color=f"C{i}", alpha=0.6, width=0.6)
+                ax.annotate(f"{pooled:.3g}", (i, pooled), ha="center", va="bottom", fontsize=8)
+            if per_label:
+                ax.scatter(i + rng.uniform(-0.15, 0.15, len(per_label)), per_label, s=10, color="k", zorder=3,
+                           label="per label" if i == 0 else None)
+        ax.set_xticks(range(len(runs)), names)
+        ax.set_ylabel(label)
+        ax.set_title("lower is better" if lower else "higher is better", fontsize=8, color="0.4")
+        ax.grid(axis="y", alpha=0.3)
+    if any(ax.get_legend_handles_labels()[0] for ax in axes[0]):
+        axes[0, 0].legend(fontsize=8, loc="best")
+    notes = {r.get("inception", {}).get("reason") for r in runs if r.get("inception", {}).get("status") == "skipped"}
+    if notes:
+        first = sorted({n.split(";")[0] for n in notes if n})  # the cause; metrics.json has the full fix
+        fig.text(0.01, -0.02, "Inception metrics skipped: " + "; ".join(first),
+                 fontsize=7, color="0.3", ha="left", va="top", wrap=True)
+    n_gen = {sum((r["protocol"].get("n_generated") or {}).values()) for r in runs}
+    fig.suptitle((title or "") + f"  (n generated per model: {', '.join(map(str, sorted(n_gen)))})", fontsize=10)
+    fig.tight_layout()
+    fig.set_dpi(dpi)
+    save_figure(fig, outputs)

@@ -50,10 +50,22 @@ else:
 SHARDED_LABELS = LABELS if DATA["source"] == "imagefolder" else list(range(NUM_CLASSES))
 
 
+# Feature spaces for metrics: the offline classifier always; Inception when its weights are found
+# (or required: then the stats job fails with the message saying where to put them).
+EVALUATION = config["evaluation"]
+SPACES = ["classifier"]
+if EVALUATION["inception"] != "off":
+    from labelwise.metrics.inception import resolve_inception_weights
+
+    if EVALUATION["inception"] == "required" or resolve_inception_weights(EVALUATION["inception_weights"]):
+        SPACES.append("inception")
+
+
 wildcard_constraints:
     dataset=DATASET,
     model="|".join(MODELS),
     label=r"\d+",
+    space="classifier|inception",
 
 
 def prepare_params():
@@ -78,9 +90,28 @@ def train_runtime_minutes(wildcards):
     return int(minutes * 1.25) + 10 if minutes else 24 * 60
 
 
+def real_stats_inputs(wildcards):
+    inputs = {"shard": f"{DS}/shards/{wildcards.label}.h5"}
+    if wildcards.space == "classifier":
+        inputs["classifier"] = f"{DS}/classifier/classifier.pt"
+    return inputs
+
+
+def inception_params(wildcards):
+    """Only the Inception statistics depend on the Inception settings."""
+    if wildcards.space != "inception":
+        return {}
+    return {k: EVALUATION[k] for k in ("inception", "inception_weights")}
+
+
 def samples_of(model):
     return expand(f"{DS}/{model}/samples/{{label}}.h5", label=LABELS)
 
 
 def all_outputs():
-    return expand(f"{DS}/figures/samples_{{model}}.{{ext}}", model=MODELS, ext=("png", "pdf"))
+    return [
+        *expand(f"{DS}/figures/samples_{{model}}.{{ext}}", model=MODELS, ext=("png", "pdf")),
+        *expand(f"{DS}/figures/training_curves_{{model}}.{{ext}}", model=MODELS, ext=("png", "pdf")),
+        *expand(f"{DS}/figures/metrics_comparison.{{ext}}", ext=("png", "pdf")),
+        *expand(f"{DS}/{{model}}/metrics.json", model=MODELS),
+    ]

@@ -20,3 +20,45 @@ rule sample_grid:
         "../envs/figures.yaml"
     script:
         "../workflow/scripts/sample_grid.py"
+
+
+rule training_curves:
+    input:
+        logs=lambda w: expand(f"{DS}/{w.model}/train_logs/{{label}}.csv", label=LABELS),
+    output:
+        png=report(
+            f"{DS}/figures/training_curves_{{model}}.png",
+            category="Training",
+            caption="../workflow/report/training_curves.rst",
+        ),
+        pdf=f"{DS}/figures/training_curves_{{model}}.pdf",
+    params:
+        figures=config["figures"],
+        dataset=DATASET,
+    log:
+        f"logs/{DATASET}/figures/training_curves_{{model}}.log",
+    conda:
+        "../envs/figures.yaml"
+    script:
+        "../workflow/scripts/training_curves.py"
+
+
+rule metrics_comparison:
+    input:
+        metrics=expand(f"{DS}/{{model}}/metrics.json", model=MODELS),
+    output:
+        png=report(
+            f"{DS}/figures/metrics_comparison.png",
+            category="Metrics",
+            caption="../workflow/report/metrics_comparison.rst",
+        ),
+        pdf=f"{DS}/figures/metrics_comparison.pdf",
+    params:
+        figures=config["figures"],
+        dataset=DATASET,
+    log:
+        f"logs/{DATASET}/figures/metrics_comparison.log",
+    conda:
+        "../envs/figures.yaml"
+    script:
+        "../workflow/scripts/metrics_comparison.py"
