@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from labelwise.images import write_images
 
@@ -38,3 +39,26 @@ def make_shard(tmp_path):
 @pytest.fixture
 def python():
     return sys.executable
+
+
+@pytest.fixture(scope="session")
+def random_inception_weights(tmp_path_factory):
+    """torch-fidelity's InceptionV3 layout with random weights, scaled so activations neither vanish
+    (the default init shrinks them ~1e-8 by the last layer) nor explode."""
+    torch.manual_seed(0)
+    from labelwise.metrics import inception as inc
+
+    net = inc.build_inception()  # random init: no file is read
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    with torch.no_grad():
+        # Random-weight features share a large common part, which would give every image the same
+        # top class (IS exactly 1): project it out of the classifier layer so that the logits vary.
+        common = net(torch.randint(0, 256, (1, 3, 8, 8), dtype=torch.uint8))[0][0]
+        common = common / common.norm()
+        w = net.fc.weight
+        w.sub_(torch.outer(w @ common, common)).mul_(50.0)
+    path = tmp_path_factory.mktemp("inception") / "random-inception.pth"
+    torch.save(net.state_dict(), path)
+    return path

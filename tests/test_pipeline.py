@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import json
 import pytest
 import yaml
 
@@ -21,11 +22,13 @@ TINY = {
     "figures": {"grid_columns": 5},
     "runtime": {"device": "cpu", "progress_seconds": 1},
 }
+# The test machine has no Inception weights; make sure a developer's hub cache is not found either.
+NO_HUB = {"TORCH_HOME": "/nonexistent-torch-home"}
 
 
 def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **NO_HUB)
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
@@ -36,6 +39,7 @@ def finished_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("pipeline")
     result = snakemake(workdir, TINY)
     assert result.returncode == 0, result.stderr[-3000:]
+    (workdir / "first_run.log").write_text(result.stdout + result.stderr)
     return workdir
 
 
@@ -58,6 +62,37 @@ def test_end_to_end_outputs(finished_run):
 
 
 @pytest.mark.e2e
+def test_metrics_for_every_model_with_inception_marked_skipped(finished_run):
+    ds = finished_run / "results" / "mnist5k"
+    for model in ("wcgan", "dccgan"):
+        metrics = json.loads((ds / model / "metrics.json").read_text())
+        clf = metrics["classifier"]
+        assert clf["status"] == "ok" and clf["held_out_accuracy"] > 0.8  # real MNIST digits are easy
+        assert set(clf["label_accuracy"]["per_label"]) == {"0", "7"}
+        assert 0.0 <= clf["label_accuracy"]["pooled"] <= 1.0
+        assert clf["fid"]["pooled"] > 0 and set(clf["fid"]["per_label"]) == {"0", "7"}
+        assert metrics["inception"]["status"] == "skipped"
+        assert "evaluation.inception_weights" in metrics["inception"]["reason"]
+        assert metrics["protocol"]["n_generated"] == {"0": 5, "7": 5}
+        rows = (ds / model / "metrics.csv").read_text().splitlines()
+        assert rows[0].startswith("label,class_name") and len(rows) == 3
+    for name in ("metrics_comparison", "training_curves_wcgan", "training_curves_dccgan"):
+        for ext in ("png", "pdf"):
+            assert (ds / "figures" / f"{name}.{ext}").stat().st_size > 1000
+
+
+@pytest.mark.e2e
+def test_real_statistics_computed_once_for_all_models(finished_run):
+    log = (finished_run / "first_run.log").read_text()
+    # One statistics job per label, one classifier, and one evaluation per model reading them.
+    assert log.count("rule real_stats:") == 2
+    assert log.count("rule classifier:") == 1
+    assert log.count("rule evaluate:") == 2
+    stats = sorted(p.name for p in (finished_run / "results/mnist5k/stats/classifier").iterdir())
+    assert stats == ["0.npz", "7.npz"]
+
+
+@pytest.mark.e2e
 def test_rerun_has_nothing_to_do(finished_run):
     result = snakemake(finished_run, TINY, "--dry-run")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -71,6 +106,36 @@ def test_evaluation_change_does_not_retrain(finished_run):
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
     assert "sample " in out and "rule train" not in out and "rule prepare" not in out
+    assert "rule real_stats" not in out and "rule classifier" not in out  # sample counts don't touch them
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_inception_metrics_appear_with_weights(tmp_path, random_inception_weights):
+    """Random weights of the real layout stand in for the (unavailable) published ones."""
+    config = dict(TINY, data={"source": "mnist5k", "labels": [3]}, models={"wcgan": TINY["models"]["wcgan"]},
+                  evaluation={"samples_per_label": 10, "inception": "required",
+                              "inception_weights": str(random_inception_weights), "kid_subset_size": 5})
+    result = snakemake(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "results/mnist5k/wcgan/metrics.json").read_text())
+    inc = metrics["inception"]
+    assert inc["status"] == "ok"
+    assert inc["fid"]["pooled"] > 0 and inc["fid"]["per_label"]["3"] > 0
+    assert inc["is"]["mean"] >= 1.0 and inc["kid"]["mean"] is not None
+    assert metrics["protocol"]["inception_weights"] == str(random_inception_weights)
+    assert (tmp_path / "results/mnist5k/stats/inception/3.npz").exists()
+
+
+def test_inception_required_without_weights_fails_with_the_fix(tmp_path):
+    config = dict(TINY, data={"source": "mnist5k", "labels": [3]}, models={"wcgan": TINY["models"]["wcgan"]},
+                  evaluation={"inception": "required"})
+    result = snakemake(tmp_path, config, "--until", "real_stats")
+    assert result.returncode != 0
+    log = (tmp_path / "logs/mnist5k/stats/inception/3.log").read_text()
+    assert "evaluation.inception_weights" in log and "wget" in log
+    assert "Traceback" not in log
+    assert not (tmp_path / "results/mnist5k/stats/inception/3.npz").exists()
 
 
 @pytest.mark.parametrize(
