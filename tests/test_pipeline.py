@@ -161,3 +161,12 @@ def test_cli_lists_every_stage():
     out = subprocess.run([sys.executable, "-m", "labelwise.cli", "--help"], capture_output=True, text=True, check=True).stdout
     for stage in ("prepare", "train", "sample", "grid"):
         assert stage in out
+
+
+@pytest.mark.e2e
+def test_report_bundles_figures_and_metrics(finished_run):
+    result = snakemake(finished_run, TINY, "--report", str(finished_run / "report.html"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = (finished_run / "report.html").read_text(errors="replace")
+    for name in ("samples_wcgan.png", "metrics_comparison.png", "training_curves_dccgan.png", "metrics.csv"):
+        assert name in html
