@@ -85,3 +85,62 @@ def dcgan_init_(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """Batch norm whose scale and shift are looked up per class (de Vries et al. 2017)."""
+
+    def __init__(self, num_features: int, num_classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(num_features, affine=False)
+        self.scale = nn.Embedding(num_classes, num_features)
+        self.shift = nn.Embedding(num_classes, num_features)
+        nn.init.ones_(self.scale.weight)
+        nn.init.zeros_(self.shift.weight)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.bn(x) * self.scale(y)[:, :, None, None] + self.shift(y)[:, :, None, None]
+
+
+class ConditionalGenerator(nn.Module):
+    """The per-label Generator's architecture for all labels at once: batch norm made class-conditional.
+
+    Labels are indices 0..num_classes-1 into the selected labels (the caller maps dataset labels).
+    """
+
+    def __init__(self, latent_dim: int, channels: int, resolution: int, width: int, num_classes: int):
+        super().__init__()
+        self.latent_dim = latent_dim
+        n = _blocks(resolution)
+        ch = width * 2 ** (n - 1)
+        self.convs = nn.ModuleList([nn.ConvTranspose2d(latent_dim, ch, 4, 1, 0, bias=False)])
+        self.norms = nn.ModuleList([ConditionalBatchNorm2d(ch, num_classes)])
+        for _ in range(n - 1):
+            self.convs.append(nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False))
+            self.norms.append(ConditionalBatchNorm2d(ch // 2, num_classes))
+            ch //= 2
+        self.out = nn.ConvTranspose2d(ch, channels, 4, 2, 1)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = z.view(z.shape[0], self.latent_dim, 1, 1)
+        for conv, norm in zip(self.convs, self.norms):
+            x = torch.relu(norm(conv(x), y))
+        return torch.tanh(self.out(x))
+
+
+class ProjectionCritic(nn.Module):
+    """The per-label Critic's trunk with a projection head (Miyato & Koyama 2018):
+    D(x, y) = w·φ(x) + embed(y)·φ(x), φ(x) the trunk's 4×4 feature map, flattened."""
+
+    def __init__(self, channels: int, resolution: int, width: int, num_classes: int):
+        super().__init__()
+        trunk = Critic(channels, resolution, width, norm="none").net
+        self.trunk = nn.Sequential(*list(trunk)[:-1])  # everything but the final 4x4 -> 1 convolution
+        features = trunk[-1].in_channels * 16
+        self.linear = nn.Linear(features, 1)
+        self.embed = nn.Embedding(num_classes, features)
+        nn.init.normal_(self.embed.weight, 0.0, 0.02)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.trunk(x).flatten(1)
+        return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(1)
