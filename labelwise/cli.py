@@ -108,13 +108,20 @@ def cmd_train(args) -> None:
         base = _dataset_dir(args, config)
     else:
         raise LabelwiseError("train needs --config (or --settings with explicit paths)")
+    name = "all" if args.model == "cgan" else args.label  # the one conditional model's files
     outputs = Outputs(
-        generator=Path(args.generator or base / args.model / "generators" / f"{args.label}.pt"),
-        log=Path(args.log or base / args.model / "train_logs" / f"{args.label}.csv"),
-        checkpoints=Path(args.checkpoints or base / args.model / "checkpoints" / str(args.label)),
+        generator=Path(args.generator or base / args.model / "generators" / f"{name}.pt"),
+        log=Path(args.log or base / args.model / "train_logs" / f"{name}.csv"),
+        checkpoints=Path(args.checkpoints or base / args.model / "checkpoints" / str(name)),
     )
+    if args.model == "cgan":  # one conditional model over every given shard
+        shard = args.shard or sorted((base / "shards").glob("*.h5"), key=lambda p: int(p.stem))
+    elif args.label is None:
+        raise LabelwiseError(f"train --model {args.model} needs --label")
+    else:
+        shard = args.shard[0] if args.shard else base / "shards" / f"{args.label}.h5"
     train_label(
-        args.shard or base / "shards" / f"{args.label}.h5", args.model, settings["model"], Budget(**settings["budget"]),
+        shard, args.model, settings["model"], Budget(**settings["budget"]),
         int(settings["seed"]), outputs, label=args.label,
         device=args.device or runtime.get("device", "auto"), threads=args.threads or runtime.get("threads"),
         progress_seconds=args.progress_seconds or runtime.get("progress_seconds", 10),
@@ -162,10 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("train", help="train one model on one label's shard (resumes from its checkpoints)")
     common(sp, config_required=False)
-    sp.add_argument("--model", required=True)
-    sp.add_argument("--label", type=int, required=True)
+    sp.add_argument("--model", required=True, help="wcgan | dccgan (one label) | cgan (all given shards)")
+    sp.add_argument("--label", type=int, help="the label to train (per-label models)")
     sp.add_argument("--settings", help="JSON {model, budget, seed} (what the Snakemake rule passes) instead of --config")
-    sp.add_argument("--shard", help="input shard (default: <results>/<dataset>/shards/<label>.h5)")
+    sp.add_argument("--shard", nargs="+", help="input shard(s) (default: <results>/<dataset>/shards/<label>.h5; cgan: all)")
     sp.add_argument("--generator", help="output generator weights (.pt)")
     sp.add_argument("--log", help="output training log (.csv)")
     sp.add_argument("--checkpoints", help="checkpoint directory (not a Snakemake output: survives failures)")

@@ -1,7 +1,12 @@
 """Adversarial losses: WGAN-GP (Gulrajani et al. 2017) and the non-saturating BCE loss of DCGAN.
 
-Each critic loss returns the scalar to minimise and a dict of detached diagnostics for the log
+Each critic loss returns the loss to minimise and a dict of detached diagnostics for the log
 (the Wasserstein estimate E[D(real)] - E[D(fake)] and the gradient penalty for WGAN-GP).
+
+Every mean is over the batch dimension (the first) only, and the gradient penalty takes its norm
+over each sample's image (the last three dimensions).  For one network (critic scores of shape
+(B,)) the losses are scalars; for packed training (`labelwise.train.packed`: images (B, K, C, H, W),
+scores (B, K)) they are K per-label losses, each exactly the loss that label's own network gets.
 """
 from __future__ import annotations
 
@@ -9,36 +14,42 @@ import torch
 import torch.nn.functional as F
 
 
-def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Mean of (||grad_x D(x)||_2 - 1)^2 at random points on lines between real and fake samples."""
-    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, generator=generator, dtype=real.dtype)
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None,
+                     alpha: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of (||grad_x D(x)||_2 - 1)^2 at random points on lines between real and fake samples.
+
+    `alpha` (the mixing weights, drawn from `generator` when not given) lets packed training draw
+    each label's weights from that label's own random stream.
+    """
+    if alpha is None:
+        alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, generator=generator, dtype=real.dtype)
     x = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
-    return (grad.flatten(1).norm(dim=1) - 1).square().mean()
+    return (grad.flatten(-3).norm(dim=-1) - 1).square().mean(0)
 
 
-def wgan_gp_critic_loss(critic, real, fake, gp_lambda: float, generator: torch.Generator):
-    d_real = critic(real).mean()
-    d_fake = critic(fake).mean()
-    gp = gradient_penalty(critic, real, fake, generator)
+def wgan_gp_critic_loss(critic, real, fake, gp_lambda: float, generator: torch.Generator | None, alpha=None):
+    d_real = critic(real).mean(0)
+    d_fake = critic(fake).mean(0)
+    gp = gradient_penalty(critic, real, fake, generator, alpha)
     wasserstein = d_real - d_fake
     return -wasserstein + gp_lambda * gp, {"wasserstein_estimate": wasserstein.detach(), "gradient_penalty": gp.detach()}
 
 
 def wgan_generator_loss(critic, fake):
-    return -critic(fake).mean()
+    return -critic(fake).mean(0)
+
+
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target), reduction="none").mean(0)
 
 
 def bce_discriminator_loss(critic, real, fake):
     logits_real = critic(real)
     logits_fake = critic(fake)
-    loss = F.binary_cross_entropy_with_logits(logits_real, torch.ones_like(logits_real)) + F.binary_cross_entropy_with_logits(
-        logits_fake, torch.zeros_like(logits_fake)
-    )
-    return loss, {}
+    return _bce(logits_real, 1.0) + _bce(logits_fake, 0.0), {}
 
 
 def bce_generator_loss(critic, fake):
     """Non-saturating generator loss: -log D(G(z))."""
-    logits = critic(fake)
-    return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+    return _bce(critic(fake), 1.0)

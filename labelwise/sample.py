@@ -37,11 +37,12 @@ def generate(gen, n: int, seed: int, device, image_size=None, batch_size: int = 
     return np.concatenate(out) if out else np.zeros((0, gen.net[-2].out_channels, *(image_size or (0, 0))), np.uint8)
 
 
-def sample_label(generator_path, out_path, n: int, seed: int, *, class_name: str | None = None,
+def sample_label(generator_path, out_path, n: int, seed: int, *, label: int | None = None, class_name: str | None = None,
                  device: str = "auto", threads: int | None = None, batch_size: int = 256) -> None:
+    """Draw `n` images of `label` (needed for a conditional generator; per-label ones know theirs)."""
     set_threads(threads)
     dev = select_device(device)
-    gen, info = load_generator(generator_path, dev)
+    gen, info = load_generator(generator_path, dev, label=label)
     label = info["label"]
     images = generate(gen, n, label_seed(seed, label) + 3, dev, tuple(info["image_size"]), batch_size)
     write_images(out_path, images, label=label, class_name=class_name, source="generated", model=info["model"],

@@ -76,18 +76,55 @@ def prepare_params():
     return params
 
 
+PER_LABEL_MODELS = [m for m in MODELS if m != "cgan"]
+
+
 def train_settings(wildcards):
-    """Everything that shapes one model's training: its section, the budget and the seed (as JSON)."""
-    return json.dumps(
-        {"model": config["models"][wildcards.model], "budget": config["budget"], "seed": config["seed"]},
-        sort_keys=True,
-    )
+    return model_train_settings(wildcards.model)
+
+
+def model_train_settings(model):
+    """Everything that shapes one model's training: its section, the budget and the seed (as JSON).
+
+    The single conditional GAN gets the sum of the per-label jobs' budgets (the papers' comparison).
+    """
+    budget = dict(config["budget"])
+    if model == "cgan":
+        budget["iterations"] *= len(LABELS)
+        if budget["minutes"]:
+            budget["minutes"] *= len(LABELS)
+    return json.dumps({"model": config["models"][model], "budget": budget, "seed": config["seed"]}, sort_keys=True)
+
+
+def generator_of(wildcards):
+    """The generator a label's samples come from: its own, or the one conditional model's."""
+    if wildcards.model == "cgan":
+        return f"{DS}/cgan/generators/all.pt"
+    return f"{DS}/{wildcards.model}/generators/{wildcards.label}.pt"
+
+
+def train_logs_of(model):
+    if model == "cgan":
+        return [f"{DS}/cgan/train_logs/all.csv"]
+    return expand(f"{DS}/{model}/train_logs/{{label}}.csv", label=LABELS)
 
 
 def train_runtime_minutes(wildcards):
-    """Scheduler wall time for a training job: the minutes budget plus margin, else a generous default."""
+    return model_runtime_minutes(wildcards.model)
+
+
+def model_runtime_minutes(model):
+    """Scheduler wall time for a training job: its minutes budget plus margin, else a generous default."""
     minutes = config["budget"]["minutes"]
+    if minutes and model == "cgan":
+        minutes *= len(LABELS)
     return int(minutes * 1.25) + 10 if minutes else 24 * 60
+
+
+def train_gpus(wildcards):
+    """One GPU slot when training on CUDA, so that `--resources gpu=N` runs at most N at once;
+    0 on CPU/auto (the Slurm profiles set gpu: 1 themselves, and set-resources wins)."""
+    return 1 if config["runtime"]["device"].startswith("cuda") else 0
 
 
 def real_stats_inputs(wildcards):

@@ -24,7 +24,7 @@ rule sample_grid:
 
 rule training_curves:
     input:
-        logs=lambda w: expand(f"{DS}/{w.model}/train_logs/{{label}}.csv", label=LABELS),
+        logs=lambda w: train_logs_of(w.model),
     output:
         png=report(
             f"{DS}/figures/training_curves_{{model}}.png",

@@ -15,6 +15,7 @@ rule train:
     threads: config["runtime"]["threads"]
     resources:
         runtime=train_runtime_minutes,
+        gpu=train_gpus,
     log:
         f"logs/{DATASET}/train/{{model}}/{{label}}.log",
     benchmark:
@@ -30,9 +31,36 @@ rule train:
         " --progress-seconds {config[runtime][progress_seconds]} 2> {log:q}"
 
 
+rule train_cgan:
+    input:
+        shards=expand(f"{DS}/shards/{{label}}.h5", label=LABELS),
+    output:
+        generator=f"{DS}/cgan/generators/all.pt",
+        log=f"{DS}/cgan/train_logs/all.csv",
+    params:
+        settings=lambda w: model_train_settings("cgan"),
+        checkpoints=f"{DS}/cgan/checkpoints/all",
+    threads: config["runtime"]["threads"]
+    resources:
+        runtime=lambda w: model_runtime_minutes("cgan"),
+        gpu=train_gpus,
+    log:
+        f"logs/{DATASET}/train/cgan/all.log",
+    benchmark:
+        f"{DS}/benchmarks/train/cgan/all.tsv"
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "{LAUNCHER} labelwise train --model cgan"
+        " --settings {params.settings:q} --shard {input.shards}"
+        " --generator {output.generator} --log {output.log} --checkpoints {params.checkpoints:q}"
+        " --device {config[runtime][device]} --threads {threads}"
+        " --progress-seconds {config[runtime][progress_seconds]} 2> {log:q}"
+
+
 rule sample:
     input:
-        generator=rules.train.output.generator,
+        generator=generator_of,
         meta=f"{DS}/meta.json",
     output:
         samples=f"{DS}/{{model}}/samples/{{label}}.h5",

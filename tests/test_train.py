@@ -195,3 +195,27 @@ def test_sigterm_saves_checkpoint_and_exits_with_one_line(tmp_path, make_shard, 
     assert "Traceback" not in err
     (iteration, _), = list_checkpoints(root / "ckpt")
     assert 0 < iteration < budget["iterations"]
+
+
+def test_cgan_trains_one_conditional_generator_over_all_labels(tmp_path, make_shard, tiny_settings):
+    from labelwise.sample import sample_label
+
+    shards = [make_shard(label=k, n=16 + k) for k in (2, 5, 9)]
+    out = outputs(tmp_path)
+    result = train_label(shards, "cgan", tiny_settings, Budget(iterations=6, checkpoint_every=3), 0, out, threads=1)
+    assert result.iterations == 6
+    with pytest.raises(LabelwiseError, match="label 3 is not among them"):
+        load_generator(out.generator, label=3)
+    gen5, info = load_generator(out.generator, label=5)
+    gen9, _ = load_generator(out.generator, label=9)
+    z = torch.randn(4, 8)
+    assert info["label"] == 5 and gen5(z).shape == (4, 1, 32, 32)
+    assert not torch.equal(gen5(z), gen9(z))  # the class changes the image
+    sample_label(out.generator, tmp_path / "s.h5", 7, 0, label=9, class_name="9")
+    from labelwise.images import read_images
+
+    images, attrs = read_images(tmp_path / "s.h5")
+    assert images.shape == (7, 1, 28, 28) and attrs["label"] == 9 and attrs["model"] == "cgan"
+    # Resumes like the per-label models.
+    result = train_label(shards, "cgan", tiny_settings, Budget(iterations=9, checkpoint_every=3), 0, out, threads=1)
+    assert result.resumed_from == 6

@@ -12,10 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import functools
 import math
+import os
 import signal
+import socket
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +31,7 @@ from ..device import select_device, set_threads
 from ..errors import LabelwiseError
 from ..images import read_images
 from ..io import atomic_path
-from ..nets import Critic, Generator, dcgan_init_, network_resolution
+from ..nets import ConditionalGenerator, Critic, Generator, ProjectionCritic, dcgan_init_, network_resolution
 from .checkpoint import load_resumable, save_checkpoint
 
 log = logging.getLogger("labelwise.train")
@@ -36,7 +40,11 @@ log = logging.getLogger("labelwise.train")
 ALGORITHMS = {
     "wcgan": {"loss": "wgan-gp", "critic_norm": "none", "init": "pytorch"},
     "dccgan": {"loss": "bce", "critic_norm": "batch", "init": "dcgan"},
+    # One class-conditional WGAN-GP over all selected labels: the serial approach the papers compare with.
+    "cgan": {"loss": "wgan-gp", "critic_norm": "none", "init": "pytorch", "conditional": True},
 }
+# The conditional model's seed slot: derived like a label's, from a value no label index takes.
+CONDITIONAL_SEED_LABEL = 2**31 - 1
 LOG_COLUMNS = ("iteration", "wall_seconds", "d_loss", "g_loss", "gradient_penalty", "wasserstein_estimate")
 GENERATOR_FORMAT = "labelwise-generator/1"
 
@@ -88,6 +96,77 @@ def _fingerprint(model: str, settings: dict, seed: int, label: int, shard_sha256
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def read_conditional_shards(shards) -> tuple[np.ndarray, np.ndarray, list[int], str]:
+    """All selected labels' images, each image's class index (position in `labels`), the labels, and
+    one checksum over the shards' checksums (for the checkpoint fingerprint)."""
+    parts, classes, labels, sums = [], [], [], []
+    for index, shard in enumerate(shards):
+        images, attrs, label = read_label_shard(shard, None)
+        if parts and images.shape[1:] != parts[0].shape[1:]:
+            raise LabelwiseError(f"{shard}: images of shape {images.shape[1:]} next to {parts[0].shape[1:]}; re-create the shards")
+        parts.append(images)
+        classes.append(np.full(len(images), index, dtype=np.int64))
+        labels.append(label)
+        sums.append(str(attrs.get("sha256")))
+    return np.concatenate(parts), np.concatenate(classes), labels, hashlib.sha256("".join(sums).encode()).hexdigest()
+
+
+def read_label_shard(shard: str | Path, label: int | None) -> tuple[np.ndarray, dict, int]:
+    """A shard's images, attributes and label, checked to hold `label` (if given) and not to be empty."""
+    images, attrs = read_images(shard)
+    if label is None:
+        label = int(attrs["label"])
+    elif int(attrs["label"]) != int(label):
+        raise LabelwiseError(f"{shard}: holds label {attrs['label']} but label {label} was asked for; re-create the shards")
+    if len(images) == 0:
+        raise LabelwiseError(f"{shard}: label {label} has no images; choose other data.labels or fix the dataset")
+    return images, attrs, int(label)
+
+
+def build_networks(model: str, settings: dict, channels: int, resolution: int, seed: int, label: int,
+                   device, num_classes: int | None = None) -> tuple[Generator, Critic]:
+    """The label's freshly initialised generator and critic (shared with packed training);
+    for the conditional model, its networks over `num_classes` classes."""
+    algo = ALGORITHMS[model]
+    # Networks are built from the label's seed, so a fresh start is reproducible too.
+    torch.manual_seed(label_seed(seed, label))
+    width, latent_dim = int(settings["width"]), int(settings["latent_dim"])
+    if algo.get("conditional"):
+        gen = ConditionalGenerator(latent_dim, channels, resolution, width, num_classes).to(device)
+        return gen, ProjectionCritic(channels, resolution, width, num_classes).to(device)
+    gen = Generator(latent_dim, channels, resolution, width).to(device)
+    critic = Critic(channels, resolution, width, norm=algo["critic_norm"]).to(device)
+    if algo["init"] == "dcgan":
+        dcgan_init_(gen)
+        dcgan_init_(critic)
+    return gen, critic
+
+
+def label_generators(seed: int, label: int, device) -> tuple[torch.Generator, torch.Generator]:
+    """The label's two random streams: batch indices on the CPU, noise (and GP mixing) on the device."""
+    rng_cpu = torch.Generator().manual_seed(label_seed(seed, label) + 1)
+    rng_dev = torch.Generator(device=device).manual_seed(label_seed(seed, label) + 2)
+    return rng_cpu, rng_dev
+
+
+def checkpoint_state(fingerprint: str, iteration: int, elapsed: float, generator: dict, critic: dict,
+                     opt_g: dict, opt_d: dict, rng_cpu: torch.Generator, rng_dev: torch.Generator, rows) -> dict:
+    """One label's resumable state, as `save_checkpoint` writes it (the same for packed training)."""
+    return {
+        "format": 1,
+        "fingerprint": fingerprint,
+        "iteration": iteration,
+        "elapsed": elapsed,
+        "generator": generator,
+        "critic": critic,
+        "opt_g": opt_g,
+        "opt_d": opt_d,
+        "rng_cpu": rng_cpu.get_state(),
+        "rng_device": rng_dev.get_state(),
+        "log": torch.tensor(rows, dtype=torch.float64).reshape(len(rows), len(LOG_COLUMNS)),
+    }
+
+
 def _format_eta(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -118,7 +197,7 @@ class _StopRequest:
 
 
 def train_label(
-    shard: str | Path,
+    shard: str | Path | list,
     model: str,
     settings: dict,
     budget: Budget,
@@ -130,19 +209,30 @@ def train_label(
     threads: int | None = None,
     progress_seconds: float = 5.0,
 ) -> TrainResult:
-    """Train `model` ('wcgan' or 'dccgan') with `settings` on one shard; write generator + log CSV."""
+    """Train `model` with `settings` on one label's shard; write generator + log CSV.
+
+    'wcgan' and 'dccgan' take one shard; 'cgan' takes the list of all selected labels' shards and
+    trains one class-conditional generator over them.
+    """
     if model not in ALGORITHMS:
         raise LabelwiseError(f"unknown model {model!r}; known models: {', '.join(ALGORITHMS)}")
     algo = ALGORITHMS[model]
+    conditional = bool(algo.get("conditional"))
     set_threads(threads)
     dev = select_device(device)
-    images, attrs = read_images(shard)
-    if label is None:
-        label = int(attrs["label"])
-    elif int(attrs["label"]) != int(label):
-        raise LabelwiseError(f"{shard}: holds label {attrs['label']} but label {label} was asked for; re-create the shards")
-    if len(images) == 0:
-        raise LabelwiseError(f"{shard}: label {label} has no images; choose other data.labels or fix the dataset")
+    if conditional:
+        images, classes, labels, data_sum = read_conditional_shards(shard if isinstance(shard, list) else [shard])
+        label, who = CONDITIONAL_SEED_LABEL, f"{model} labels {','.join(map(str, labels))}"
+        ydata = torch.from_numpy(classes).to(dev)
+    else:
+        images, attrs, label = read_label_shard(shard, label)
+        labels, who, data_sum, ydata = [label], f"{model} label {label}", str(attrs.get("sha256")), None
+    # Where this job runs, in one line: the evidence that concurrent jobs got distinct GPUs.
+    log.info(
+        "[%s] device %s, %d thread(s), CUDA_VISIBLE_DEVICES=%s, host %s, start %s",
+        who, dev, torch.get_num_threads(), os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
+        socket.gethostname(), datetime.now().astimezone().isoformat(timespec="milliseconds"),
+    )
     channels, height, width = images.shape[1:]
     resolution = network_resolution(max(height, width))
     data = images_to_tensor(images, resolution).to(dev)
@@ -151,20 +241,16 @@ def train_label(
     bs = int(settings["batch_size"])
     latent_dim = int(settings["latent_dim"])
     critic_steps = int(settings["critic_steps"])
-    fingerprint = _fingerprint(model, settings, seed, label, str(attrs.get("sha256")))
+    fingerprint = _fingerprint(model, settings, seed, label, data_sum)
 
-    # Networks are built from the label's seed, so a fresh start is reproducible too.
-    torch.manual_seed(label_seed(seed, label))
-    gen = Generator(latent_dim, channels, resolution, int(settings["width"])).to(dev)
-    critic = Critic(channels, resolution, int(settings["width"]), norm=algo["critic_norm"]).to(dev)
-    if algo["init"] == "dcgan":
-        dcgan_init_(gen)
-        dcgan_init_(critic)
+    gen, critic = build_networks(model, settings, channels, resolution, seed, label, dev, num_classes=len(labels))
+    # One calling convention for both kinds: y (class indices) is None for the per-label models.
+    G = gen if conditional else (lambda z, y: gen(z))
+    D = critic if conditional else (lambda x, y: critic(x))
     betas = tuple(settings["betas"])
     opt_g = torch.optim.Adam(gen.parameters(), lr=float(settings["lr"]), betas=betas)
     opt_d = torch.optim.Adam(critic.parameters(), lr=float(settings["lr"]), betas=betas)
-    rng_cpu = torch.Generator().manual_seed(label_seed(seed, label) + 1)
-    rng_dev = torch.Generator(device=dev).manual_seed(label_seed(seed, label) + 2)
+    rng_cpu, rng_dev = label_generators(seed, label, dev)
 
     start, elapsed, rows = 0, 0.0, []
     state = load_resumable(outputs.checkpoints, fingerprint, budget.iterations)
@@ -177,22 +263,11 @@ def train_label(
         rng_dev.set_state(state["rng_device"].to("cpu"))
         start, elapsed = int(state["iteration"]), float(state["elapsed"])
         rows = [tuple(r) for r in state["log"].tolist()]
-        log.info("[%s label %d] resuming from checkpoint at iteration %d", model, label, start)
+        log.info("[%s] resuming from checkpoint at iteration %d", who, start)
 
     def snapshot(iteration: int) -> dict:
-        return {
-            "format": 1,
-            "fingerprint": fingerprint,
-            "iteration": iteration,
-            "elapsed": elapsed,
-            "generator": gen.state_dict(),
-            "critic": critic.state_dict(),
-            "opt_g": opt_g.state_dict(),
-            "opt_d": opt_d.state_dict(),
-            "rng_cpu": rng_cpu.get_state(),
-            "rng_device": rng_dev.get_state(),
-            "log": torch.tensor(rows, dtype=torch.float64).reshape(len(rows), len(LOG_COLUMNS)),
-        }
+        return checkpoint_state(fingerprint, iteration, elapsed, gen.state_dict(), critic.state_dict(),
+                                opt_g.state_dict(), opt_d.state_dict(), rng_cpu, rng_dev, rows)
 
     wgan = algo["loss"] == "wgan-gp"
     gp_lambda = float(settings.get("gp_lambda", 10.0))
@@ -211,20 +286,25 @@ def train_label(
             for _ in range(critic_steps):
                 idx = torch.randint(n_images, (bs,), generator=rng_cpu).to(dev)
                 real = data.index_select(0, idx)
+                y = ydata.index_select(0, idx) if conditional else None  # fakes of the real batch's classes
                 z = torch.randn(bs, latent_dim, device=dev, generator=rng_dev)
                 with torch.no_grad():
-                    fake = gen(z)
+                    fake = G(z, y)
+                critic_y = functools.partial(D, y=y)
                 if wgan:
-                    d_loss, diag = losses.wgan_gp_critic_loss(critic, real, fake, gp_lambda, rng_dev)
+                    d_loss, diag = losses.wgan_gp_critic_loss(critic_y, real, fake, gp_lambda, rng_dev)
                 else:
-                    d_loss, diag = losses.bce_discriminator_loss(critic, real, fake)
+                    d_loss, diag = losses.bce_discriminator_loss(critic_y, real, fake)
                 opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
                 opt_d.step()
             critic.requires_grad_(False)  # the generator step needs no critic gradients
+            # Classes for the generator step follow the data's class frequencies.
+            y = ydata.index_select(0, torch.randint(n_images, (bs,), generator=rng_cpu).to(dev)) if conditional else None
             z = torch.randn(bs, latent_dim, device=dev, generator=rng_dev)
-            fake = gen(z)
-            g_loss = losses.wgan_generator_loss(critic, fake) if wgan else losses.bce_generator_loss(critic, fake)
+            fake = G(z, y)
+            critic_y = functools.partial(D, y=y)
+            g_loss = losses.wgan_generator_loss(critic_y, fake) if wgan else losses.bce_generator_loss(critic_y, fake)
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
@@ -241,7 +321,7 @@ def train_label(
                 pending.clear()
                 if not bool(torch.isfinite(means[:2]).all()):
                     raise LabelwiseError(
-                        f"[{model} label {label}] training diverged: non-finite loss by iteration {iteration} "
+                        f"[{who}] training diverged: non-finite loss by iteration {iteration} "
                         f"(d_loss={means[0].item()}, g_loss={means[1].item()}); the last good checkpoint in "
                         f"{outputs.checkpoints} is kept. Lower models.{model}.lr or change the seed, then rerun"
                     )
@@ -256,32 +336,33 @@ def train_label(
                     remaining = min(remaining, max(deadline - elapsed, 0.0))
                 r = rows[-1] if rows else (0, 0, math.nan, math.nan, math.nan, math.nan)
                 log.info(
-                    "[%s label %d] it %d/%d (%.0f%%) %.2f it/s ETA %s d_loss=%.4g g_loss=%.4g%s",
-                    model, label, iteration, budget.iterations, 100.0 * iteration / budget.iterations, rate,
+                    "[%s] it %d/%d (%.0f%%) %.2f it/s ETA %s d_loss=%.4g g_loss=%.4g%s",
+                    who, iteration, budget.iterations, 100.0 * iteration / budget.iterations, rate,
                     _format_eta(remaining), r[2], r[3], f" W={r[5]:.4g}" if wgan else "",
                 )
                 last_progress = now
             if stopping is not None:
                 raise LabelwiseError(
-                    f"[{model} label {label}] stopped by signal {stopping} at iteration {iteration}; "
+                    f"[{who}] stopped by signal {stopping} at iteration {iteration}; "
                     f"checkpoint saved in {outputs.checkpoints}; rerun to resume"
                 )
             if elapsed >= deadline:
                 stopped_by = "minutes"
                 break
 
-    write_generator(outputs.generator, gen, model=model, label=label, iterations=iteration,
+    write_generator(outputs.generator, gen, model=model, label=labels if conditional else label, iterations=iteration,
                     channels=channels, resolution=resolution, image_size=(height, width), settings=settings)
     write_log(outputs.log, rows)
-    log.info("[%s label %d] done: %d iterations in %.1f s (stopped by the %s budget)", model, label, iteration, elapsed, stopped_by)
+    log.info("[%s] done: %d iterations in %.1f s (stopped by the %s budget)", who, iteration, elapsed, stopped_by)
     return TrainResult(iterations=iteration, seconds=elapsed, resumed_from=start, stopped_by=stopped_by, log_rows=rows)
 
 
 def write_generator(path, gen: Generator, *, model, label, iterations, channels, resolution, image_size, settings) -> None:
+    """`label`: the label (per-label models) or the list of labels, in class-index order (cgan)."""
     payload = {
         "format": GENERATOR_FORMAT,
         "model": model,
-        "label": int(label),
+        **({"labels": [int(k) for k in label]} if isinstance(label, list) else {"label": int(label)}),
         "iterations": int(iterations),
         "arch": {"latent_dim": int(settings["latent_dim"]), "channels": int(channels),
                  "resolution": int(resolution), "width": int(settings["width"])},
@@ -292,16 +373,42 @@ def write_generator(path, gen: Generator, *, model, label, iterations, channels,
         torch.save(payload, tmp)
 
 
-def load_generator(path, device: torch.device | str = "cpu") -> tuple[Generator, dict]:
-    """Rebuild a generator written by `train_label`; weights_only loading runs no code from the file."""
+class ClassBoundGenerator(nn.Module):
+    """A conditional generator fixed to one class: called like a per-label generator, gen(z)."""
+
+    def __init__(self, gen: ConditionalGenerator, class_index: int):
+        super().__init__()
+        self.gen, self.class_index, self.latent_dim = gen, class_index, gen.latent_dim
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.gen(z, torch.full((z.shape[0],), self.class_index, dtype=torch.long, device=z.device))
+
+
+def load_generator(path, device: torch.device | str = "cpu", label: int | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild a generator written by `train_label`; weights_only loading runs no code from the file.
+
+    A conditional (cgan) generator needs `label` and comes back bound to it; info["label"] is set.
+    """
     path = Path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         if payload.get("format") != GENERATOR_FORMAT:
             raise ValueError(f"format {payload.get('format')!r}")
         arch = payload["arch"]
-        gen = Generator(arch["latent_dim"], arch["channels"], arch["resolution"], arch["width"])
-        gen.load_state_dict(payload["state_dict"])
+        if "labels" in payload:
+            cgen = ConditionalGenerator(arch["latent_dim"], arch["channels"], arch["resolution"], arch["width"],
+                                        len(payload["labels"]))
+            cgen.load_state_dict(payload["state_dict"])
+            if label is None or int(label) not in payload["labels"]:
+                raise LabelwiseError(f"{path}: a conditional generator of labels {payload['labels']}; "
+                                     f"label {label} is not among them")
+            gen = ClassBoundGenerator(cgen, payload["labels"].index(int(label)))
+            payload["label"] = int(label)
+        else:
+            gen = Generator(arch["latent_dim"], arch["channels"], arch["resolution"], arch["width"])
+            gen.load_state_dict(payload["state_dict"])
+    except LabelwiseError:
+        raise
     except FileNotFoundError:
         raise LabelwiseError(f"{path}: generator not found; run the train stage for this label first") from None
     except Exception as exc:

@@ -9,7 +9,7 @@ def sample(smk):
     class_names = json.loads(open(smk.input.meta).read())["class_names"]
     label = int(smk.wildcards.label)
     runtime = smk.config["runtime"]  # how to run, not what to compute: deliberately not a param
-    sample_label(smk.input.generator, smk.output.samples, smk.params.n, smk.params.seed,
+    sample_label(smk.input.generator, smk.output.samples, smk.params.n, smk.params.seed, label=label,
                  class_name=class_names[label], device=runtime["device"], threads=smk.threads,
                  batch_size=smk.params.batch_size)
 
