@@ -145,6 +145,14 @@ def samples_of(model):
     return expand(f"{DS}/{model}/samples/{{label}}.h5", label=LABELS)
 
 
+def paper_outputs():
+    """What `snakemake paper` adds to the default target: the table (and, where defined, the scaling study)."""
+    outputs = expand(f"{DS}/paper/metrics_table.{{ext}}", ext=("csv", "md", "tex"))
+    if "scaling_outputs" in globals():
+        outputs += scaling_outputs()
+    return outputs
+
+
 def all_outputs():
     return [
         *expand(f"{DS}/figures/samples_{{model}}.{{ext}}", model=MODELS, ext=("png", "pdf")),

@@ -62,3 +62,32 @@ rule metrics_comparison:
         "../envs/figures.yaml"
     script:
         "../workflow/scripts/metrics_comparison.py"
+
+
+rule paper_table:
+    input:
+        metrics=expand(f"{DS}/{{model}}/metrics.json", model=MODELS),
+    output:
+        csv=report(f"{DS}/paper/metrics_table.csv", category="Paper", caption="../workflow/report/paper_table.rst"),
+        md=f"{DS}/paper/metrics_table.md",
+        tex=f"{DS}/paper/metrics_table.tex",
+    params:
+        caption=lambda w: (
+            f"{DATASET}: per-label models and the single CGAN, {len(LABELS)} labels, "
+            f"{config['evaluation']['samples_per_label']} samples per label, budget {config['budget']['iterations']} "
+            "generator iterations per label"
+        ),
+    log:
+        f"logs/{DATASET}/figures/paper_table.log",
+    conda:
+        "../envs/figures.yaml"
+    script:
+        "../workflow/scripts/paper_table.py"
+
+
+# `snakemake paper`: every figure and table of the papers for the configured dataset and models.
+rule paper:
+    input:
+        all_outputs(),
+        paper_outputs(),
+    default_target: False

@@ -1,0 +1,65 @@
+"""The papers' comparison table: one row per model, pooled metrics, as CSV, Markdown and LaTeX."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from .io import write_text
+from .plots import MODEL_TITLES
+
+# (column header, metrics.json section, path inside it, format)
+COLUMNS = (
+    ("label accuracy", "classifier", ("label_accuracy", "pooled"), "{:.3f}"),
+    ("classifier FID", "classifier", ("fid", "pooled"), "{:.2f}"),
+    ("classifier intra-FID", "classifier", ("fid", "intra_fid"), "{:.2f}"),
+    ("classifier IS", "classifier", ("is",), "is"),
+    ("Inception IS", "inception", ("is",), "is"),
+    ("Inception FID", "inception", ("fid", "pooled"), "{:.2f}"),
+    ("Inception intra-FID", "inception", ("fid", "intra_fid"), "{:.2f}"),
+    ("KID ×10³", "inception", ("kid",), "kid"),
+)
+
+
+def _cell(metrics: dict, section: str, path: tuple, fmt: str) -> str:
+    value = metrics.get(section, {})
+    if value.get("status") != "ok":
+        return "n/a"
+    for key in path:
+        value = (value or {}).get(key)
+    if value is None:
+        return "n/a"
+    if fmt == "is":
+        return f"{value['mean']:.2f} ± {value['std']:.2f}"
+    if fmt == "kid":
+        return f"{1e3 * value['mean']:.2f} ± {1e3 * value['std']:.2f}"
+    return fmt.format(value)
+
+
+def table_rows(metrics_paths) -> tuple[list[str], list[list[str]]]:
+    header = ["model", "n generated", *(c[0] for c in COLUMNS)]
+    rows = []
+    for path in metrics_paths:
+        m = json.loads(Path(path).read_text())
+        n = sum((m.get("protocol", {}).get("n_generated") or {}).values())
+        rows.append([MODEL_TITLES.get(m["model"], m["model"]), str(n), *(_cell(m, *c[1:]) for c in COLUMNS)])
+    return header, rows
+
+
+def _latex_escape(text: str) -> str:
+    return text.replace("&", r"\&").replace("%", r"\%").replace("_", r"\_").replace("±", r"$\pm$").replace("×10³", r"$\times 10^3$")
+
+
+def write_tables(metrics_paths, csv_path, markdown_path, latex_path, *, caption: str = "") -> None:
+    header, rows = table_rows(metrics_paths)
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
+    write_text(csv_path, buf.getvalue())
+    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+    write_text(markdown_path, (f"{caption}\n\n" if caption else "") + "\n".join(md) + "\n")
+    tex = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
+           " & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule",
+           *(" & ".join(_latex_escape(c) for c in r) + r" \\" for r in rows),
+           r"\bottomrule", r"\end{tabular}", rf"\caption{{{_latex_escape(caption)}}}" if caption else "", r"\end{table}"]
+    write_text(latex_path, "\n".join(line for line in tex if line) + "\n")
