@@ -14,6 +14,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/scaling.smk"  # before figures.smk: `rule paper` takes scaling_outputs()
 include: "rules/figures.smk"
 
 
