@@ -114,6 +114,8 @@ def cmd_train(args) -> None:
         log=Path(args.log or base / args.model / "train_logs" / f"{name}.csv"),
         checkpoints=Path(args.checkpoints or base / args.model / "checkpoints" / str(name)),
     )
+    if args.snapshots or (base is not None and settings["budget"].get("snapshots")):
+        outputs.snapshots = Path(args.snapshots or base / args.model / "snapshots" / f"{name}.pt")
     if args.model == "cgan":  # one conditional model over every given shard
         shard = args.shard or sorted((base / "shards").glob("*.h5"), key=lambda p: int(p.stem))
     elif args.label is None:
@@ -176,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--generator", help="output generator weights (.pt)")
     sp.add_argument("--log", help="output training log (.csv)")
     sp.add_argument("--checkpoints", help="checkpoint directory (not a Snakemake output: survives failures)")
+    sp.add_argument("--snapshots", help="output bundle of the budget.snapshots generator snapshots (.pt)")
     sp.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: runtime.device)")
     sp.add_argument("--threads", type=int, help="torch CPU threads (default: runtime.threads)")
     sp.add_argument("--progress-seconds", type=float, help="seconds between progress lines")

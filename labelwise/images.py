@@ -8,6 +8,7 @@ corrupted file is reported instead of being trained on.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import h5py
 import numpy as np
 
 from .errors import LabelwiseError
-from .io import atomic_path
+from .io import write_bytes
 
 DATASET = "images"
 
@@ -30,21 +31,23 @@ def write_images(path: str | os.PathLike, images: np.ndarray, **attrs) -> None:
     if images.dtype != np.uint8 or images.ndim != 4:
         raise ValueError(f"images must be uint8 N×C×H×W, got {images.dtype} {images.shape}")
     n, c, h, w = images.shape
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset(
-                DATASET,
-                data=images,
-                chunks=(1, c, h, w) if n else None,
-                compression="gzip" if n else None,
-                compression_opts=4 if n else None,
-                shuffle=bool(n),
-            )
-            for key, value in attrs.items():
-                if value is not None:
-                    f.attrs[key] = value
-            f.attrs["count"] = n
-            f.attrs["sha256"] = images_sha256(images)
+    # Built in memory, written with Python file writes: see labelwise.io on a full disk under h5py.
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        f.create_dataset(
+            DATASET,
+            data=images,
+            chunks=(1, c, h, w) if n else None,
+            compression="gzip" if n else None,
+            compression_opts=4 if n else None,
+            shuffle=bool(n),
+        )
+        for key, value in attrs.items():
+            if value is not None:
+                f.attrs[key] = value
+        f.attrs["count"] = n
+        f.attrs["sha256"] = images_sha256(images)
+    write_bytes(path, buffer.getbuffer())
 
 
 def read_images(

@@ -3,14 +3,26 @@
 Writers get a temporary sibling path (same directory, so the final rename is atomic on POSIX),
 and the rename happens only when the writer returned without error; on error the temporary file is
 removed.  A killed process can leave a `*.tmp-<pid>` file behind, never a truncated final file.
+
+A write that fails in the file system (disk full, quota, read-only or vanished folder) is a
+LabelwiseError naming the final path and the fix, not a traceback.  That needs the bytes to reach
+the disk through Python's own file writes: torch.save and h5py write through C/C++ code that reports
+a full disk as a cryptic RuntimeError ("unexpected pos 704 vs 598", "Disable slist on flush dest
+failure failed"), even when handed a Python file object, and h5py can crash the interpreter while
+cleaning up after it.  So `save_torch` (and `labelwise.images.write_images`) serialise in memory and
+write the bytes with `write_bytes`.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import json
 import os
 from pathlib import Path
 from typing import Iterator
+
+from .errors import LabelwiseError
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -41,9 +53,43 @@ def atomic_path(path: str | os.PathLike, fsync: bool = True) -> Iterator[Path]:
         os.replace(tmp, final)
         if fsync:
             _fsync_dir(final.parent)
+    except OSError as exc:
+        raise LabelwiseError(write_failure(final, exc)) from None
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             tmp.unlink()
+
+
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
+_NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def write_failure(path: str | os.PathLike, exc: OSError) -> str:
+    """One line: which file could not be written, why, and what to do about it."""
+    why = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno in _NO_SPACE:
+        fix = "free space (or quota) on that file system, or move the results elsewhere, then rerun"
+    elif exc.errno in _NOT_WRITABLE:
+        fix = "make that folder writable for this user, then rerun"
+    else:
+        fix = "check that file system, then rerun"
+    return f"{os.fspath(path)}: could not write it ({why}); nothing was written under that name; {fix}"
+
+
+def write_bytes(path: str | os.PathLike, data) -> None:
+    """Write `data` (bytes or a buffer) atomically to `path`."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+
+def save_torch(obj, path: str | os.PathLike) -> None:
+    """torch.save `obj` atomically to `path`, serialised in memory first (see the module docstring)."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getbuffer())
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -151,3 +151,47 @@ def metrics_comparison(metrics_paths, outputs, *, title: str | None = None, dpi:
     fig.tight_layout()
     fig.set_dpi(dpi)
     save_figure(fig, outputs)
+
+
+def fid_vs_time(json_paths, outputs, *, title: str | None = None, dpi: int = 150) -> None:
+    """FID against training wall time, one line with markers per model (the models' fid_vs_time.json):
+    classifier FID, and a second panel for Inception FID when any model has it. Solid: pooled FID;
+    dashed: intra-FID (mean of the per-label FIDs). Log y when the values span more than a factor of 10."""
+    import json
+
+    runs = [json.loads(Path(p).read_text()) for p in json_paths]
+    spaces = [s for s in ("classifier", "inception") if any(s in r.get("feature_spaces", []) for r in runs)]
+    names = {"classifier": "FID in classifier features", "inception": "FID in Inception features"}
+    fig, axes = plt.subplots(1, len(spaces), figsize=(5.6 * len(spaces), 4.0), squeeze=False)
+    for ax, space in zip(axes[0], spaces):
+        values = []
+        for i, run in enumerate(runs):
+            pts = [p for p in run["points"] if p.get(space)]
+            t = [p["elapsed_seconds"] for p in pts]
+            name = MODEL_TITLES.get(run["model"], run["model"]).split(" (")[0]
+            for key, style, suffix in (("pooled", "-o", ""), ("intra_fid", "--s", " intra-FID")):
+                y = [np.nan if p[space]["fid"][key] is None else p[space]["fid"][key] for p in pts]
+                ax.plot(t, y, style, color=f"C{i}", label=name + suffix, markersize=5 if key == "pooled" else 4,
+                        linewidth=1.6 if key == "pooled" else 1.0, alpha=1.0 if key == "pooled" else 0.7)
+                values += [v for v in y if np.isfinite(v) and v > 0]
+            for p, x in zip(pts, t):  # the budget fraction at each pooled point
+                fid = p[space]["fid"]["pooled"]
+                if fid is not None and p.get("fraction") is not None:
+                    ax.annotate(f"{p['fraction']:g}", (x, fid), textcoords="offset points", xytext=(3, 3), fontsize=6,
+                                color=f"C{i}")
+        if values and max(values) / min(values) > 10:
+            ax.set_yscale("log")
+        ax.set_xlabel("training wall time (s; per-label models: mean over labels)")
+        ax.set_ylabel(names[space] + " (lower is better)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="best")
+    skipped = {r.get("inception", {}).get("reason") for r in runs if r.get("inception", {}).get("status") == "skipped"}
+    if "inception" not in spaces and any(skipped):
+        fig.text(0.01, -0.02, "Inception FID skipped: " + "; ".join(sorted(n.split(";")[0] for n in skipped if n)),
+                 fontsize=7, color="0.3", ha="left", va="top", wrap=True)
+    n = sorted({r.get("samples_per_label") for r in runs})
+    fig.suptitle((title + "\n" if title else "") + "numbers beside the points: fraction of the iteration budget; "
+                 f"n generated per label: {', '.join(map(str, n))}", fontsize=9)
+    fig.tight_layout()
+    fig.set_dpi(dpi)
+    save_figure(fig, outputs)

@@ -37,6 +37,12 @@ def generate(gen, n: int, seed: int, device, image_size=None, batch_size: int = 
     return np.concatenate(out) if out else np.zeros((0, gen.net[-2].out_channels, *(image_size or (0, 0))), np.uint8)
 
 
+def draw(gen, info: dict, n: int, seed: int, device, batch_size: int = 256) -> np.ndarray:
+    """`n` images of info["label"] at the dataset's size, from the label's own noise stream (derived
+    from the global `seed`): the same noise for the final generator and for each of its snapshots."""
+    return generate(gen, n, label_seed(seed, info["label"]) + 3, device, tuple(info["image_size"]), batch_size)
+
+
 def sample_label(generator_path, out_path, n: int, seed: int, *, label: int | None = None, class_name: str | None = None,
                  device: str = "auto", threads: int | None = None, batch_size: int = 256) -> None:
     """Draw `n` images of `label` (needed for a conditional generator; per-label ones know theirs)."""
@@ -44,7 +50,7 @@ def sample_label(generator_path, out_path, n: int, seed: int, *, label: int | No
     dev = select_device(device)
     gen, info = load_generator(generator_path, dev, label=label)
     label = info["label"]
-    images = generate(gen, n, label_seed(seed, label) + 3, dev, tuple(info["image_size"]), batch_size)
+    images = draw(gen, info, n, seed, dev, batch_size)
     write_images(out_path, images, label=label, class_name=class_name, source="generated", model=info["model"],
                  resolution=int(info["image_size"][0]), channels=images.shape[1], iterations=info["iterations"])
     log.info("[%s label %d] wrote %d samples to %s", info["model"], label, n, out_path)

@@ -77,6 +77,8 @@ def prepare_params():
 
 
 PER_LABEL_MODELS = [m for m in MODELS if m != "cgan"]
+# budget.snapshots: training also bundles its generator snapshots, evaluated as FID vs training time.
+SNAPSHOTS = list(config["budget"]["snapshots"])
 
 
 def train_settings(wildcards):
@@ -89,6 +91,8 @@ def model_train_settings(model):
     The single conditional GAN gets the sum of the per-label jobs' budgets (the papers' comparison).
     """
     budget = dict(config["budget"])
+    if not budget.get("snapshots"):
+        budget.pop("snapshots", None)  # no snapshots: the same params (no rerun) as before the key existed
     if model == "cgan":
         budget["iterations"] *= len(LABELS)
         if budget["minutes"]:
@@ -145,9 +149,19 @@ def samples_of(model):
     return expand(f"{DS}/{model}/samples/{{label}}.h5", label=LABELS)
 
 
+def snapshot_bundles_of(model):
+    """The training jobs' snapshot bundles (budget.snapshots), in LABELS order; cgan: its one bundle."""
+    if model == "cgan":
+        return [f"{DS}/cgan/snapshots/all.pt"]
+    return expand(f"{DS}/{model}/snapshots/{{label}}.pt", label=LABELS)
+
+
 def paper_outputs():
-    """What `snakemake paper` adds to the default target: the table (and, where defined, the scaling study)."""
+    """What `snakemake paper` adds to the default target: the table, FID against training time when
+    budget.snapshots is set (and, where defined, the scaling study)."""
     outputs = expand(f"{DS}/paper/metrics_table.{{ext}}", ext=("csv", "md", "tex"))
+    if SNAPSHOTS:
+        outputs += expand(f"{DS}/figures/fid_vs_time.{{ext}}", ext=("png", "pdf"))
     if "scaling_outputs" in globals():
         outputs += scaling_outputs()
     return outputs

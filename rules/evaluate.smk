@@ -69,3 +69,30 @@ rule evaluate:
         "../envs/evaluate.yaml"
     script:
         "../workflow/scripts/evaluate.py"
+
+
+# FID along training (budget.snapshots): every snapshot point of one model, per label, against the
+# same real statistics; requested by `paper` only when budget.snapshots is set.
+rule snapshot_metrics:
+    input:
+        bundles=lambda w: snapshot_bundles_of(w.model),
+        shards=expand(f"{DS}/shards/{{label}}.h5", label=LABELS),
+        stats=expand(f"{DS}/stats/{{space}}/{{label}}.npz", space=SPACES, label=LABELS),
+        classifier=f"{DS}/classifier/classifier.pt",
+    output:
+        json=f"{DS}/{{model}}/fid_vs_time.json",
+        csv=f"{DS}/{{model}}/fid_vs_time.csv",
+    params:
+        evaluation=config["evaluation"],
+        labels=LABELS,
+        seed=config["seed"],
+        stats_dir=f"{DS}/stats",
+    threads: config["runtime"]["threads"]
+    log:
+        f"logs/{DATASET}/evaluate/fid_vs_time_{{model}}.log",
+    benchmark:
+        f"{DS}/benchmarks/evaluate/fid_vs_time_{{model}}.tsv"
+    conda:
+        "../envs/evaluate.yaml"
+    script:
+        "../workflow/scripts/snapshot_metrics.py"

@@ -91,3 +91,24 @@ rule paper:
         all_outputs(),
         paper_outputs(),
     default_target: False
+
+
+rule fid_vs_time_figure:
+    input:
+        runs=expand(f"{DS}/{{model}}/fid_vs_time.json", model=MODELS),
+    output:
+        png=report(
+            f"{DS}/figures/fid_vs_time.png",
+            category="Metrics",
+            caption="../workflow/report/fid_vs_time.rst",
+        ),
+        pdf=f"{DS}/figures/fid_vs_time.pdf",
+    params:
+        figures=config["figures"],
+        dataset=DATASET,
+    log:
+        f"logs/{DATASET}/figures/fid_vs_time.log",
+    conda:
+        "../envs/figures.yaml"
+    script:
+        "../workflow/scripts/fid_vs_time.py"

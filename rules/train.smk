@@ -1,6 +1,8 @@
 # One training job per {model} x {label}: the label's shard in, its generator and log CSV out.
 # Checkpoints live in a directory that is a param, not an output: Snakemake deletes a failed job's
 # outputs, and the checkpoints are what a rerun resumes from.
+# With budget.snapshots, each job also writes its snapshot bundle (the command is unchanged without).
+SNAPSHOTS_ARG = " --snapshots {output.snapshots:q}" if SNAPSHOTS else ""
 
 
 rule train:
@@ -9,6 +11,8 @@ rule train:
     output:
         generator=f"{DS}/{{model}}/generators/{{label}}.pt",
         log=f"{DS}/{{model}}/train_logs/{{label}}.csv",
+        # Only with budget.snapshots: the snapshots themselves stay in the checkpoint directory.
+        **({"snapshots": f"{DS}/{{model}}/snapshots/{{label}}.pt"} if SNAPSHOTS else {}),
     params:
         settings=train_settings,
         checkpoints=lambda w: f"{DS}/{w.model}/checkpoints/{w.label}",
@@ -28,7 +32,7 @@ rule train:
         " --settings {params.settings:q} --shard {input.shard}"
         " --generator {output.generator} --log {output.log} --checkpoints {params.checkpoints:q}"
         " --device {config[runtime][device]} --threads {threads}"
-        " --progress-seconds {config[runtime][progress_seconds]} 2> {log:q}"
+        " --progress-seconds {config[runtime][progress_seconds]}" + SNAPSHOTS_ARG + " 2> {log:q}"
 
 
 rule train_cgan:
@@ -37,6 +41,7 @@ rule train_cgan:
     output:
         generator=f"{DS}/cgan/generators/all.pt",
         log=f"{DS}/cgan/train_logs/all.csv",
+        **({"snapshots": f"{DS}/cgan/snapshots/all.pt"} if SNAPSHOTS else {}),
     params:
         settings=lambda w: model_train_settings("cgan"),
         checkpoints=f"{DS}/cgan/checkpoints/all",
@@ -55,7 +60,7 @@ rule train_cgan:
         " --settings {params.settings:q} --shard {input.shards}"
         " --generator {output.generator} --log {output.log} --checkpoints {params.checkpoints:q}"
         " --device {config[runtime][device]} --threads {threads}"
-        " --progress-seconds {config[runtime][progress_seconds]} 2> {log:q}"
+        " --progress-seconds {config[runtime][progress_seconds]}" + SNAPSHOTS_ARG + " 2> {log:q}"
 
 
 rule sample:

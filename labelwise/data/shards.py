@@ -182,6 +182,29 @@ def load_meta(meta_path: str | os.PathLike) -> dict:
     return meta
 
 
+def meta_beside(shard: str | os.PathLike) -> Path | None:
+    """The meta.json of the prepared dataset that `shard` sits in (<out>/shards/<label>.h5 ->
+    <out>/meta.json), or None when the shard is not in that layout or no meta.json is there."""
+    shard = Path(shard)
+    meta_path = shard.parent.parent / META_NAME
+    return meta_path if shard.parent.name == SHARD_DIR and meta_path.is_file() else None
+
+
+def read_shard_file(shard: str | os.PathLike) -> tuple[np.ndarray, dict]:
+    """A shard given by its path, as training reads it: checked against the meta.json of its dataset
+    (`read_shard`: label, class, source, resolution, channels, count, checksum) when it sits in a
+    prepared dataset's layout, otherwise against its own checksum only (`read_images`)."""
+    meta_path = meta_beside(shard)
+    if meta_path is None:
+        return read_images(shard)
+    meta = load_meta(meta_path)
+    target = Path(shard).resolve()
+    for entry in meta["labels"]:
+        if (meta_path.parent / entry["shard"]).resolve() == target:
+            return read_shard(meta_path, entry["label"])
+    raise LabelwiseError(f"{shard}: not listed in {meta_path}, so it was not written by the last data stage; {_RERUN}")
+
+
 def read_shard(meta_path: str | os.PathLike, label: int) -> tuple[np.ndarray, dict]:
     """Images (uint8 N×C×H×W) and attributes of one label's shard, checked against meta.json."""
     meta_path = Path(meta_path)

@@ -30,7 +30,7 @@ from torch import nn
 from ..device import select_device
 from ..errors import LabelwiseError
 from ..images import read_images
-from ..io import atomic_path, write_json
+from ..io import save_torch, write_json
 
 log = logging.getLogger("labelwise.metrics")
 
@@ -153,8 +153,7 @@ def train_classifier(shard_paths_by_label: Mapping[int, os.PathLike], out_path: 
         "train_seconds": round(time.perf_counter() - started, 3),
     }
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-    with atomic_path(out_path) as tmp:
-        torch.save({**info, "state_dict": state}, tmp)
+    save_torch({**info, "state_dict": state}, out_path)
     write_json(Path(out_path).with_suffix(".json"), info)
     log.info("classifier: held-out accuracy %s on %d images, %.1f s -> %s", held_acc, len(hx), info["train_seconds"],
              out_path)

@@ -29,10 +29,11 @@ from torch import nn
 from .. import losses
 from ..device import select_device, set_threads
 from ..errors import LabelwiseError
-from ..images import read_images
-from ..io import atomic_path
+from ..data.shards import read_shard_file
+from ..io import atomic_path, save_torch
 from ..nets import ConditionalGenerator, Critic, Generator, ProjectionCritic, dcgan_init_, network_resolution
-from .checkpoint import load_resumable, save_checkpoint
+from .checkpoint import (delete_checkpoints, list_snapshots, load_resumable, nonfinite_tensors, save_checkpoint,
+                         save_snapshot, snapshot_path)
 
 log = logging.getLogger("labelwise.train")
 
@@ -47,6 +48,7 @@ ALGORITHMS = {
 CONDITIONAL_SEED_LABEL = 2**31 - 1
 LOG_COLUMNS = ("iteration", "wall_seconds", "d_loss", "g_loss", "gradient_penalty", "wasserstein_estimate")
 GENERATOR_FORMAT = "labelwise-generator/1"
+SNAPSHOTS_FORMAT = "labelwise-snapshots/1"
 
 
 @dataclass
@@ -54,11 +56,26 @@ class Budget:
     iterations: int
     minutes: float | None = None
     checkpoint_every: int = 100
+    snapshots: tuple[float, ...] = ()  # fractions of `iterations` at which to save the generator
+
+    def __post_init__(self):
+        self.snapshots = tuple(float(f) for f in (self.snapshots or ()))
+        bad = [f for f in self.snapshots if not 0.0 < f <= 1.0]
+        if bad:
+            raise LabelwiseError(f"budget.snapshots: {bad} are not fractions in (0, 1] of budget.iterations")
 
     @property
     def log_every(self) -> int:
         # About a hundred rows per run, never more often than every iteration or rarer than 50.
         return max(1, min(50, self.iterations // 100))
+
+    def snapshot_points(self) -> list[tuple[int, float]]:
+        """(iteration, fraction) of each snapshot, by iteration: round(fraction × iterations), half up,
+        at least 1; fractions that round to the same iteration give one snapshot (the smaller fraction)."""
+        points: dict[int, float] = {}
+        for f in sorted(self.snapshots):
+            points.setdefault(max(1, math.floor(f * self.iterations + 0.5)), f)
+        return sorted(points.items())
 
 
 @dataclass
@@ -66,6 +83,7 @@ class Outputs:
     generator: Path
     log: Path
     checkpoints: Path
+    snapshots: Path | None = None  # the bundle of this job's generator snapshots (budget.snapshots)
 
 
 @dataclass
@@ -112,8 +130,9 @@ def read_conditional_shards(shards) -> tuple[np.ndarray, np.ndarray, list[int], 
 
 
 def read_label_shard(shard: str | Path, label: int | None) -> tuple[np.ndarray, dict, int]:
-    """A shard's images, attributes and label, checked to hold `label` (if given) and not to be empty."""
-    images, attrs = read_images(shard)
+    """A shard's images, attributes and label, checked to hold `label` (if given) and not to be empty,
+    and against its dataset's meta.json when it sits in a prepared dataset (`read_shard_file`)."""
+    images, attrs = read_shard_file(shard)
     if label is None:
         label = int(attrs["label"])
     elif int(attrs["label"]) != int(label):
@@ -254,6 +273,16 @@ def train_label(
 
     start, elapsed, rows = 0, 0.0, []
     state = load_resumable(outputs.checkpoints, fingerprint, budget.iterations)
+    points = dict(budget.snapshot_points())
+    taken = {i for i, _ in list_snapshots(outputs.checkpoints)}
+    if state is not None and any(p < int(state["iteration"]) and p not in taken for p in points):
+        # A snapshot point lies in the part already trained (snapshots newly configured, or moved by
+        # another budget): only a run from the start can take it; on a CPU it ends with the same weights.
+        missed = sorted(p for p in points if p < int(state["iteration"]) and p not in taken)
+        log.info("[%s] snapshots at iterations %s were never taken; training afresh instead of resuming from %d",
+                 who, missed, int(state["iteration"]))
+        delete_checkpoints(outputs.checkpoints)
+        state, taken = None, set()
     if state is not None:
         gen.load_state_dict(state["generator"])
         critic.load_state_dict(state["critic"])
@@ -268,6 +297,20 @@ def train_label(
     def snapshot(iteration: int) -> dict:
         return checkpoint_state(fingerprint, iteration, elapsed, gen.state_dict(), critic.state_dict(),
                                 opt_g.state_dict(), opt_d.state_dict(), rng_cpu, rng_dev, rows)
+
+    generator_info = dict(model=model, label=labels if conditional else label, channels=channels,
+                          resolution=resolution, image_size=(height, width), settings=settings)
+
+    def take_snapshot(iteration: int) -> None:
+        """The generator at a budget.snapshots point; never rewritten by a resumed run."""
+        if iteration in points and iteration not in taken:
+            payload = generator_payload(gen, iterations=iteration, **generator_info)
+            payload.update(iteration=int(iteration), elapsed=float(elapsed), fraction=points[iteration],
+                           fingerprint=fingerprint)
+            save_snapshot(outputs.checkpoints, iteration, payload)
+            taken.add(iteration)
+
+    take_snapshot(start)  # a checkpoint that sits exactly on a snapshot point not yet taken
 
     wgan = algo["loss"] == "wgan-gp"
     gp_lambda = float(settings.get("gp_lambda", 10.0))
@@ -326,6 +369,18 @@ def train_label(
                         f"{outputs.checkpoints} is kept. Lower models.{model}.lr or change the seed, then rerun"
                     )
                 rows.append((iteration, elapsed, *means.tolist()))
+            if iteration % budget.checkpoint_every == 0 or at_end or iteration in points:
+                # Weights can turn NaN/Inf in the last step while the losses computed before it were
+                # finite: never let such weights reach a snapshot, a checkpoint or the generator file.
+                bad = nonfinite_tensors({"generator": gen.state_dict(), "critic": critic.state_dict()})
+                if bad:
+                    raise LabelwiseError(
+                        f"[{who}] training diverged: non-finite weights at iteration {iteration} "
+                        f"({', '.join(bad[:3])}{f' and {len(bad) - 3} more' if len(bad) > 3 else ''}); not "
+                        f"checkpointed, the last good checkpoint in {outputs.checkpoints} is kept. "
+                        f"Lower models.{model}.lr or change the seed, then rerun"
+                    )
+            take_snapshot(iteration)  # before the checkpoint: a resume from it finds the snapshot taken
             if iteration % budget.checkpoint_every == 0 or at_end:
                 save_checkpoint(outputs.checkpoints, iteration, snapshot(iteration))
             now = time.monotonic()
@@ -350,16 +405,18 @@ def train_label(
                 stopped_by = "minutes"
                 break
 
-    write_generator(outputs.generator, gen, model=model, label=labels if conditional else label, iterations=iteration,
-                    channels=channels, resolution=resolution, image_size=(height, width), settings=settings)
+    write_generator(outputs.generator, gen, iterations=iteration, **generator_info)
     write_log(outputs.log, rows)
+    if outputs.snapshots is not None:
+        write_snapshot_bundle(outputs.snapshots, outputs.checkpoints, budget, fingerprint, iteration, model=model, who=who)
     log.info("[%s] done: %d iterations in %.1f s (stopped by the %s budget)", who, iteration, elapsed, stopped_by)
     return TrainResult(iterations=iteration, seconds=elapsed, resumed_from=start, stopped_by=stopped_by, log_rows=rows)
 
 
-def write_generator(path, gen: Generator, *, model, label, iterations, channels, resolution, image_size, settings) -> None:
-    """`label`: the label (per-label models) or the list of labels, in class-index order (cgan)."""
-    payload = {
+def generator_payload(gen: Generator, *, model, label, iterations, channels, resolution, image_size, settings) -> dict:
+    """What a generator file holds (plain tensors and types: loads with weights_only=True).
+    `label`: the label (per-label models) or the list of labels, in class-index order (cgan)."""
+    return {
         "format": GENERATOR_FORMAT,
         "model": model,
         **({"labels": [int(k) for k in label]} if isinstance(label, list) else {"label": int(label)}),
@@ -369,8 +426,38 @@ def write_generator(path, gen: Generator, *, model, label, iterations, channels,
         "image_size": [int(image_size[0]), int(image_size[1])],
         "state_dict": {k: v.detach().cpu() for k, v in gen.state_dict().items()},
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+
+
+def write_generator(path, gen: Generator, **info) -> None:
+    """`info`: `generator_payload`'s keywords."""
+    save_torch(generator_payload(gen, **info), path)
+
+
+def write_snapshot_bundle(path, checkpoints, budget: Budget, fingerprint: str, last_iteration: int, *, model: str,
+                          who: str = "") -> list[dict]:
+    """One file with every snapshot this run reached (a minutes budget may stop it before the later
+    points): {"format", "model", "budget_iterations", "fractions", "snapshots": [generator payload +
+    iteration, elapsed (training wall seconds), fraction], ...}, oldest first; loads with weights_only=True."""
+    entries = []
+    for iteration, fraction in budget.snapshot_points():
+        if iteration > last_iteration:
+            log.info("[%s] snapshot at iteration %d (%g of the budget) not reached: training stopped at %d",
+                     who, iteration, fraction, last_iteration)
+            continue
+        file = snapshot_path(checkpoints, iteration)
+        try:
+            entry = torch.load(file, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise LabelwiseError(f"[{who}] generator snapshot {file} is missing; delete {checkpoints} and rerun "
+                                 "to retrain from the start") from None
+        if entry.get("fingerprint") != fingerprint:
+            raise LabelwiseError(f"[{who}] {file} was taken with other settings; delete {checkpoints} and rerun")
+        entries.append(entry)
+    bundle = {"format": SNAPSHOTS_FORMAT, "model": model, "budget_iterations": int(budget.iterations),
+              "fractions": list(budget.snapshots), "snapshots": entries}
+    save_torch(bundle, path)
+    log.info("[%s] %d generator snapshot(s) -> %s", who, len(entries), path)
+    return entries
 
 
 class ClassBoundGenerator(nn.Module):
@@ -392,28 +479,62 @@ def load_generator(path, device: torch.device | str = "cpu", label: int | None =
     path = Path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("format") != GENERATOR_FORMAT:
-            raise ValueError(f"format {payload.get('format')!r}")
-        arch = payload["arch"]
-        if "labels" in payload:
-            cgen = ConditionalGenerator(arch["latent_dim"], arch["channels"], arch["resolution"], arch["width"],
-                                        len(payload["labels"]))
-            cgen.load_state_dict(payload["state_dict"])
-            if label is None or int(label) not in payload["labels"]:
-                raise LabelwiseError(f"{path}: a conditional generator of labels {payload['labels']}; "
-                                     f"label {label} is not among them")
-            gen = ClassBoundGenerator(cgen, payload["labels"].index(int(label)))
-            payload["label"] = int(label)
-        else:
-            gen = Generator(arch["latent_dim"], arch["channels"], arch["resolution"], arch["width"])
-            gen.load_state_dict(payload["state_dict"])
+        return _generator_from_payload(payload, device, label, path)
     except LabelwiseError:
         raise
     except FileNotFoundError:
         raise LabelwiseError(f"{path}: generator not found; run the train stage for this label first") from None
     except Exception as exc:
         raise LabelwiseError(f"{path}: not a readable labelwise generator ({exc}); delete it and rerun training") from None
+
+
+def _generator_from_payload(payload: dict, device, label: int | None, where) -> tuple[nn.Module, dict]:
+    """The network of a generator payload (a generator file's, or one snapshot's), in eval mode."""
+    if payload.get("format") != GENERATOR_FORMAT:
+        raise ValueError(f"format {payload.get('format')!r}")
+    arch = payload["arch"]
+    if "labels" in payload:
+        cgen = ConditionalGenerator(arch["latent_dim"], arch["channels"], arch["resolution"], arch["width"],
+                                    len(payload["labels"]))
+        cgen.load_state_dict(payload["state_dict"])
+        if label is None or int(label) not in payload["labels"]:
+            raise LabelwiseError(f"{where}: a conditional generator of labels {payload['labels']}; "
+                                 f"label {label} is not among them")
+        gen = ClassBoundGenerator(cgen, payload["labels"].index(int(label)))
+        payload = {**payload, "label": int(label)}
+    else:
+        gen = Generator(arch["latent_dim"], arch["channels"], arch["resolution"], arch["width"])
+        gen.load_state_dict(payload["state_dict"])
     return gen.to(device).eval(), payload
+
+
+def load_snapshots(path) -> list[dict]:
+    """The snapshot payloads of a bundle written by `write_snapshot_bundle` (weights_only loading;
+    memory-mapped, so that only the tensors of the snapshots used are read)."""
+    path = Path(path)
+    try:
+        bundle = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        if bundle.get("format") != SNAPSHOTS_FORMAT:
+            raise ValueError(f"format {bundle.get('format')!r}")
+        return list(bundle["snapshots"])
+    except FileNotFoundError:
+        raise LabelwiseError(f"{path}: snapshot bundle not found; run the train stage with budget.snapshots") from None
+    except Exception as exc:
+        raise LabelwiseError(f"{path}: not a readable labelwise snapshot bundle ({exc}); delete it and rerun "
+                             "training") from None
+
+
+def snapshot_generator(snapshot: dict, device: torch.device | str = "cpu", label: int | None = None,
+                       where="snapshot") -> tuple[nn.Module, dict]:
+    """A generator rebuilt from one entry of `load_snapshots`, like `load_generator` (a conditional one
+    bound to `label`); info also holds the snapshot's iteration and elapsed training seconds."""
+    try:
+        return _generator_from_payload(snapshot, device, label, where)
+    except LabelwiseError:
+        raise
+    except Exception as exc:
+        raise LabelwiseError(f"{where}: not a readable generator snapshot ({exc}); delete the bundle and rerun "
+                             "training") from None
 
 
 def write_log(path, rows) -> None:

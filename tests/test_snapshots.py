@@ -1,0 +1,218 @@
+"""Generator snapshots along training (budget.snapshots) and FID against training time."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from labelwise.errors import LabelwiseError
+from labelwise.train import Budget, Outputs, load_generator, train_label
+from labelwise.train import loop
+from labelwise.train.checkpoint import list_checkpoints, list_snapshots
+from labelwise.train.loop import load_snapshots, snapshot_generator
+
+
+def outputs(root, bundle=True):
+    return Outputs(generator=root / "g.pt", log=root / "log.csv", checkpoints=root / "ckpt",
+                   snapshots=root / "snapshots.pt" if bundle else None)
+
+
+def taken(out):
+    return [i for i, _ in list_snapshots(out.checkpoints)]
+
+
+def assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"tensor {k} differs"
+
+
+def test_snapshot_points_round_half_up_and_merge():
+    assert Budget(iterations=6, snapshots=[0.5, 1.0]).snapshot_points() == [(3, 0.5), (6, 1.0)]
+    assert Budget(iterations=5, snapshots=[0.5]).snapshot_points() == [(3, 0.5)]  # 2.5 -> 3
+    assert Budget(iterations=4, snapshots=[0.01, 0.5, 0.51]).snapshot_points() == [(1, 0.01), (2, 0.5)]
+    assert Budget(iterations=4).snapshot_points() == []
+    with pytest.raises(LabelwiseError, match="budget.snapshots"):
+        Budget(iterations=4, snapshots=[1.5])
+
+
+def test_snapshots_written_at_their_iterations_and_bundled(tmp_path, make_shard, tiny_settings):
+    out = outputs(tmp_path)
+    budget = Budget(iterations=8, checkpoint_every=4, snapshots=[0.25, 0.5, 1.0])
+    train_label(make_shard(label=3), "wcgan", tiny_settings, budget, 0, out, threads=1)
+    assert taken(out) == [2, 4, 8]
+    bundle = torch.load(out.snapshots, weights_only=True)  # plain tensors and types only
+    entries = bundle["snapshots"]
+    assert [e["iteration"] for e in entries] == [2, 4, 8] and [e["fraction"] for e in entries] == [0.25, 0.5, 1.0]
+    assert 0 < entries[0]["elapsed"] < entries[1]["elapsed"] < entries[2]["elapsed"]
+    assert bundle["budget_iterations"] == 8 and entries[0]["label"] == 3
+    final, _ = load_generator(out.generator)
+    assert_same_state(entries[-1]["state_dict"], final.state_dict())  # the last point is the final generator
+    assert not torch.equal(entries[0]["state_dict"]["net.0.weight"], entries[-1]["state_dict"]["net.0.weight"])
+    gen, info = snapshot_generator(load_snapshots(out.snapshots)[0])
+    assert info["iteration"] == 2 and gen(torch.randn(2, 8)).shape == (2, 1, 32, 32)
+
+
+def test_a_crash_and_resume_keeps_the_snapshots_and_ends_identical(tmp_path, make_shard, tiny_settings, monkeypatch):
+    shard = make_shard(label=1)
+    budget = Budget(iterations=12, checkpoint_every=4, snapshots=[0.25, 0.5, 1.0])  # snapshots at 3, 6, 12
+    straight = outputs(tmp_path / "straight")
+    train_label(shard, "wcgan", tiny_settings, budget, 0, straight, threads=1)
+
+    crashed = outputs(tmp_path / "crashed")
+    real_save = loop.save_checkpoint
+
+    def crash_at_8(directory, iteration, state):
+        if iteration == 8:  # the process dies before its checkpoint at 8: the rerun resumes from 4
+            raise RuntimeError("killed")
+        return real_save(directory, iteration, state)
+
+    monkeypatch.setattr(loop, "save_checkpoint", crash_at_8)
+    with pytest.raises(RuntimeError, match="killed"):
+        train_label(shard, "wcgan", tiny_settings, budget, 0, crashed, threads=1)
+    monkeypatch.undo()
+    assert taken(crashed) == [3, 6] and [i for i, _ in list_checkpoints(crashed.checkpoints)] == [4]
+    before = {i: (p.stat().st_mtime_ns, p.read_bytes()) for i, p in list_snapshots(crashed.checkpoints)}
+
+    result = train_label(shard, "wcgan", tiny_settings, budget, 0, crashed, threads=1)
+    assert result.resumed_from == 4
+    after = dict(list_snapshots(crashed.checkpoints))
+    assert sorted(after) == [3, 6, 12]
+    for i, (mtime, data) in before.items():  # neither lost nor rewritten (6 lies after the resumed checkpoint)
+        assert after[i].stat().st_mtime_ns == mtime and after[i].read_bytes() == data
+    a, b = load_snapshots(straight.snapshots), load_snapshots(crashed.snapshots)
+    assert [e["iteration"] for e in b] == [3, 6, 12]
+    for x, y in zip(a, b):  # bit-identical to the run that never stopped, snapshot by snapshot
+        assert_same_state(x["state_dict"], y["state_dict"])
+    assert_same_state(load_generator(straight.generator)[0].state_dict(),
+                      load_generator(crashed.generator)[0].state_dict())
+
+
+def test_a_fresh_start_deletes_stale_snapshots(tmp_path, make_shard, tiny_settings):
+    shard = make_shard(label=2)
+    out = outputs(tmp_path)
+    train_label(shard, "wcgan", tiny_settings, Budget(iterations=8, checkpoint_every=4, snapshots=[0.5]), 0, out,
+                threads=1)
+    assert taken(out) == [4]
+    changed = dict(tiny_settings, lr=5e-4)  # other settings: the checkpoints and snapshots are stale
+    result = train_label(shard, "wcgan", changed, Budget(iterations=8, checkpoint_every=4, snapshots=[0.25]), 0, out,
+                         threads=1)
+    assert result.resumed_from == 0 and taken(out) == [2]
+    assert [e["iteration"] for e in load_snapshots(out.snapshots)] == [2]
+
+
+def test_snapshots_configured_after_training_retrain_from_the_start(tmp_path, make_shard, tiny_settings):
+    shard = make_shard(label=4)
+    out = outputs(tmp_path, bundle=False)
+    train_label(shard, "wcgan", tiny_settings, Budget(iterations=8, checkpoint_every=4), 0, out, threads=1)
+    plain = load_generator(out.generator)[0].state_dict()
+    # The point at the final checkpoint is taken from it, without training.
+    out = outputs(tmp_path)
+    result = train_label(shard, "wcgan", tiny_settings, Budget(iterations=8, checkpoint_every=4, snapshots=[1.0]), 0,
+                         out, threads=1)
+    assert result.resumed_from == 8 and taken(out) == [8]
+    # A point inside the trained part can only be taken by training again, to the same weights.
+    result = train_label(shard, "wcgan", tiny_settings, Budget(iterations=8, checkpoint_every=4, snapshots=[0.5, 1.0]),
+                         0, out, threads=1)
+    assert result.resumed_from == 0 and taken(out) == [4, 8]
+    assert_same_state(load_generator(out.generator)[0].state_dict(), plain)
+
+
+def test_a_minutes_budget_bundles_only_the_snapshots_reached(tmp_path, make_shard, tiny_settings):
+    out = outputs(tmp_path)
+    budget = Budget(iterations=10**6, minutes=0.01, snapshots=[1e-6, 1.0])  # iterations 1 and 10**6
+    result = train_label(make_shard(), "wcgan", tiny_settings, budget, 0, out, threads=1)
+    assert result.stopped_by == "minutes"
+    assert [e["iteration"] for e in load_snapshots(out.snapshots)] == [1]
+
+
+def test_cgan_snapshots_bind_to_each_label(tmp_path, make_shard, tiny_settings):
+    shards = [make_shard(label=k, n=16) for k in (2, 5)]
+    out = outputs(tmp_path)
+    train_label(shards, "cgan", tiny_settings, Budget(iterations=6, checkpoint_every=3, snapshots=[0.5, 1.0]), 0, out,
+                threads=1)
+    last = load_snapshots(out.snapshots)[-1]
+    assert last["iteration"] == 6 and last["labels"] == [2, 5]
+    z = torch.randn(3, 8)
+    for label in (2, 5):
+        snap, info = snapshot_generator(last, label=label)
+        final, _ = load_generator(out.generator, label=label)
+        assert info["label"] == label and torch.equal(snap(z), final(z))
+    with pytest.raises(LabelwiseError, match="label 3 is not among them"):
+        snapshot_generator(last, label=3)
+
+
+def test_fid_at_the_last_snapshot_equals_the_final_evaluation(tmp_path, make_shard, tiny_settings):
+    from labelwise.metrics import evaluate_model, train_classifier
+    from labelwise.metrics.snapshots import snapshot_metrics, write_snapshot_metrics
+    from labelwise.plots import fid_vs_time
+    from labelwise.sample import sample_label
+
+    labels = (0, 7)
+    shards = {k: make_shard(label=k, n=20) for k in labels}
+    clf = tmp_path / "classifier.pt"
+    train_classifier(shards, clf, epochs=1, seed=0, device="cpu")
+    settings = {"inception": "off"}
+    runs = []
+    for model in ("wcgan", "cgan"):
+        budget = Budget(iterations=4, checkpoint_every=2, snapshots=[0.5, 1.0])
+        if model == "cgan":
+            out = outputs(tmp_path / model)
+            train_label(list(shards.values()), model, tiny_settings, budget, 0, out, threads=1)
+            bundles = dict.fromkeys(labels, out.snapshots)
+            generators = dict.fromkeys(labels, out.generator)
+        else:
+            bundles, generators = {}, {}
+            for k in labels:
+                out = outputs(tmp_path / model / str(k))
+                train_label(shards[k], model, tiny_settings, budget, 0, out, threads=1)
+                bundles[k], generators[k] = out.snapshots, out.generator
+        samples = {k: tmp_path / model / f"samples{k}.h5" for k in labels}
+        for k in labels:
+            sample_label(generators[k], samples[k], 6, 0, label=k, device="cpu")
+        final = evaluate_model(model, samples, shards, stats_dir=tmp_path / "stats", classifier_path=clf,
+                               settings=settings, device="cpu")
+        curve = snapshot_metrics(model, bundles, shards, stats_dir=tmp_path / "stats", classifier_path=clf,
+                                 samples_per_label=6, seed=0, settings=settings, device="cpu")
+        assert [p["iteration"] for p in curve["points"]] == [2, 4]
+        assert curve["points"][0]["elapsed_seconds"] < curve["points"][1]["elapsed_seconds"]
+        last = curve["points"][-1]["classifier"]["fid"]
+        assert last["pooled"] == final["classifier"]["fid"]["pooled"]
+        assert last["intra_fid"] == final["classifier"]["fid"]["intra_fid"]
+        assert curve["inception"]["status"] == "skipped" and "inception" not in curve["points"][0]
+        write_snapshot_metrics(curve, tmp_path / f"{model}.json", tmp_path / f"{model}.csv")
+        runs.append(tmp_path / f"{model}.json")
+        rows = (tmp_path / f"{model}.csv").read_text().splitlines()
+        assert rows[0].startswith("iteration,fraction,elapsed_seconds,classifier_fid") and len(rows) == 3
+    fid_vs_time(runs, [tmp_path / "fig.png"])
+    assert (tmp_path / "fig.png").stat().st_size > 1000
+
+
+# ------------------------------------------------------------------------------------- pipeline
+
+@pytest.mark.e2e
+def test_pipeline_draws_fid_against_training_time(tmp_path):
+    from test_pipeline import TINY, snakemake
+
+    config = dict(TINY, models={"wcgan": TINY["models"]["wcgan"], "cgan": TINY["models"]["wcgan"]},
+                  budget={**TINY["budget"], "snapshots": [0.5, 1.0]},
+                  evaluation={**TINY["evaluation"], "classifier_epochs": 1})
+    plan = snakemake(tmp_path, config, "--dry-run", "paper")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert "rule fid_vs_time_figure:" in plan.stdout and "snapshots/all.pt" in plan.stdout
+    figures = [f"results/mnist5k/figures/fid_vs_time.{ext}" for ext in ("png", "pdf")]
+    result = snakemake(tmp_path, config, *figures)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ds = tmp_path / "results" / "mnist5k"
+    for model, iterations in (("wcgan", [3, 6]), ("cgan", [6, 12])):  # the cgan's budget: the labels' sum
+        curve = json.loads((ds / model / "fid_vs_time.json").read_text())
+        assert [p["iteration"] for p in curve["points"]] == iterations
+        assert [p["fraction"] for p in curve["points"]] == [0.5, 1.0]
+        assert all(p["classifier"]["fid"]["pooled"] > 0 for p in curve["points"])
+        assert curve["points"][0]["elapsed_seconds"] < curve["points"][1]["elapsed_seconds"]
+        assert len((ds / model / "fid_vs_time.csv").read_text().splitlines()) == 3
+    for label in (0, 7):
+        assert len(torch.load(ds / "wcgan" / "snapshots" / f"{label}.pt", weights_only=True)["snapshots"]) == 2
+    for path in figures:
+        assert (tmp_path / path).stat().st_size > 1000
