@@ -1,0 +1,31 @@
+"""Configuration faults the brief adds to tests/test_pipeline.py::test_bad_config_fails_before_any_job
+(unknown model, out-of-range values, a wrong type, labels that do not exist, a missing data root):
+unknown keys at the top level and nested, and a wrong type for data.labels.  Each stops the real
+Snakefile before any job runs, with one line naming the key."""
+from __future__ import annotations
+
+import pytest
+
+from test_pipeline import TINY, snakemake
+
+pytestmark = pytest.mark.faults
+
+
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        ({"sead": 3}, "config key top level: unknown key 'sead'; allowed keys: budget, data"),
+        ({"budget": {"iteratons": 5}}, "config key budget: unknown key 'iteratons'; allowed keys: checkpoint_every, iterations"),
+        ({"models": {"wcgan": {"widht": 4}}}, "config key models.wcgan: unknown key 'widht'; allowed keys: batch_size"),
+        ({"data": {"source": "mnist5k", "labels": "3"}}, "config key data.labels: '3' is not valid; 'all' or a list of label indices"),
+        ({"data": {"source": "mnist5k", "labels": [1, "x"]}}, "config key data.labels.1: 'x' is not of type 'integer'"),
+    ],
+    ids=["unknown-top-level-key", "unknown-nested-key", "unknown-model-key", "labels-a-string", "label-not-an-int"],
+)
+def test_bad_config_stops_before_any_job_naming_the_key(tmp_path, change, says):
+    result = snakemake(tmp_path, dict(TINY, **change), "--dry-run")
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("labelwise: config error:")]
+    assert len(lines) == 1 and says in lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
