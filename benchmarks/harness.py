@@ -1,0 +1,107 @@
+"""Timing harness for the benchmarks: interleaved repeats, medians, paired ratios, machine facts.
+
+Every comparison runs its reference and its candidates in the same process tree, repeat by
+repeat, rotating the order within each repeat, so that slow drift of the machine (other jobs,
+thermal state, page cache) hits both sides alike.  The ratio reported is the median over repeats
+of candidate/reference measured in the same repeat (a paired ratio), which cancels drift better
+than the ratio of the two medians; both medians are reported too.  Ratios are time ratios:
+below 1 the candidate is faster.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+Timed = Callable[[], float]  # runs once and returns the seconds that count (setup excluded)
+
+
+def timed(fn: Callable[[], object]) -> Timed:
+    """Wrap a plain callable so that its whole call is what is timed."""
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    return run
+
+
+@dataclass
+class Row:
+    case: str
+    candidate: str
+    reference: str
+    repeats: int
+    candidate_median_s: float
+    reference_median_s: float
+    ratio: float  # median of paired candidate/reference time ratios
+    candidate_s: list = field(default_factory=list)
+    reference_s: list = field(default_factory=list)
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare(case: str, reference: tuple[str, Timed], candidates: dict[str, Timed], repeats: int,
+            warmup: int = 0, notes: dict[str, str] | None = None, log=print) -> list[Row]:
+    """Time `reference` and each candidate `repeats` times, interleaved; one Row per candidate."""
+    ref_name, ref_fn = reference
+    runners = [(ref_name, ref_fn), *candidates.items()]
+    for _ in range(warmup):
+        for _, fn in runners:
+            fn()
+    times: dict[str, list[float]] = {name: [] for name, _ in runners}
+    for r in range(repeats):
+        shift = r % len(runners)
+        for name, fn in runners[shift:] + runners[:shift]:  # rotate who goes first
+            times[name].append(fn())
+        log(f"  [{case}] repeat {r + 1}/{repeats}: " + ", ".join(f"{n}={times[n][-1]:.3f}s" for n, _ in runners))
+    rows = []
+    ref_t = times[ref_name]
+    for name, _ in runners[1:]:
+        cand_t = times[name]
+        rows.append(Row(case=case, candidate=name, reference=ref_name, repeats=repeats,
+                        candidate_median_s=statistics.median(cand_t), reference_median_s=statistics.median(ref_t),
+                        ratio=statistics.median(c / r for c, r in zip(cand_t, ref_t)),
+                        candidate_s=cand_t, reference_s=list(ref_t), note=(notes or {}).get(name, "")))
+    return rows
+
+
+def _cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict:
+    import torch
+
+    try:
+        import snakemake
+
+        smk = snakemake.__version__
+    except Exception:  # the DAG case says so itself
+        smk = None
+    return {
+        "cpu": _cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_default_threads": torch.get_num_threads(),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "cuda": torch.cuda.is_available(),
+        "snakemake": smk,
+        "platform": platform.platform(),
+        "load_average": os.getloadavg(),
+    }

@@ -1,0 +1,495 @@
+"""Packed training: K labels' GANs trained in one process as one batched computation.
+
+Nothing is shared between labels; packing only changes how the arithmetic is batched.  K copies of
+the per-label Generator/Critic become one module whose convolutions are grouped (groups=K; the
+channel layout is (B, K*C, H, W) and group k is label k's network), so:
+
+* a grouped convolution applies label k's weights to label k's channels only;
+* BatchNorm2d over K*C channels normalises each channel over the batch, i.e. per label;
+* the losses (`labelwise.losses`) reduce over the batch dimension only, giving K per-label losses,
+  and the gradient penalty takes one norm per sample per label;
+* the optimised loss is the sum of the K losses, so each label's parameters get exactly the
+  gradient of its own loss, and Adam, being elementwise, is K independent Adams.
+
+Every label keeps its own seed (`label_seed`), its own two random streams drawn exactly as
+`train_label` draws them (batch indices from its own image count, noise and GP mixing weights), its
+own log, its own checkpoints and generator snapshots (budget.snapshots) in `train_label`'s format, so packed training of K labels gives
+the same weights as K separate `train_label` runs up to floating-point rounding (grouped kernels
+sum in another order), and either can resume the other's checkpoints.  Outputs are the ordinary
+per-label generator files and log CSVs.
+
+What packing does change: all K labels advance in lock step, so one label's divergence (or a
+SIGTERM) stops the group, and the `minutes` budget is the group's wall clock.  On a CPU packing
+gains little — these networks are convolution-bound, and a grouped convolution costs about what
+its K separate ones cost (docs/benchmarks.md has the measurements); it is meant for devices that
+small per-label networks leave idle.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import losses
+from ..device import select_device, set_threads
+from ..errors import LabelwiseError
+from ..nets import Critic, Generator, network_resolution
+from .checkpoint import delete_checkpoints, list_snapshots, load_resumable, save_checkpoint, save_snapshot
+from .loop import (
+    ALGORITHMS,
+    LOG_COLUMNS,
+    Budget,
+    Outputs,
+    TrainResult,
+    _fingerprint,
+    _format_eta,
+    _StopRequest,
+    build_networks,
+    checkpoint_state,
+    generator_payload,
+    images_to_tensor,
+    label_generators,
+    read_label_shard,
+    write_generator,
+    write_log,
+    write_snapshot_bundle,
+)
+
+log = logging.getLogger("labelwise.train")
+
+
+# --------------------------------------------------------------------------- packed networks
+
+
+def _grouped(net: nn.Sequential, k: int) -> nn.Sequential:
+    """The layers of `net` widened to K independent copies: grouped convolutions, K*C-channel BN."""
+    layers: list[nn.Module] = []
+    for m in net:
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            if m.dilation != (1,) * len(m.dilation) or m.padding_mode != "zeros":
+                raise TypeError(f"cannot pack {m}: only plain zero-padded convolutions are supported")
+            extra = {"output_padding": m.output_padding} if isinstance(m, nn.ConvTranspose2d) else {}
+            layers.append(type(m)(k * m.in_channels, k * m.out_channels, m.kernel_size, m.stride, m.padding,
+                                  groups=k * m.groups, bias=m.bias is not None, **extra))
+        elif isinstance(m, nn.BatchNorm2d):
+            layers.append(nn.BatchNorm2d(k * m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine,
+                                         track_running_stats=m.track_running_stats))
+        elif isinstance(m, (nn.ReLU, nn.LeakyReLU, nn.Tanh)):
+            layers.append(copy.deepcopy(m))  # parameterless and elementwise: per label already
+        else:
+            raise TypeError(f"cannot pack layer {m!r}")
+    return nn.Sequential(*layers)
+
+
+class _Packed(nn.Module):
+    """K networks of one architecture as one module; its state_dict has the single network's keys."""
+
+    def __init__(self, single: nn.Module, k: int, memory_format: torch.memory_format):
+        super().__init__()
+        self.k = k
+        self.memory_format = memory_format
+        self.net = _grouped(single.net, k)
+
+    @classmethod
+    def from_networks(cls, nets: list[nn.Module], memory_format=torch.contiguous_format):
+        packed = cls(nets[0], len(nets), memory_format)
+        packed.load_state_dict(pack_state_dicts([n.state_dict() for n in nets]))
+        return packed.to(next(nets[0].parameters()).device, memory_format=memory_format)
+
+    def unpack(self) -> list[dict]:
+        """The K single-network state_dicts (label order), ready for `Generator/Critic.load_state_dict`."""
+        return unpack_state_dict(self.state_dict(), self.k)
+
+
+class PackedGenerator(_Packed):
+    """K generators: noise (B, K, latent_dim) -> images (B, K, C, H, W); [:, k] is label k's output."""
+
+    def __init__(self, single: Generator, k: int, memory_format=torch.contiguous_format):
+        super().__init__(single, k, memory_format)
+        self.latent_dim = single.latent_dim
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.net(z.reshape(z.shape[0], self.k * self.latent_dim, 1, 1))
+        return x.view(x.shape[0], self.k, x.shape[1] // self.k, *x.shape[2:])
+
+
+class PackedCritic(_Packed):
+    """K critics: images (B, K, C, H, W) -> scores (B, K); [:, k] is label k's critic on [:, k]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        x = x.reshape(b, -1, *x.shape[3:]).contiguous(memory_format=self.memory_format)
+        return self.net(x).view(b, self.k)
+
+
+# --------------------------------------------------------------------------- conversion
+# Every packed tensor is its K per-label tensors concatenated along dimension 0: grouped
+# convolution weights are (K*out, in, kh, kw) (transposed: (K*in, out, kh, kw)) with group k in
+# rows k*n:(k+1)*n, and biases, BN parameters/statistics and Adam moments follow their parameter.
+# Scalars (BN's num_batches_tracked, Adam's step) are the same for every label, as all labels
+# advance together.
+
+
+def _pack_value(values: list, what: str):
+    first = values[0]
+    if isinstance(first, torch.Tensor) and first.dim() > 0:
+        return torch.cat([v.contiguous() for v in values], dim=0)
+    if any(not _equal(first, v) for v in values[1:]):
+        raise LabelwiseError(f"cannot pack {what}: it differs between labels ({values}); the labels are not at the same step")
+    return first.clone() if isinstance(first, torch.Tensor) else copy.deepcopy(first)
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return bool(torch.equal(torch.as_tensor(a), torch.as_tensor(b)))
+    return a == b
+
+
+def _unpack_value(value, k: int) -> list:
+    if isinstance(value, torch.Tensor) and value.dim() > 0:
+        if value.shape[0] % k:
+            raise ValueError(f"a packed tensor of shape {tuple(value.shape)} does not split into {k} labels")
+        # Own, plain-layout copies: a single network's tensors, not views into the packed ones.
+        return [c.clone(memory_format=torch.contiguous_format) for c in value.chunk(k, dim=0)]
+    return [value.clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value) for _ in range(k)]
+
+
+def pack_state_dicts(state_dicts: list[dict]) -> dict:
+    """K single networks' state_dicts (label order) -> the packed module's state_dict."""
+    keys = list(state_dicts[0])
+    if any(list(sd) != keys for sd in state_dicts[1:]):
+        raise LabelwiseError("cannot pack networks of different architectures")
+    return {key: _pack_value([sd[key] for sd in state_dicts], key) for key in keys}
+
+
+def unpack_state_dict(packed: dict, k: int) -> list[dict]:
+    """The packed module's state_dict -> K single networks' state_dicts (label order)."""
+    split = {key: _unpack_value(v, k) for key, v in packed.items()}
+    return [{key: split[key][i] for key in packed} for i in range(k)]
+
+
+def pack_optimizer_states(states: list[dict]) -> dict:
+    """K single networks' Adam state_dicts -> the state_dict of Adam over the packed parameters.
+
+    The packed module lists its parameters in the single network's order, so parameter ids match.
+    """
+    first = states[0]
+    ids = list(first["state"])
+    if any(list(s["state"]) != ids for s in states[1:]):
+        raise LabelwiseError("cannot pack optimizer states of different shapes (not all labels have taken a step)")
+    packed = {i: {name: _pack_value([s["state"][i][name] for s in states], f"optimizer state {name}")
+                  for name in first["state"][i]} for i in ids}
+    return {"state": packed, "param_groups": copy.deepcopy(first["param_groups"])}
+
+
+def unpack_optimizer_state(state: dict, k: int) -> list[dict]:
+    """The packed Adam's state_dict -> K single networks' Adam state_dicts (label order)."""
+    per_label: list[dict] = [{"state": {}, "param_groups": copy.deepcopy(state["param_groups"])} for _ in range(k)]
+    for i, entry in state["state"].items():
+        split = {name: _unpack_value(v, k) for name, v in entry.items()}
+        for j in range(k):
+            per_label[j]["state"][i] = {name: split[name][j] for name in entry}
+    return per_label
+
+
+# --------------------------------------------------------------------------- training
+
+
+class _Label:
+    """One label's own things in a packed run: its images, checksum, log rows and training time."""
+
+    def __init__(self, shard, label, dev):
+        images, attrs, self.label = read_label_shard(shard, label)
+        self.sha256 = str(attrs.get("sha256"))
+        self.shape = tuple(images.shape[1:])
+        self.resolution = network_resolution(max(self.shape[1], self.shape[2]))
+        self.data = images_to_tensor(images, self.resolution).to(dev)
+        self.rows: list[tuple] = []
+        self.elapsed = 0.0
+
+
+def _nonfinite_by_label(k: int, state_dicts: dict[str, dict]) -> list[list[str]]:
+    """For each label, '<network>.<tensor>' of its floating-point tensors holding a NaN or Inf
+    (`nonfinite_tensors` per label, read off the packed tensors without unpacking them)."""
+    names, flags = [], []
+    for network, sd in state_dicts.items():
+        for key, value in sd.items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dim() > 0:
+                names.append(f"{network}.{key}")
+                flags.append(torch.isfinite(value.reshape(k, -1)).all(1))
+    ok = torch.stack(flags).cpu().tolist() if flags else []  # one device synchronisation
+    return [[name for name, row in zip(names, ok) if not row[j]] for j in range(k)]
+
+
+def _resume_states(labels: list[_Label], outputs: list[Outputs], fingerprints: list[str], max_iteration: int):
+    """Each label's checkpoint at one common iteration (the newest all of them have), or None.
+
+    Packed runs save every label at the same iterations, so after a kill mid-save the labels saved
+    last are one checkpoint behind and their previous one (checkpoints keep two) is common ground.
+    Labels with nothing to resume make the whole group start afresh.
+    """
+    limit = max_iteration
+    while True:
+        states = [load_resumable(out.checkpoints, fp, limit) for out, fp in zip(outputs, fingerprints)]
+        if all(s is None for s in states):
+            return None
+        if any(s is None for s in states):
+            limit = 0  # clears the others' checkpoints, as a fresh start of one label would
+            continue
+        iterations = {int(s["iteration"]) for s in states}
+        if len(iterations) == 1:
+            return states
+        limit = min(iterations)  # strictly smaller each round: terminates
+        log.info("labels %s have checkpoints at different iterations %s; resuming all from %d",
+                 [lab.label for lab in labels], sorted(iterations), limit)
+
+
+def train_packed(
+    shards: list[str | Path],
+    model: str,
+    settings: dict,
+    budget: Budget,
+    seed: int,
+    outputs: list[Outputs],
+    *,
+    labels: list[int] | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    progress_seconds: float = 5.0,
+    channels_last: bool = False,
+) -> list[TrainResult]:
+    """Train `model` on K shards at once, one independent GAN per label; write each label's outputs.
+
+    Per label this is `train_label(shards[k], model, settings, budget, seed, outputs[k], label=labels[k])`
+    up to floating-point rounding: same initial weights, random streams, logs, checkpoints (in
+    outputs[k].checkpoints, in train_label's format) and generator file.  `channels_last` runs the
+    convolutions in NHWC layout (faster on CPUs; the results differ only by rounding).
+    """
+    if model not in ALGORITHMS:
+        raise LabelwiseError(f"unknown model {model!r}; known models: {', '.join(ALGORITHMS)}")
+    if not shards or len(shards) != len(outputs) or (labels is not None and len(labels) != len(shards)):
+        raise LabelwiseError(f"train_packed needs one Outputs (and label, if given) per shard; got {len(shards)} shards, "
+                             f"{len(outputs)} outputs, {'no' if labels is None else len(labels)} labels")
+    algo = ALGORITHMS[model]
+    if algo.get("conditional"):
+        raise LabelwiseError(f"{model} is one conditional network over all labels; packed training is for the "
+                             f"per-label models ({', '.join(m for m, a in ALGORITHMS.items() if not a.get('conditional'))})")
+    set_threads(threads)
+    dev = select_device(device)
+    group = [_Label(shard, None if labels is None else labels[i], dev) for i, shard in enumerate(shards)]
+    ids = [lab.label for lab in group]
+    name = f"[{model} labels {','.join(map(str, ids))}]"
+    if len(set(ids)) != len(ids):
+        raise LabelwiseError(f"{name}: a label is listed twice; pack each label once")
+    if len({lab.shape for lab in group}) != 1:
+        raise LabelwiseError(f"{name}: the shards hold images of different shapes "
+                             f"({sorted({lab.shape for lab in group})}); pack labels of one dataset")
+    k = len(group)
+    channels, height, width = group[0].shape
+    resolution = group[0].resolution
+    log.info("%s packed on device %s, %d thread(s)", name, dev, torch.get_num_threads())
+
+    bs = int(settings["batch_size"])
+    latent_dim = int(settings["latent_dim"])
+    critic_steps = int(settings["critic_steps"])
+    fingerprints = [_fingerprint(model, settings, seed, lab.label, lab.sha256) for lab in group]
+    nets = [build_networks(model, settings, channels, resolution, seed, lab.label, dev) for lab in group]
+    gens, critics = [g for g, _ in nets], [c for _, c in nets]
+    rngs = [label_generators(seed, lab.label, dev) for lab in group]
+
+    start = 0
+    states = _resume_states(group, outputs, fingerprints, budget.iterations)
+    points = dict(budget.snapshot_points())
+    taken = [{i for i, _ in list_snapshots(out.checkpoints)} for out in outputs]
+    if states is not None:
+        at = int(states[0]["iteration"])
+        missed = sorted({p for p in points for t in taken if p < at and p not in t})
+        if missed:
+            # As in train_label: a snapshot point in the part already trained can only be taken by a
+            # run from the start; the labels advance together, so all of them start afresh.
+            log.info("%s snapshots at iterations %s were never taken; training afresh instead of resuming from %d",
+                     name, missed, at)
+            for out in outputs:
+                delete_checkpoints(out.checkpoints)
+            states, taken = None, [set() for _ in outputs]
+    if states is not None:
+        for lab, g, c, (rng_cpu, rng_dev), state in zip(group, gens, critics, rngs, states):
+            g.load_state_dict(state["generator"])
+            c.load_state_dict(state["critic"])
+            rng_cpu.set_state(state["rng_cpu"])
+            rng_dev.set_state(state["rng_device"].to("cpu"))
+            lab.elapsed = float(state["elapsed"])
+            lab.rows = [tuple(r) for r in state["log"].tolist()]
+        start = int(states[0]["iteration"])
+        log.info("%s resuming from checkpoint at iteration %d", name, start)
+
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    gen = PackedGenerator.from_networks(gens, memory_format)
+    critic = PackedCritic.from_networks(critics, memory_format)
+    betas = tuple(settings["betas"])
+    opt_g = torch.optim.Adam(gen.parameters(), lr=float(settings["lr"]), betas=betas)
+    opt_d = torch.optim.Adam(critic.parameters(), lr=float(settings["lr"]), betas=betas)
+    if states is not None:
+        opt_g.load_state_dict(pack_optimizer_states([s["opt_g"] for s in states]))
+        opt_d.load_state_dict(pack_optimizer_states([s["opt_d"] for s in states]))
+        del states
+
+    # All labels' images in one tensor; label k's batch indices are drawn from its own count and
+    # shifted by its offset, so one index_select gathers every label's batch.
+    pool = torch.cat([lab.data for lab in group])
+    counts = [lab.data.shape[0] for lab in group]
+    offsets = torch.tensor([sum(counts[:i]) for i in range(k)], device=dev).unsqueeze(1)
+    for lab in group:
+        del lab.data
+
+    def real_batch() -> torch.Tensor:
+        idx = torch.stack([torch.randint(n, (bs,), generator=rng_cpu) for n, (rng_cpu, _) in zip(counts, rngs)])
+        idx = (idx.to(dev) + offsets).view(-1)
+        return pool.index_select(0, idx).view(k, bs, *pool.shape[1:]).transpose(0, 1)  # (B, K, C, H, W)
+
+    def noise() -> torch.Tensor:
+        return torch.stack([torch.randn(bs, latent_dim, device=dev, generator=rng_dev) for _, rng_dev in rngs], dim=1)
+
+    def mixing() -> torch.Tensor:  # gradient_penalty's alpha, drawn per label from the label's stream
+        return torch.stack([torch.rand(bs, 1, 1, 1, device=dev, generator=rng_dev) for _, rng_dev in rngs], dim=1)
+
+    def snapshot(iteration: int, j: int, g_sd, c_sd, og_sd, od_sd) -> dict:
+        lab = group[j]
+        return checkpoint_state(fingerprints[j], iteration, lab.elapsed, g_sd[j], c_sd[j], og_sd[j], od_sd[j],
+                                *rngs[j], lab.rows)
+
+    infos = [dict(model=model, label=lab.label, channels=channels, resolution=resolution, image_size=(height, width),
+                  settings=settings) for lab in group]
+
+    def take_snapshots(iteration: int) -> None:
+        """Each label's generator at a budget.snapshots point; never rewritten by a resumed run."""
+        todo = [j for j in range(k) if iteration in points and iteration not in taken[j]]
+        if not todo:
+            return
+        sds = gen.unpack()
+        for j in todo:
+            gens[j].load_state_dict(sds[j])
+            payload = generator_payload(gens[j], iterations=iteration, **infos[j])
+            payload.update(iteration=int(iteration), elapsed=float(group[j].elapsed), fraction=points[iteration],
+                           fingerprint=fingerprints[j])
+            save_snapshot(outputs[j].checkpoints, iteration, payload)
+            taken[j].add(iteration)
+
+    def save_all(iteration: int) -> None:
+        g_sd, c_sd = gen.unpack(), critic.unpack()
+        og_sd, od_sd = unpack_optimizer_state(opt_g.state_dict(), k), unpack_optimizer_state(opt_d.state_dict(), k)
+        for j, out in enumerate(outputs):
+            save_checkpoint(out.checkpoints, iteration, snapshot(iteration, j, g_sd, c_sd, og_sd, od_sd))
+
+    wgan = algo["loss"] == "wgan-gp"
+    gp_lambda = float(settings.get("gp_lambda", 10.0))
+    deadline = budget.minutes * 60.0 if budget.minutes else math.inf
+    pending: list[torch.Tensor] = []  # per-iteration (4, K) diagnostics, reduced at each log point
+    nan = torch.full((k,), float("nan"), device=dev)
+    iteration, stopped_by = start, "iterations"
+    last_progress = time.monotonic()
+    rate_mark = (time.monotonic(), start)
+    take_snapshots(start)  # a checkpoint that sits exactly on a snapshot point not yet taken
+    gen.train()
+    critic.train()
+    with _StopRequest() as stop:
+        while iteration < budget.iterations:
+            t0 = time.monotonic()
+            critic.requires_grad_(True)
+            for _ in range(critic_steps):
+                real = real_batch()
+                z = noise()
+                with torch.no_grad():
+                    fake = gen(z)
+                if wgan:
+                    alpha = mixing()
+                    d_loss, diag = losses.wgan_gp_critic_loss(critic, real, fake, gp_lambda, None, alpha=alpha)
+                else:
+                    d_loss, diag = losses.bce_discriminator_loss(critic, real, fake)
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.sum().backward()  # the sum: each label's parameters get its own loss's gradient
+                opt_d.step()
+            critic.requires_grad_(False)
+            z = noise()
+            fake = gen(z)
+            g_loss = losses.wgan_generator_loss(critic, fake) if wgan else losses.bce_generator_loss(critic, fake)
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.sum().backward()
+            opt_g.step()
+            iteration += 1
+            pending.append(torch.stack([d_loss.detach(), g_loss.detach(), diag.get("gradient_penalty", nan),
+                                        diag.get("wasserstein_estimate", nan)]))
+            step_seconds = time.monotonic() - t0
+            for lab in group:
+                lab.elapsed += step_seconds
+            elapsed = max(lab.elapsed for lab in group)
+
+            stopping = stop.signal  # read once: a signal landing later in this iteration waits for the next
+            at_end = iteration >= budget.iterations or elapsed >= deadline or stopping is not None
+            if iteration % budget.log_every == 0 or iteration % budget.checkpoint_every == 0 or at_end:
+                means = torch.stack(pending).double().mean(0).cpu()  # (4, K)
+                pending.clear()
+                bad = [j for j in range(k) if not bool(torch.isfinite(means[:2, j]).all())]
+                if bad:
+                    detail = "; ".join(f"label {ids[j]}: d_loss={means[0, j].item()}, g_loss={means[1, j].item()}" for j in bad)
+                    raise LabelwiseError(
+                        f"{name} training diverged: non-finite loss by iteration {iteration} ({detail}); the last good "
+                        f"checkpoints are kept. Lower models.{model}.lr or change the seed, then rerun"
+                    )
+                for j, lab in enumerate(group):
+                    lab.rows.append((iteration, lab.elapsed, *means[:, j].tolist()))
+            if iteration % budget.checkpoint_every == 0 or at_end or iteration in points:
+                # As in train_label: weights that turned non-finite in the last step never reach a
+                # snapshot, a checkpoint or a generator file.
+                bad = _nonfinite_by_label(k, {"generator": gen.state_dict(), "critic": critic.state_dict()})
+                if any(bad):
+                    detail = "; ".join(f"label {ids[j]}: {', '.join(b[:3])}{f' and {len(b) - 3} more' if len(b) > 3 else ''}"
+                                       for j, b in enumerate(bad) if b)
+                    raise LabelwiseError(
+                        f"{name} training diverged: non-finite weights at iteration {iteration} ({detail}); not "
+                        f"checkpointed, the last good checkpoints are kept. Lower models.{model}.lr or change the "
+                        f"seed, then rerun"
+                    )
+            take_snapshots(iteration)  # before the checkpoint: a resume from it finds the snapshot taken
+            if iteration % budget.checkpoint_every == 0 or at_end:
+                save_all(iteration)
+            now = time.monotonic()
+            if now - last_progress >= progress_seconds or at_end:
+                rate = (iteration - rate_mark[1]) / max(now - rate_mark[0], 1e-9)
+                remaining = (budget.iterations - iteration) / rate if rate > 0 else math.inf
+                if budget.minutes:
+                    remaining = min(remaining, max(deadline - elapsed, 0.0))
+                log.info("%s it %d/%d (%.0f%%) %.2f it/s ETA %s", name, iteration, budget.iterations,
+                         100.0 * iteration / budget.iterations, rate, _format_eta(remaining))
+                last_progress = now
+            if stopping is not None:
+                raise LabelwiseError(f"{name} stopped by signal {stopping} at iteration {iteration}; "
+                                     f"checkpoints saved; rerun to resume")
+            if elapsed >= deadline:
+                stopped_by = "minutes"
+                break
+
+    results = []
+    for j, (lab, g, sd, out) in enumerate(zip(group, gens, gen.unpack(), outputs)):
+        g.load_state_dict(sd)
+        write_generator(out.generator, g, iterations=iteration, **infos[j])
+        write_log(out.log, lab.rows)
+        if out.snapshots is not None:
+            write_snapshot_bundle(out.snapshots, out.checkpoints, budget, fingerprints[j], iteration, model=model,
+                                  who=f"{model} label {lab.label}")
+        results.append(TrainResult(iterations=iteration, seconds=lab.elapsed, resumed_from=start,
+                                   stopped_by=stopped_by, log_rows=lab.rows))
+    log.info("%s done: %d iterations in %.1f s (stopped by the %s budget)", name, iteration,
+             max(lab.elapsed for lab in group), stopped_by)
+    return results
+
+
+__all__ = [
+    "PackedCritic", "PackedGenerator", "pack_optimizer_states", "pack_state_dicts", "train_packed",
+    "unpack_optimizer_state", "unpack_state_dict", "LOG_COLUMNS",
+]
