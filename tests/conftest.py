@@ -36,6 +36,20 @@ def make_shard(tmp_path):
     return make
 
 
+def kill_after_checkpoints(proc, checkpoint_dir: Path, count: int, timeout: float) -> None:
+    """SIGKILL `proc` once `checkpoint_dir` holds `count` checkpoints (or it ended, or `timeout` s passed)."""
+    import signal
+    import time
+
+    from labelwise.train.checkpoint import list_checkpoints
+
+    deadline = time.monotonic() + timeout
+    while len(list_checkpoints(checkpoint_dir)) < count and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 @pytest.fixture
 def python():
     return sys.executable

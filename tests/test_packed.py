@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import kill_after_checkpoints
 from labelwise.errors import LabelwiseError
 from labelwise.images import write_images
 from labelwise.nets import Critic, Generator
@@ -285,12 +284,7 @@ def test_sigkill_and_rerun_ends_bit_identical(tmp_path, shards, tiny_settings):
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_packed_cmd(shards, killed, settings, budget), stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while (len(list_checkpoints(killed / f"ckpt{LABELS[-1]}")) < 2 and time.monotonic() < deadline
-           and proc.poll() is None):
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_checkpoints(proc, killed / f"ckpt{LABELS[-1]}", 2, timeout=120)
     assert 0 < list_checkpoints(killed / f"ckpt{LABELS[0]}")[0][0] < budget["iterations"], "the kill must land mid-run"
     assert not any((killed / f"g{k}.pt").exists() for k in LABELS)
 

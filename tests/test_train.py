@@ -5,11 +5,11 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
+from conftest import kill_after_checkpoints
 from labelwise import losses
 from labelwise.errors import LabelwiseError
 from labelwise.train import LOG_COLUMNS, Budget, Outputs, load_generator, train_label
@@ -163,11 +163,7 @@ def test_sigkill_and_rerun_ends_bit_identical(tmp_path, make_shard, tiny_setting
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_train_cmd(shard, killed, settings, budget), stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while len(list_checkpoints(killed / "ckpt")) < 2 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_checkpoints(proc, killed / "ckpt", 2, timeout=60)
     done = list_checkpoints(killed / "ckpt")[0][0]
     assert 0 < done < budget["iterations"], "the kill must land mid-run"
     assert not (killed / "g.pt").exists()
