@@ -44,9 +44,16 @@ def snakemake_process(workdir: Path, *args: str, log: Path) -> subprocess.Popen:
 
 @pytest.fixture(scope="module")
 def concurrent_runs(tmp_path_factory):
-    """Run A trains label 0 (data stage included); run B starts on the same directory once A holds its lock."""
+    """Run A trains label 0 (data stage included); run B starts on the same directory while A holds its lock.
+
+    A's training job is held behind a gate (the launcher prefix waits for a file) until B has ended, so A
+    is certain to be running when B starts however fast or slow this machine is."""
     workdir = tmp_path_factory.mktemp("concurrent")
-    (workdir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    gate = workdir / "b-has-ended"
+    (workdir / "gate.sh").write_text(
+        f'for i in $(seq 6000); do [ -e "{gate}" ] && break; sleep 0.05; done\nexec "$@"\n')
+    config_a = dict(CONFIG, runtime=dict(CONFIG["runtime"], launcher=f"sh {workdir / 'gate.sh'}"))
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config_a))
     target = str(DS / "wcgan/generators/0.pt")
     a_log = workdir.parent / f"{workdir.name}-a.log"
     a = snakemake_process(workdir, target, log=a_log)
@@ -55,8 +62,9 @@ def concurrent_runs(tmp_path_factory):
     while not (locks.is_dir() and any(locks.iterdir())) and a.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert a.poll() is None, "run A ended before run B could start: " + a_log.read_text()[-2000:]
-    b = snakemake(workdir, CONFIG, target)
+    b = snakemake(workdir, config_a, target)
     a_still_running = a.poll() is None
+    gate.touch()
     a.wait(timeout=600)
     return {"workdir": workdir, "a_rc": a.returncode, "a_log": a_log.read_text(), "b": b,
             "a_still_running": a_still_running}
