@@ -2,6 +2,7 @@
 
     labelwise prepare --config config.yaml          # raw dataset -> results/<dataset>/shards/*.h5
     labelwise train   --config config.yaml --model wcgan --label 3
+    labelwise train   --config config.yaml --model wcgan --label 0 1 2 3   # one packed job
     labelwise sample  --config config.yaml --model wcgan --label 3
     labelwise grid    --config config.yaml --model wcgan
 
@@ -91,7 +92,7 @@ def cmd_prepare(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .train import Budget, Outputs, train_label
+    from .train import Budget, Outputs, train_label, train_packed
 
     if args.settings:  # the Snakemake rule: settings as JSON, every path explicit
         settings, runtime = json.loads(args.settings), {}
@@ -108,26 +109,47 @@ def cmd_train(args) -> None:
         base = _dataset_dir(args, config)
     else:
         raise LabelwiseError("train needs --config (or --settings with explicit paths)")
-    name = "all" if args.model == "cgan" else args.label  # the one conditional model's files
-    outputs = Outputs(
-        generator=Path(args.generator or base / args.model / "generators" / f"{name}.pt"),
-        log=Path(args.log or base / args.model / "train_logs" / f"{name}.csv"),
-        checkpoints=Path(args.checkpoints or base / args.model / "checkpoints" / str(name)),
-    )
-    if args.snapshots or (base is not None and settings["budget"].get("snapshots")):
-        outputs.snapshots = Path(args.snapshots or base / args.model / "snapshots" / f"{name}.pt")
-    if args.model == "cgan":  # one conditional model over every given shard
-        shard = args.shard or sorted((base / "shards").glob("*.h5"), key=lambda p: int(p.stem))
-    elif args.label is None:
+    if args.model == "cgan":
+        names: list = ["all"]  # the one conditional model's files
+    elif not args.label:
         raise LabelwiseError(f"train --model {args.model} needs --label")
     else:
-        shard = args.shard[0] if args.shard else base / "shards" / f"{args.label}.h5"
-    train_label(
-        shard, args.model, settings["model"], Budget(**settings["budget"]),
-        int(settings["seed"]), outputs, label=args.label,
+        names = list(args.label)
+    per_name = {"generator": "generators/{}.pt", "log": "train_logs/{}.csv", "checkpoints": "checkpoints/{}"}
+    with_snapshots = bool(args.snapshots or (base is not None and settings["budget"].get("snapshots")))
+    if with_snapshots:
+        per_name["snapshots"] = "snapshots/{}.pt"
+
+    def paths(key: str) -> list[Path]:
+        given = getattr(args, key)
+        if given is None:
+            return [base / args.model / per_name[key].format(n) for n in names]
+        if len(given) != len(names):
+            raise LabelwiseError(f"train: --{key} needs one path per label ({len(names)}), got {len(given)}")
+        return [Path(g) for g in given]
+
+    columns = {key: paths(key) for key in per_name}
+    outputs = [Outputs(**{key: columns[key][i] for key in per_name}) for i in range(len(names))]
+    if args.model == "cgan":  # one conditional model over every given shard
+        shards = args.shard or sorted((base / "shards").glob("*.h5"), key=lambda p: int(p.stem))
+    elif args.shard:
+        if len(args.shard) != len(names):
+            raise LabelwiseError(f"train: --shard needs one shard per label ({len(names)}), got {len(args.shard)}")
+        shards = args.shard
+    else:
+        shards = [base / "shards" / f"{n}.h5" for n in names]
+    common = dict(
         device=args.device or runtime.get("device", "auto"), threads=args.threads or runtime.get("threads"),
         progress_seconds=args.progress_seconds or runtime.get("progress_seconds", 10),
+        channels_last=args.channels_last or bool(runtime.get("channels_last")),
     )
+    budget, seed = Budget(**settings["budget"]), int(settings["seed"])
+    if args.model == "cgan":
+        train_label(shards, args.model, settings["model"], budget, seed, outputs[0], **common)
+    elif len(names) == 1:
+        train_label(shards[0], args.model, settings["model"], budget, seed, outputs[0], label=names[0], **common)
+    else:  # several labels: one process, one packed computation, the same results up to rounding
+        train_packed(shards, args.model, settings["model"], budget, seed, outputs, labels=names, **common)
 
 
 def cmd_sample(args) -> None:
@@ -169,19 +191,21 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.set_defaults(func=cmd_prepare)
 
-    sp = sub.add_parser("train", help="train one model on one label's shard (resumes from its checkpoints)")
+    sp = sub.add_parser("train", help="train one model on one label's shard, or on several at once (resumes from checkpoints)")
     common(sp, config_required=False)
     sp.add_argument("--model", required=True, help="wcgan | dccgan (one label) | cgan (all given shards)")
-    sp.add_argument("--label", type=int, help="the label to train (per-label models)")
+    sp.add_argument("--label", type=int, nargs="+",
+                    help="the label to train (per-label models); several: trained at once as one packed computation")
     sp.add_argument("--settings", help="JSON {model, budget, seed} (what the Snakemake rule passes) instead of --config")
-    sp.add_argument("--shard", nargs="+", help="input shard(s) (default: <results>/<dataset>/shards/<label>.h5; cgan: all)")
-    sp.add_argument("--generator", help="output generator weights (.pt)")
-    sp.add_argument("--log", help="output training log (.csv)")
-    sp.add_argument("--checkpoints", help="checkpoint directory (not a Snakemake output: survives failures)")
-    sp.add_argument("--snapshots", help="output bundle of the budget.snapshots generator snapshots (.pt)")
+    sp.add_argument("--shard", nargs="+", help="input shard(s), one per label (default: <results>/<dataset>/shards/<label>.h5; cgan: all)")
+    sp.add_argument("--generator", nargs="+", help="output generator weights (.pt), one per label")
+    sp.add_argument("--log", nargs="+", help="output training log (.csv), one per label")
+    sp.add_argument("--checkpoints", nargs="+", help="checkpoint directory, one per label (not a Snakemake output: survives failures)")
+    sp.add_argument("--snapshots", nargs="+", help="output bundle of the budget.snapshots generator snapshots (.pt), one per label")
     sp.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: runtime.device)")
     sp.add_argument("--threads", type=int, help="torch CPU threads (default: runtime.threads)")
     sp.add_argument("--progress-seconds", type=float, help="seconds between progress lines")
+    sp.add_argument("--channels-last", action="store_true", help="NHWC convolutions (default: runtime.channels_last)")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("sample", help="draw evaluation.samples_per_label images from one label's generator")

@@ -88,6 +88,45 @@ def explain_error(config: dict, schema: dict | None = None) -> str | None:
     return _describe(errors[0], schema) if errors else None
 
 
+def _leaf_errors(errors):
+    for error in errors:
+        if error.context:
+            yield from _leaf_errors(error.context)
+        else:
+            yield error
+
+
+def read_command_line_values(config: dict, schema: dict | None = None) -> dict:
+    """Give `snakemake --config` values their YAML types, in place, where the schema needs them.
+
+    Snakemake reads `--config models='{wcgan: {width: 8}}'` with YAML's BaseLoader, so every nested
+    scalar arrives as a string ('8', '0.5', 'true', 'null').  Where the schema rejects such a string
+    but accepts its ordinary YAML reading, the reading replaces it; anything else is left for
+    validation to report.
+    """
+    schema = schema or load_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    for _ in range(10_000):  # one value per round: a replaced value changes the errors of the rest
+        for error in _leaf_errors(validator.iter_errors(config)):
+            path = list(error.absolute_path)
+            if not isinstance(error.instance, str) or not path:
+                continue
+            try:
+                value = yaml.safe_load(error.instance)
+            except yaml.YAMLError:
+                continue
+            if isinstance(value, str) or not validator.evolve(schema=error.schema).is_valid(value):
+                continue
+            parent = config
+            for step in path[:-1]:
+                parent = parent[step]
+            parent[path[-1]] = value
+            break
+        else:
+            return config
+    return config
+
+
 def validate_config(config: dict) -> dict:
     """Validate `config` in place against the schema, filling defaults; LabelwiseError if invalid."""
     schema = load_schema()

@@ -16,6 +16,8 @@ def _config_error(message):
     sys.exit(f"labelwise: config error: {message}")
 
 
+# `--config models='{wcgan: {width: 8}}'` arrives with every nested number as a string: read it as YAML.
+labelwise.config.read_command_line_values(config)
 try:
     validate(config, str(labelwise.config.SCHEMA_PATH))  # fills the schema's defaults
 except WorkflowError:
@@ -174,3 +176,18 @@ def all_outputs():
         *expand(f"{DS}/figures/metrics_comparison.{{ext}}", ext=("png", "pdf")),
         *expand(f"{DS}/{{model}}/metrics.json", model=MODELS),
     ]
+
+
+def label_packs(labels, size):
+    """runtime.labels_per_job: the labels in order, cut into packs of `size` (the last may be smaller)."""
+    return [labels[i : i + size] for i in range(0, len(labels), size)]
+
+
+def inherit_profile_settings(rule_name, from_rule):
+    """--set-threads / --set-resources given for `from_rule` (a profile's `train:` entry) apply to
+    `rule_name` too, unless given for it: profiles name `train`, not the packed rules' per-pack names.
+    Snakemake keeps the parsed settings by rule name; tests/test_packed.py checks this through a dry run."""
+    settings = workflow.resource_settings
+    for parsed in (settings._parsed_overwrite_threads, settings._parsed_overwrite_resources):
+        if from_rule in parsed:
+            parsed.setdefault(rule_name, parsed[from_rule])

@@ -2,37 +2,79 @@
 # Checkpoints live in a directory that is a param, not an output: Snakemake deletes a failed job's
 # outputs, and the checkpoints are what a rerun resumes from.
 # With budget.snapshots, each job also writes its snapshot bundle (the command is unchanged without).
+# With runtime.labels_per_job K > 1, one job per model and pack of K labels instead (rules
+# train_labels_<first>_<last>): the same files per label, written by one packed process.
 SNAPSHOTS_ARG = " --snapshots {output.snapshots:q}" if SNAPSHOTS else ""
+LABELS_PER_JOB = config["runtime"]["labels_per_job"]
+CHANNELS_LAST_ARG = " --channels-last" if config["runtime"]["channels_last"] else ""
+TRAIN_RUNTIME_ARGS = (
+    " --device {config[runtime][device]} --threads {threads}"
+    " --progress-seconds {config[runtime][progress_seconds]}" + CHANNELS_LAST_ARG
+)
 
 
-rule train:
-    input:
-        shard=f"{DS}/shards/{{label}}.h5",
-    output:
-        generator=f"{DS}/{{model}}/generators/{{label}}.pt",
-        log=f"{DS}/{{model}}/train_logs/{{label}}.csv",
-        # Only with budget.snapshots: the snapshots themselves stay in the checkpoint directory.
-        **({"snapshots": f"{DS}/{{model}}/snapshots/{{label}}.pt"} if SNAPSHOTS else {}),
-    params:
-        settings=train_settings,
-        checkpoints=lambda w: f"{DS}/{w.model}/checkpoints/{w.label}",
-    threads: config["runtime"]["threads"]
-    resources:
-        runtime=train_runtime_minutes,
-        gpu=train_gpus,
-    log:
-        f"logs/{DATASET}/train/{{model}}/{{label}}.log",
-    benchmark:
-        f"{DS}/benchmarks/train/{{model}}/{{label}}.tsv"
-    conda:
-        "../envs/train.yaml"
-    # A shell rule (not script:) so that allocation mode can put the site launcher in front of it.
-    shell:
-        "{LAUNCHER} labelwise train --model {wildcards.model} --label {wildcards.label}"
-        " --settings {params.settings:q} --shard {input.shard}"
-        " --generator {output.generator} --log {output.log} --checkpoints {params.checkpoints:q}"
-        " --device {config[runtime][device]} --threads {threads}"
-        " --progress-seconds {config[runtime][progress_seconds]}" + SNAPSHOTS_ARG + " 2> {log:q}"
+if LABELS_PER_JOB == 1:
+    rule train:
+        input:
+            shard=f"{DS}/shards/{{label}}.h5",
+        output:
+            generator=f"{DS}/{{model}}/generators/{{label}}.pt",
+            log=f"{DS}/{{model}}/train_logs/{{label}}.csv",
+            # Only with budget.snapshots: the snapshots themselves stay in the checkpoint directory.
+            **({"snapshots": f"{DS}/{{model}}/snapshots/{{label}}.pt"} if SNAPSHOTS else {}),
+        params:
+            settings=train_settings,
+            checkpoints=lambda w: f"{DS}/{w.model}/checkpoints/{w.label}",
+        threads: config["runtime"]["threads"]
+        resources:
+            runtime=train_runtime_minutes,
+            gpu=train_gpus,
+        log:
+            f"logs/{DATASET}/train/{{model}}/{{label}}.log",
+        benchmark:
+            f"{DS}/benchmarks/train/{{model}}/{{label}}.tsv"
+        conda:
+            "../envs/train.yaml"
+        # A shell rule (not script:) so that allocation mode can put the site launcher in front of it.
+        shell:
+            "{LAUNCHER} labelwise train --model {wildcards.model} --label {wildcards.label}"
+            " --settings {params.settings:q} --shard {input.shard}"
+            " --generator {output.generator} --log {output.log} --checkpoints {params.checkpoints:q}"
+            + TRAIN_RUNTIME_ARGS + SNAPSHOTS_ARG + " 2> {log:q}"
+
+else:
+    for pack in label_packs(LABELS, LABELS_PER_JOB):
+        pack_rule = f"train_labels_{pack[0]}_{pack[-1]}"
+        inherit_profile_settings(pack_rule, "train")  # a profile's `train:` threads and resources
+
+        rule:
+            name:
+                pack_rule
+            input:
+                shards=[f"{DS}/shards/{k}.h5" for k in pack],
+            output:
+                generators=[f"{DS}/{{model}}/generators/{k}.pt" for k in pack],
+                logs=[f"{DS}/{{model}}/train_logs/{k}.csv" for k in pack],
+                **({"snapshots": [f"{DS}/{{model}}/snapshots/{k}.pt" for k in pack]} if SNAPSHOTS else {}),
+            params:
+                settings=train_settings,
+                labels=pack,
+                checkpoints=lambda w, pack=pack: [f"{DS}/{w.model}/checkpoints/{k}" for k in pack],
+            threads: config["runtime"]["threads"]
+            resources:
+                runtime=train_runtime_minutes,
+                gpu=train_gpus,
+            log:
+                f"logs/{DATASET}/train/{{model}}/labels_{pack[0]}-{pack[-1]}.log",
+            benchmark:
+                f"{DS}/benchmarks/train/{{model}}/labels_{pack[0]}-{pack[-1]}.tsv"
+            conda:
+                "../envs/train.yaml"
+            shell:
+                "{LAUNCHER} labelwise train --model {wildcards.model} --label {params.labels}"
+                " --settings {params.settings:q} --shard {input.shards}"
+                " --generator {output.generators} --log {output.logs} --checkpoints {params.checkpoints:q}"
+                + TRAIN_RUNTIME_ARGS + SNAPSHOTS_ARG + " 2> {log:q}"
 
 
 rule train_cgan:
@@ -59,8 +101,7 @@ rule train_cgan:
         "{LAUNCHER} labelwise train --model cgan"
         " --settings {params.settings:q} --shard {input.shards}"
         " --generator {output.generator} --log {output.log} --checkpoints {params.checkpoints:q}"
-        " --device {config[runtime][device]} --threads {threads}"
-        " --progress-seconds {config[runtime][progress_seconds]}" + SNAPSHOTS_ARG + " 2> {log:q}"
+        + TRAIN_RUNTIME_ARGS + SNAPSHOTS_ARG + " 2> {log:q}"
 
 
 rule sample:

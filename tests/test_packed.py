@@ -401,3 +401,95 @@ def test_divergence_names_the_label_and_keeps_checkpoints(tmp_path, shards, tiny
     for o in out:
         assert [i for i, _ in list_checkpoints(o.checkpoints)] == [5]
         assert not o.generator.exists()
+
+
+# --------------------------------------------------------------------------- channels_last in train_label
+
+
+@pytest.mark.parametrize("model", ["wcgan", "dccgan"])
+def test_train_label_channels_last_is_a_layout_not_another_model(tmp_path, make_shard, tiny_settings, model):
+    """runtime.channels_last: the same training as NCHW up to rounding, and its own kill/resume is exact."""
+    shard = make_shard(label=5, n=20)
+    out = lambda name: Outputs(tmp_path / f"{name}.pt", tmp_path / f"{name}.csv", tmp_path / f"{name}-ckpt")
+    short = Budget(iterations=4, checkpoint_every=2)
+    train_label(shard, model, tiny_settings, short, 0, out("nchw"), threads=1)
+    train_label(shard, model, tiny_settings, short, 0, out("nhwc"), threads=1, channels_last=True)
+    assert_close_weights(weights(tmp_path / "nchw.pt"), weights(tmp_path / "nhwc.pt"))
+    # Packed training of this one label in channels_last is the same computation.
+    alone = [out("packed")]
+    train_packed([shard], model, tiny_settings, short, 0, alone, threads=1, channels_last=True)
+    assert_close_weights(weights(tmp_path / "nhwc.pt"), weights(alone[0].generator))
+    # Staged 3 + 3 iterations end bit-identical to 6 straight, both in channels_last.
+    six = Budget(iterations=6, checkpoint_every=3)
+    train_label(shard, model, tiny_settings, six, 0, out("straight"), threads=1, channels_last=True)
+    train_label(shard, model, tiny_settings, Budget(iterations=3, checkpoint_every=3), 0, out("staged"), threads=1,
+                channels_last=True)
+    result = train_label(shard, model, tiny_settings, six, 0, out("staged"), threads=1, channels_last=True)
+    assert result.resumed_from == 3
+    assert_close_weights(weights(tmp_path / "straight.pt"), weights(tmp_path / "staged.pt"), exact=True)
+
+
+# --------------------------------------------------------------------------- the command line and the pipeline
+
+
+def _cli_train(shards, root, settings, labels, **paths):
+    blob = json.dumps({"model": settings, "budget": {"iterations": 4, "checkpoint_every": 2}, "seed": 0})
+    args = {"generator": [str(root / f"g{k}.pt") for k in labels], "log": [str(root / f"log{k}.csv") for k in labels],
+            "checkpoints": [str(root / f"ckpt{k}") for k in labels]} | paths
+    cmd = [sys.executable, "-m", "labelwise.cli", "train", "--model", "wcgan", "--label", *map(str, labels),
+           "--settings", blob, "--shard", *map(str, shards), "--device", "cpu", "--threads", "1"]
+    for key, values in args.items():
+        cmd += [f"--{key}", *values]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def test_cli_trains_several_labels_as_one_packed_job(tmp_path, shards, tiny_settings):
+    run = _cli_train(shards, tmp_path / "cli", tiny_settings, LABELS)
+    assert run.returncode == 0, run.stderr
+    assert "packed on device cpu" in run.stderr
+    apart = separate(shards, "wcgan", tiny_settings, Budget(iterations=4, checkpoint_every=2), tmp_path / "separate")
+    for k, a in zip(LABELS, apart):
+        assert_close_weights(weights(a.generator), weights(tmp_path / "cli" / f"g{k}.pt"))
+    # One path per label, or one clear line naming the option.
+    bad = _cli_train(shards, tmp_path / "bad", tiny_settings, LABELS, generator=[str(tmp_path / "only-one.pt")])
+    assert bad.returncode == 1
+    assert "--generator needs one path per label (3), got 1" in bad.stderr
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
+
+
+@pytest.mark.e2e
+def test_pipeline_labels_per_job_packs_labels_and_switching_back_retrains_nothing(tmp_path):
+    """runtime.labels_per_job: 2 over labels 0-2 -> jobs for packs (0, 1) and (2); the files per label
+    are those of separate jobs (up to rounding); a profile's `train:` settings reach the pack rules;
+    back to 1, the jobs find their final checkpoints: the generators come out bit-identical."""
+    from test_pipeline import TINY, snakemake
+
+    config = dict(TINY, data={"source": "mnist5k", "labels": [0, 1, 2]}, models={"wcgan": TINY["models"]["wcgan"]},
+                  runtime=dict(TINY["runtime"], labels_per_job=2))
+    targets = [f"results/mnist5k/wcgan/samples/{k}.h5" for k in (0, 1, 2)]
+    dry = snakemake(tmp_path, config, *targets, "-n", "-p", "--set-threads", "train=2", "--set-resources", "train:gpu=1")
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert "rule train_labels_0_1:" in dry.stdout and "rule train_labels_2_2:" in dry.stdout
+    assert "rule train:" not in dry.stdout
+    assert "--label 0 1 " in dry.stdout and "--threads 2" in dry.stdout and "gpu=1" in dry.stdout
+
+    first = snakemake(tmp_path, config, *targets)
+    assert first.returncode == 0, first.stderr[-3000:]
+    ds = tmp_path / "results" / "mnist5k" / "wcgan"
+    log = (tmp_path / "logs/mnist5k/train/wcgan/labels_0-1.log").read_text()
+    assert "[wcgan labels 0,1] packed" in log and "it 6/6" in log
+    before = {k: (ds / "generators" / f"{k}.pt").read_bytes() for k in (0, 1, 2)}
+
+    # The same labels trained one job each, from scratch, elsewhere: equal up to rounding.
+    single = tmp_path / "single"
+    single.mkdir()
+    alone = snakemake(single, dict(config, runtime=TINY["runtime"]), *targets[:2])
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    for k in (0, 1):
+        assert_close_weights(weights(single / f"results/mnist5k/wcgan/generators/{k}.pt"), weights(ds / f"generators/{k}.pt"))
+
+    back = snakemake(tmp_path, dict(config, runtime=TINY["runtime"]), *targets)
+    assert back.returncode == 0, back.stderr[-3000:]
+    for k in (0, 1, 2):
+        assert (ds / "generators" / f"{k}.pt").read_bytes() == before[k]
+        assert "resuming from checkpoint at iteration 6" in (tmp_path / f"logs/mnist5k/train/wcgan/{k}.log").read_text()

@@ -227,11 +227,13 @@ def train_label(
     device: str = "auto",
     threads: int | None = None,
     progress_seconds: float = 5.0,
+    channels_last: bool = False,
 ) -> TrainResult:
     """Train `model` with `settings` on one label's shard; write generator + log CSV.
 
     'wcgan' and 'dccgan' take one shard; 'cgan' takes the list of all selected labels' shards and
-    trains one class-conditional generator over them.
+    trains one class-conditional generator over them.  `channels_last` runs the convolutions in
+    NHWC layout (faster on CPUs, docs/benchmarks.md; results differ only by rounding).
     """
     if model not in ALGORITHMS:
         raise LabelwiseError(f"unknown model {model!r}; known models: {', '.join(ALGORITHMS)}")
@@ -263,6 +265,10 @@ def train_label(
     fingerprint = _fingerprint(model, settings, seed, label, data_sum)
 
     gen, critic = build_networks(model, settings, channels, resolution, seed, label, dev, num_classes=len(labels))
+    if channels_last:  # parameters keep their values; checkpoints stay layout-free (state_dict)
+        gen.to(memory_format=torch.channels_last)
+        critic.to(memory_format=torch.channels_last)
+        data = data.contiguous(memory_format=torch.channels_last)
     # One calling convention for both kinds: y (class indices) is None for the per-label models.
     G = gen if conditional else (lambda z, y: gen(z))
     D = critic if conditional else (lambda x, y: critic(x))

@@ -29,3 +29,19 @@ def test_bad_config_stops_before_any_job_naming_the_key(tmp_path, change, says):
     assert len(lines) == 1 and says in lines[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
+
+
+def test_nested_command_line_values_get_their_yaml_types(tmp_path):
+    """Snakemake reads `--config key='{...}'` with YAML's BaseLoader (every nested scalar a string):
+    numbers, booleans and null the schema needs are read as such, and reach the jobs typed."""
+    result = snakemake(tmp_path, TINY, "--dry-run", "-p", "--config",
+                       "models={wcgan: {width: 8, lr: 2.0e-4}}", "budget={snapshots: [0.5], minutes: null}",
+                       "data={source: mnist5k, labels: [0, 7]}", "runtime={channels_last: true}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert '"lr": 0.0002, "width": 8}' in result.stdout  # numbers, not '0.0002' and '8'
+    assert '"snapshots": [0.5]' in result.stdout and '"minutes": null' in result.stdout
+    assert "--channels-last" in result.stdout
+    # What YAML cannot make valid is still refused, naming the key.
+    bad = snakemake(tmp_path, TINY, "--dry-run", "--config", "models={wcgan: {width: eight}}")
+    assert bad.returncode != 0
+    assert "labelwise: config error: config key models.wcgan.width: 'eight' is not of type 'integer'" in bad.stderr
