@@ -2,9 +2,9 @@
 
     .venv/bin/python benchmarks/run.py [--quick] [--repeats N] [case ...]
 
-Cases (all by default): train_step, packed, shards, dag, inception — see docs/benchmarks.md for
-what each compares.  Every figure is a median over interleaved repeats of candidate and
-reference; the ratio is candidate time / reference time (below 1: the candidate is faster).
+Cases (all by default): train_step, packed, shards, dag, inception, evaluate — see
+docs/benchmarks.md for what each compares.  Every figure is a median over interleaved repeats of
+candidate and reference; the ratio is candidate time / reference time (below 1: the candidate is faster).
 Results go to benchmarks/results/<timestamp>.json and benchmarks/results/latest.json (git-ignored).
 `--quick` shrinks every case to a smoke test of about a minute; its figures are not meaningful.
 """

@@ -57,7 +57,7 @@ SHARDED_LABELS = LABELS if DATA["source"] == "imagefolder" else list(range(NUM_C
 EVALUATION = config["evaluation"]
 SPACES = ["classifier"]
 if EVALUATION["inception"] != "off":
-    from labelwise.metrics.inception import resolve_inception_weights
+    from labelwise.metrics.inception_weights import resolve_inception_weights  # torch-free
 
     if EVALUATION["inception"] == "required" or resolve_inception_weights(EVALUATION["inception_weights"]):
         SPACES.append("inception")

@@ -1,21 +1,52 @@
 """Evaluation of generated samples: label classifier, Inception (via torch-fidelity) and their FID/IS/KID.
 
 - `stats`: the metric maths (torch-fidelity's Fréchet distance, Inception Score, KID) on features.
-- `inception`: finding and checking Inception weights offline; torch-fidelity's InceptionV3 as a feature space.
+- `inception`: checking Inception weights offline; torch-fidelity's InceptionV3 as a feature space.
+- `inception_weights`: finding Inception weights offline (torch-free; re-exported by `inception`).
 - `classifier`: a small CNN trained on the real shards; label accuracy and its own feature space.
 - `realstats`: per-label real-image features, mean and covariance, cached in .npz files.
 - `evaluate`: one model's metrics.json and per-label CSV.
 
 All metric maths is torch-fidelity's, so this package needs it (the `metrics` extra); Inception
 weights are optional (evaluation.inception: auto skips those metrics when they are absent).
-"""
-from .classifier import ClassifierSpace, train_classifier
-from .evaluate import DEFAULT_SETTINGS, evaluate_model, open_spaces, write_metrics, write_per_label_csv
-from .realstats import RealStats, load_real_stats, real_stats, stats_path, write_real_stats
-from .stats import frechet_distance, gaussian_stats, inception_score, kernel_distance
 
-__all__ = [
-    "ClassifierSpace", "DEFAULT_SETTINGS", "RealStats", "evaluate_model", "frechet_distance", "gaussian_stats",
-    "inception_score", "kernel_distance", "load_real_stats", "open_spaces", "real_stats", "stats_path",
-    "train_classifier", "write_metrics", "write_per_label_csv", "write_real_stats",
-]
+Importing the package itself is cheap: the names below are loaded from their submodules on first
+use (PEP 562), so `labelwise.metrics.inception_weights` (the weights lookup, torch-free, which the
+Snakefile calls at parse time) does not pull in torch, torchvision and torch-fidelity.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+# Public name -> the submodule defining it.
+_EXPORTS = {
+    "ClassifierSpace": "classifier", "train_classifier": "classifier",
+    "DEFAULT_SETTINGS": "evaluate", "evaluate_model": "evaluate", "open_spaces": "evaluate",
+    "write_metrics": "evaluate", "write_per_label_csv": "evaluate",
+    "RealStats": "realstats", "load_real_stats": "realstats", "real_stats": "realstats",
+    "stats_path": "realstats", "write_real_stats": "realstats",
+    "frechet_distance": "stats", "gaussian_stats": "stats", "inception_score": "stats", "kernel_distance": "stats",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` imports on demand
+    from .classifier import ClassifierSpace, train_classifier
+    from .evaluate import DEFAULT_SETTINGS, evaluate_model, open_spaces, write_metrics, write_per_label_csv
+    from .realstats import RealStats, load_real_stats, real_stats, stats_path, write_real_stats
+    from .stats import frechet_distance, gaussian_stats, inception_score, kernel_distance
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        # AttributeError (not ImportError) so that `from labelwise.metrics import inception` still
+        # falls back to importing the submodule.
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # next time: a plain module attribute
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

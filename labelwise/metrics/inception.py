@@ -21,9 +21,13 @@ import numpy as np
 import torch
 
 from ..errors import LabelwiseError
+# The weights lookup is torch-free (the Snakefile uses it at parse time); re-exported from here.
+from .inception_weights import (CONFIG_KEY, HUB_FILENAME, HUB_FILENAME_TORCH_FIDELITY, MODES,  # noqa: F401
+                                PUBLISHED_SHA256_PREFIX, URL_INCEPTION_V3, _fetch_hint, hub_dir, hub_weights_path,
+                                locate_weights, resolve_inception_weights)
 
 try:
-    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise LabelwiseError(
         f"Inception metrics need torch-fidelity, which cannot be imported ({exc}); "
@@ -32,63 +36,9 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 log = logging.getLogger("labelwise.metrics")
 
-MODES = ("auto", "required", "off")
 EXTRACTOR_NAME = "inception-v3-compat"
 POOL_FEATURE = "2048"  # torch-fidelity's layer for FID and KID
 LOGITS_FEATURE = "logits_unbiased"  # torch-fidelity's layer for IS
-HUB_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
-# The name torch.hub gives the file when torch-fidelity downloads it itself (same weights, same
-# hash prefix): accepted too, so a cache filled by an earlier online torch-fidelity run is found.
-HUB_FILENAME_TORCH_FIDELITY = Path(URL_INCEPTION_V3).name
-PUBLISHED_SHA256_PREFIX = "6726825d"
-CONFIG_KEY = "evaluation.inception_weights"
-
-
-def hub_weights_path() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / HUB_FILENAME
-
-
-def resolve_inception_weights(configured_path: str | os.PathLike | None) -> Path | None:
-    """The configured path if one is set (existing or not: the caller reports it), else the torch
-    hub cache file if it exists, else None.  Never downloads."""
-    if configured_path:
-        return Path(configured_path).expanduser()
-    hub = hub_weights_path()
-    for candidate in (hub, hub.with_name(HUB_FILENAME_TORCH_FIDELITY)):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _fetch_hint(target: Path) -> str:
-    return f"on a machine with internet: wget -O {target.name} {URL_INCEPTION_V3}, then copy the file to {target}"
-
-
-def locate_weights(mode: str, configured_path: str | os.PathLike | None) -> tuple[Path | None, str | None]:
-    """Apply `evaluation.inception` to the weights lookup: (path, None) when usable, (None, reason)
-    when Inception metrics are to be skipped; raise LabelwiseError for 'required' without weights."""
-    if mode not in MODES:
-        raise LabelwiseError(f"evaluation.inception must be one of {', '.join(MODES)}, got {mode!r}")
-    if mode == "off":
-        return None, "evaluation.inception is 'off'"
-    path = resolve_inception_weights(configured_path)
-    if path is not None and path.is_file():
-        return path, None
-    if configured_path:
-        where = f"{CONFIG_KEY} is {str(configured_path)!r} but no file is there"
-        target = Path(configured_path).expanduser()
-        put = f"put the weights file at {target} or point {CONFIG_KEY} at it"
-    else:
-        target = hub_weights_path()
-        where = f"{CONFIG_KEY} is not set and the torch hub cache has no {target}"
-        put = f"put the weights file at {target} or set {CONFIG_KEY} to its path"
-    if mode == "required":
-        raise LabelwiseError(
-            f"Inception weights not found: {where} (evaluation.inception is 'required', and nothing is downloaded "
-            f"at run time). Fix: {put}; {_fetch_hint(target)}; or set evaluation.inception: auto to skip "
-            "Inception metrics"
-        )
-    return None, f"Inception weights not found: {where}; to enable Inception metrics {put} ({_fetch_hint(target)})"
 
 
 class _TorchFidelityInceptionV3(FeatureExtractorInceptionV3):
