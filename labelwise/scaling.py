@@ -93,18 +93,20 @@ def run_job(record: str | Path, k: int, slot: int, train_args: list[str], launch
     from . import cli
 
     args = cli.build_parser().parse_args(["train", *train_args])
-    if args.checkpoints:  # time a run from scratch: never resume another run's checkpoint
-        shutil.rmtree(args.checkpoints, ignore_errors=True)
+    for directory in args.checkpoints or []:  # time a run from scratch: never resume another run's checkpoint
+        shutil.rmtree(directory, ignore_errors=True)
     code = cli.main(["train", *train_args])
     end = time.time()
     if code != 0:
         return code
-    iterations, train_seconds = _last_log_row(args.log) if args.log else (None, None)
+    # `labelwise train` takes lists (several labels train packed); a timed job is one label.
+    iterations, train_seconds = _last_log_row(args.log[-1]) if args.log else (None, None)
+    label = args.label[0] if args.label and len(args.label) == 1 else args.label
     info = {
         "format": "labelwise-scaling-job/1",
         "k": int(k),
         "slot": int(slot),
-        "label": args.label,
+        "label": label,
         "model": args.model,
         "launched": launched,
         "start": start,
