@@ -5,11 +5,12 @@ PY      := $(VENV)/bin/python
 PROFILE ?= profiles/local
 SNAKEMAKE_ARGS ?=
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 # Rules call the `labelwise` command: the venv's bin must come first on PATH.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: run test venv clean report
+.PHONY: run test bench venv clean report
 .DEFAULT_GOAL := run
 
 $(VENV)/.stamp: requirements.lock pyproject.toml tools/bootstrap_venv.sh tools/cpu_torchvision_shim.py
@@ -25,6 +26,10 @@ report: $(VENV)/.stamp
 
 test: $(VENV)/.stamp
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The benchmark suite (docs/benchmarks.md): medians and ratios against references, same run.
+bench: $(VENV)/.stamp
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf results logs .snakemake report.html
