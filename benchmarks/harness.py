@@ -92,6 +92,13 @@ def machine() -> dict:
         smk = snakemake.__version__
     except Exception:  # the DAG case says so itself
         smk = None
+    gpu = {}
+    if torch.cuda.is_available():  # only where there is one: the CPU machine line stays as it was
+        try:
+            gpu = {"gpu": torch.cuda.get_device_name(0), "gpus": torch.cuda.device_count(),
+                   "torch_cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
+        except Exception as exc:  # noqa: BLE001 - a machine fact, not worth failing the run for
+            gpu = {"gpu": f"unreadable ({exc})"}
     return {
         "cpu": _cpu_model(),
         "logical_cpus": os.cpu_count(),
@@ -101,6 +108,7 @@ def machine() -> dict:
         "torch_default_threads": torch.get_num_threads(),
         "mkldnn": torch.backends.mkldnn.is_available(),
         "cuda": torch.cuda.is_available(),
+        **gpu,
         "snakemake": smk,
         "platform": platform.platform(),
         "load_average": os.getloadavg(),

@@ -1,9 +1,12 @@
 """Run labelwise's benchmarks against references measured side by side, print and save the results.
 
-    .venv/bin/python benchmarks/run.py [--quick] [--repeats N] [case ...]
+    .venv/bin/python benchmarks/run.py [--quick] [--repeats N] [--device DEV] [case ...]
 
-Cases (all by default): train_step, packed, shards, dag, inception, evaluate — see
-docs/benchmarks.md for what each compares.  Every figure is a median over interleaved repeats of
+Cases (all by default): train_step, packed, shards, dag, inception, evaluate, gpu — see
+docs/benchmarks.md for what each compares.  `gpu` runs on `--device` (or $LABELWISE_BENCH_DEVICE;
+default: CUDA when there is one); without a CUDA device and without `--device` it is skipped (one
+line says so, and the results JSON lists it under "skipped"); `--device cpu --quick` smoke-tests its
+code path on a CPU.  Every figure is a median over interleaved repeats of
 candidate and reference; the ratio is candidate time / reference time (below 1: the candidate is faster).
 Results go to benchmarks/results/<timestamp>.json and benchmarks/results/latest.json (git-ignored).
 `--quick` shrinks every case to a smoke test of about a minute; its figures are not meaningful.
@@ -31,13 +34,26 @@ from harness import machine  # noqa: E402
 class Context:
     """What cases share: the repo, a scratch directory, the config, real mnist5k shards, the sizes."""
 
-    def __init__(self, quick: bool, repeats: int | None, tmp: Path):
-        from labelwise.config import load_config
-
+    def __init__(self, quick: bool, repeats: int | None, tmp: Path, device: str | None = None):
         self.quick, self.tmp, self.repo = quick, tmp, REPO
         self._repeats = repeats
-        self.config = load_config(REPO / "config.yaml")
+        self.device = device  # None: the case's own default (gpu: CUDA if available, else skipped)
+        self.skipped: list[dict] = []
+        self._config = None
         self._data = None
+
+    @property
+    def config(self) -> dict:
+        """config.yaml, validated (loaded on first use: the gpu case does not need it, nor jsonschema)."""
+        if self._config is None:
+            from labelwise.config import load_config
+
+            self._config = load_config(REPO / "config.yaml")
+        return self._config
+
+    def skip(self, case: str, reason: str) -> None:
+        """Record that `case` (or a part of it) did not run, and why; listed in the results JSON."""
+        self.skipped.append({"case": case, "reason": reason})
 
     def repeats(self, default: int, quick: int = 2) -> int:
         if self._repeats:
@@ -75,6 +91,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes, 2 repeats: a smoke test (~1 min)")
     ap.add_argument("--repeats", type=int, help="repeats per comparison (default: per case)")
     ap.add_argument("--out", type=Path, default=HERE / "results", help="where to write the JSON results")
+    ap.add_argument("--device", default=os.environ.get("LABELWISE_BENCH_DEVICE") or None,
+                    help="device for the gpu case: cuda, cuda:N or cpu (default: $LABELWISE_BENCH_DEVICE, else "
+                         "cuda if available; without CUDA the case is skipped unless --device cpu is given)")
     args = ap.parse_args(argv)
     unknown = [c for c in args.cases if c not in CASES]
     if unknown:
@@ -87,7 +106,7 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="labelwise-bench-"))
     rows = []
     try:
-        ctx = Context(args.quick, args.repeats, tmp)
+        ctx = Context(args.quick, args.repeats, tmp, device=args.device)
         for name in selected:
             Context.log(f"== {name}: {CASES[name].DESCRIPTION}")
             case_t0 = time.perf_counter()
@@ -100,6 +119,7 @@ def main(argv=None) -> int:
         "command": " ".join([Path(sys.executable).name, "benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]),
         "quick": args.quick, "started": started.isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - t0, 1), "machine": info, "rows": rows,
+        "skipped": ctx.skipped,
     }
     print()
     print(_table(rows))
