@@ -13,6 +13,12 @@ from .images import read_images  # noqa: E402
 from .io import atomic_path  # noqa: E402
 
 MODEL_TITLES = {"wcgan": "W-CGAN (per-label WGAN-GP)", "dccgan": "DC-CGAN (per-label DCGAN)", "cgan": "single CGAN"}
+# One colour per model in every figure, whatever the order or subset of models a run has.
+MODEL_COLORS = {"wcgan": "C0", "dccgan": "C1", "cgan": "C2"}
+
+
+def model_color(model: str, index: int) -> str:
+    return MODEL_COLORS.get(model, f"C{3 + index}")
 
 
 def save_figure(fig, outputs) -> None:
@@ -130,7 +136,7 @@ def metrics_comparison(metrics_paths, outputs, *, title: str | None = None, dpi:
         for i, run in enumerate(runs):
             pooled, per_label = _pooled_and_per_label(run.get(sec, {}), key)
             if pooled is not None:
-                ax.bar(i, pooled, color=f"C{i}", alpha=0.6, width=0.6)
+                ax.bar(i, pooled, color=model_color(run["model"], i), alpha=0.6, width=0.6)
                 ax.annotate(f"{pooled:.3g}", (i, pooled), ha="center", va="bottom", fontsize=8)
             if per_label:
                 ax.scatter(i + rng.uniform(-0.15, 0.15, len(per_label)), per_label, s=10, color="k", zorder=3,
@@ -171,14 +177,14 @@ def fid_vs_time(json_paths, outputs, *, title: str | None = None, dpi: int = 150
             name = MODEL_TITLES.get(run["model"], run["model"]).split(" (")[0]
             for key, style, suffix in (("pooled", "-o", ""), ("intra_fid", "--s", " intra-FID")):
                 y = [np.nan if p[space]["fid"][key] is None else p[space]["fid"][key] for p in pts]
-                ax.plot(t, y, style, color=f"C{i}", label=name + suffix, markersize=5 if key == "pooled" else 4,
+                ax.plot(t, y, style, color=model_color(run["model"], i), label=name + suffix, markersize=5 if key == "pooled" else 4,
                         linewidth=1.6 if key == "pooled" else 1.0, alpha=1.0 if key == "pooled" else 0.7)
                 values += [v for v in y if np.isfinite(v) and v > 0]
             for p, x in zip(pts, t):  # the budget fraction at each pooled point
                 fid = p[space]["fid"]["pooled"]
                 if fid is not None and p.get("fraction") is not None:
                     ax.annotate(f"{p['fraction']:g}", (x, fid), textcoords="offset points", xytext=(3, 3), fontsize=6,
-                                color=f"C{i}")
+                                color=model_color(run["model"], i))
         if values and max(values) / min(values) > 10:
             ax.set_yscale("log")
         ax.set_xlabel("training wall time (s; per-label models: mean over labels)")

@@ -25,7 +25,9 @@ except WorkflowError:
 
 DATA = config["data"]
 DATASET = DATA["name"] or DATA["source"]
-MODELS = list(config["models"])
+# The papers' order (per-label W-CGAN, DC-CGAN, then the single CGAN) in every table and figure,
+# whatever order config files and --config merged the models in.
+MODELS = sorted(config["models"], key=lambda m: (["wcgan", "dccgan", "cgan"] + [m]).index(m))
 RESULTS = "results"
 DS = f"{RESULTS}/{DATASET}"
 # Command prefix for training jobs (srun/jsrun in allocation mode). Not a param: changing how a
