@@ -137,7 +137,9 @@ def metrics_comparison(metrics_paths, outputs, *, title: str | None = None, dpi:
             pooled, per_label = _pooled_and_per_label(run.get(sec, {}), key)
             if pooled is not None:
                 ax.bar(i, pooled, color=model_color(run["model"], i), alpha=0.6, width=0.6)
-                ax.annotate(f"{pooled:.3g}", (i, pooled), ha="center", va="bottom", fontsize=8)
+                # Boxed and above the per-label dots, so the value stays readable where they cluster.
+                ax.annotate(f"{pooled:.3g}", (i, pooled), ha="center", va="bottom", fontsize=8, zorder=4,
+                            bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
             if per_label:
                 ax.scatter(i + rng.uniform(-0.15, 0.15, len(per_label)), per_label, s=10, color="k", zorder=3,
                            label="per label" if i == 0 else None)

@@ -5,7 +5,7 @@ from labelwise.plots import metrics_comparison
 
 def compare(smk):
     metrics_comparison(smk.input.metrics, [smk.output.png, smk.output.pdf], dpi=smk.params.figures["dpi"],
-                       title=f"Per-label models compared, {smk.params.dataset}")
+                       title=f"Models compared, {smk.params.dataset}")
 
 
 snakemake_entry(snakemake, compare)  # noqa: F821 (injected by Snakemake)
