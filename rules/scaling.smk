@@ -87,9 +87,7 @@ rule scaling_train:
         " --k {wildcards.k} --slot {wildcards.slot} --launched $launched --"
         " --model {wildcards.model} --label {params.label} --settings {params.settings:q} --shard {input.shard}"
         " --generator {params.scratch:q}/generator.pt --log {params.scratch:q}/train_log.csv"
-        " --checkpoints {params.scratch:q}/checkpoints"
-        " --device {config[runtime][device]} --threads {threads}"
-        " --progress-seconds {config[runtime][progress_seconds]} 2> {log:q}"
+        " --checkpoints {params.scratch:q}/checkpoints" + TRAIN_RUNTIME_ARGS + " 2> {log:q}"
 
 
 # The barrier of group k: a touched file once all its k jobs are done (a shell-less rule, so no code
