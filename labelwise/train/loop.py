@@ -215,6 +215,60 @@ class _StopRequest:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+class _Cadence:
+    """The bookkeeping schedule of a training loop, shared by `train_label` and `train_packed` so
+    that both write log rows, check weights, take checkpoints and print progress at the same
+    iterations: what falls due after an iteration, the progress line, and how the loop ends."""
+
+    def __init__(self, budget: Budget, start: int, progress_seconds: float):
+        self.budget = budget
+        self.points = dict(budget.snapshot_points())
+        self.deadline = budget.minutes * 60.0 if budget.minutes else math.inf
+        self.progress_seconds = progress_seconds
+        now = time.monotonic()
+        self._last_progress = now
+        self._rate_mark = (now, start)  # the rate is the mean over this run, resumed part excluded
+
+    def due(self, iteration: int, elapsed: float, stopping) -> tuple[bool, bool, bool, bool]:
+        """(at_end, log, check, checkpoint) after `iteration`: whether the loop ends here, a log row
+        is due (losses reduced and checked), the weights must be checked finite (before any
+        snapshot or checkpoint), and a checkpoint is due."""
+        b = self.budget
+        at_end = iteration >= b.iterations or elapsed >= self.deadline or stopping is not None
+        checkpoint = iteration % b.checkpoint_every == 0 or at_end
+        return at_end, checkpoint or iteration % b.log_every == 0, checkpoint or iteration in self.points, checkpoint
+
+    def progress(self, iteration: int, elapsed: float, at_end: bool) -> str | None:
+        """The progress text ("it i/n (p%) r it/s ETA t") when one is due, every `progress_seconds`."""
+        now = time.monotonic()
+        if now - self._last_progress < self.progress_seconds and not at_end:
+            return None
+        b = self.budget
+        rate = (iteration - self._rate_mark[1]) / max(now - self._rate_mark[0], 1e-9)
+        remaining = (b.iterations - iteration) / rate if rate > 0 else math.inf
+        if b.minutes:
+            remaining = min(remaining, max(self.deadline - elapsed, 0.0))
+        self._last_progress = now
+        return (f"it {iteration}/{b.iterations} ({100.0 * iteration / b.iterations:.0f}%) {rate:.2f} it/s "
+                f"ETA {_format_eta(remaining)}")
+
+    def should_stop(self, iteration: int, elapsed: float, stopping, who: str, saved: str) -> bool:
+        """Called last in an iteration, after its checkpoint: a signal ends the job with one error
+        line; True when the minutes budget is spent."""
+        if stopping is not None:
+            raise LabelwiseError(f"{who} stopped by signal {stopping} at iteration {iteration}; {saved}; rerun to resume")
+        return elapsed >= self.deadline
+
+
+def _first_names(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _divergence_error(who: str, what: str, kept: str, model: str) -> LabelwiseError:
+    return LabelwiseError(f"{who} training diverged: {what}; {kept}. Lower models.{model}.lr or change the seed, "
+                          "then rerun")
+
+
 def train_label(
     shard: str | Path | list,
     model: str,
@@ -320,12 +374,10 @@ def train_label(
 
     wgan = algo["loss"] == "wgan-gp"
     gp_lambda = float(settings.get("gp_lambda", 10.0))
-    deadline = budget.minutes * 60.0 if budget.minutes else math.inf
+    cadence = _Cadence(budget, start, progress_seconds)
     pending: list[torch.Tensor] = []  # per-iteration diagnostics, reduced at each log point
     nan = torch.tensor(float("nan"), device=dev)
     iteration, stopped_by = start, "iterations"
-    last_progress = time.monotonic()
-    rate_mark = (time.monotonic(), start)
     gen.train()
     critic.train()
     with _StopRequest() as stop:
@@ -364,50 +416,31 @@ def train_label(
             elapsed += time.monotonic() - t0
 
             stopping = stop.signal  # read once: a signal landing later in this iteration waits for the next
-            at_end = iteration >= budget.iterations or elapsed >= deadline or stopping is not None
-            if iteration % budget.log_every == 0 or iteration % budget.checkpoint_every == 0 or at_end:
+            at_end, log_due, check_due, checkpoint_due = cadence.due(iteration, elapsed, stopping)
+            if log_due:
                 means = torch.stack(pending).double().mean(0).cpu()
                 pending.clear()
                 if not bool(torch.isfinite(means[:2]).all()):
-                    raise LabelwiseError(
-                        f"[{who}] training diverged: non-finite loss by iteration {iteration} "
-                        f"(d_loss={means[0].item()}, g_loss={means[1].item()}); the last good checkpoint in "
-                        f"{outputs.checkpoints} is kept. Lower models.{model}.lr or change the seed, then rerun"
-                    )
+                    raise _divergence_error(
+                        f"[{who}]", f"non-finite loss by iteration {iteration} (d_loss={means[0].item()}, "
+                        f"g_loss={means[1].item()})", f"the last good checkpoint in {outputs.checkpoints} is kept", model)
                 rows.append((iteration, elapsed, *means.tolist()))
-            if iteration % budget.checkpoint_every == 0 or at_end or iteration in points:
+            if check_due:
                 # Weights can turn NaN/Inf in the last step while the losses computed before it were
                 # finite: never let such weights reach a snapshot, a checkpoint or the generator file.
                 bad = nonfinite_tensors({"generator": gen.state_dict(), "critic": critic.state_dict()})
                 if bad:
-                    raise LabelwiseError(
-                        f"[{who}] training diverged: non-finite weights at iteration {iteration} "
-                        f"({', '.join(bad[:3])}{f' and {len(bad) - 3} more' if len(bad) > 3 else ''}); not "
-                        f"checkpointed, the last good checkpoint in {outputs.checkpoints} is kept. "
-                        f"Lower models.{model}.lr or change the seed, then rerun"
-                    )
+                    raise _divergence_error(
+                        f"[{who}]", f"non-finite weights at iteration {iteration} ({_first_names(bad)})",
+                        f"not checkpointed, the last good checkpoint in {outputs.checkpoints} is kept", model)
             take_snapshot(iteration)  # before the checkpoint: a resume from it finds the snapshot taken
-            if iteration % budget.checkpoint_every == 0 or at_end:
+            if checkpoint_due:
                 save_checkpoint(outputs.checkpoints, iteration, snapshot(iteration))
-            now = time.monotonic()
-            if now - last_progress >= progress_seconds or at_end:
-                rate = (iteration - rate_mark[1]) / max(now - rate_mark[0], 1e-9)
-                remaining = (budget.iterations - iteration) / rate if rate > 0 else math.inf
-                if budget.minutes:
-                    remaining = min(remaining, max(deadline - elapsed, 0.0))
+            line = cadence.progress(iteration, elapsed, at_end)
+            if line is not None:
                 r = rows[-1] if rows else (0, 0, math.nan, math.nan, math.nan, math.nan)
-                log.info(
-                    "[%s] it %d/%d (%.0f%%) %.2f it/s ETA %s d_loss=%.4g g_loss=%.4g%s",
-                    who, iteration, budget.iterations, 100.0 * iteration / budget.iterations, rate,
-                    _format_eta(remaining), r[2], r[3], f" W={r[5]:.4g}" if wgan else "",
-                )
-                last_progress = now
-            if stopping is not None:
-                raise LabelwiseError(
-                    f"[{who}] stopped by signal {stopping} at iteration {iteration}; "
-                    f"checkpoint saved in {outputs.checkpoints}; rerun to resume"
-                )
-            if elapsed >= deadline:
+                log.info("[%s] %s d_loss=%.4g g_loss=%.4g%s", who, line, r[2], r[3], f" W={r[5]:.4g}" if wgan else "")
+            if cadence.should_stop(iteration, elapsed, stopping, f"[{who}]", f"checkpoint saved in {outputs.checkpoints}"):
                 stopped_by = "minutes"
                 break
 

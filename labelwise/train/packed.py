@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -46,8 +45,10 @@ from .loop import (
     Budget,
     Outputs,
     TrainResult,
+    _Cadence,
+    _divergence_error,
     _fingerprint,
-    _format_eta,
+    _first_names,
     _StopRequest,
     build_networks,
     checkpoint_state,
@@ -388,12 +389,10 @@ def train_packed(
 
     wgan = algo["loss"] == "wgan-gp"
     gp_lambda = float(settings.get("gp_lambda", 10.0))
-    deadline = budget.minutes * 60.0 if budget.minutes else math.inf
+    cadence = _Cadence(budget, start, progress_seconds)
     pending: list[torch.Tensor] = []  # per-iteration (4, K) diagnostics, reduced at each log point
     nan = torch.full((k,), float("nan"), device=dev)
     iteration, stopped_by = start, "iterations"
-    last_progress = time.monotonic()
-    rate_mark = (time.monotonic(), start)
     take_snapshots(start)  # a checkpoint that sits exactly on a snapshot point not yet taken
     gen.train()
     critic.train()
@@ -430,47 +429,32 @@ def train_packed(
             elapsed = max(lab.elapsed for lab in group)
 
             stopping = stop.signal  # read once: a signal landing later in this iteration waits for the next
-            at_end = iteration >= budget.iterations or elapsed >= deadline or stopping is not None
-            if iteration % budget.log_every == 0 or iteration % budget.checkpoint_every == 0 or at_end:
+            at_end, log_due, check_due, checkpoint_due = cadence.due(iteration, elapsed, stopping)
+            if log_due:
                 means = torch.stack(pending).double().mean(0).cpu()  # (4, K)
                 pending.clear()
                 bad = [j for j in range(k) if not bool(torch.isfinite(means[:2, j]).all())]
                 if bad:
                     detail = "; ".join(f"label {ids[j]}: d_loss={means[0, j].item()}, g_loss={means[1, j].item()}" for j in bad)
-                    raise LabelwiseError(
-                        f"{name} training diverged: non-finite loss by iteration {iteration} ({detail}); the last good "
-                        f"checkpoints are kept. Lower models.{model}.lr or change the seed, then rerun"
-                    )
+                    raise _divergence_error(name, f"non-finite loss by iteration {iteration} ({detail})",
+                                            "the last good checkpoints are kept", model)
                 for j, lab in enumerate(group):
                     lab.rows.append((iteration, lab.elapsed, *means[:, j].tolist()))
-            if iteration % budget.checkpoint_every == 0 or at_end or iteration in points:
+            if check_due:
                 # As in train_label: weights that turned non-finite in the last step never reach a
                 # snapshot, a checkpoint or a generator file.
                 bad = _nonfinite_by_label(k, {"generator": gen.state_dict(), "critic": critic.state_dict()})
                 if any(bad):
-                    detail = "; ".join(f"label {ids[j]}: {', '.join(b[:3])}{f' and {len(b) - 3} more' if len(b) > 3 else ''}"
-                                       for j, b in enumerate(bad) if b)
-                    raise LabelwiseError(
-                        f"{name} training diverged: non-finite weights at iteration {iteration} ({detail}); not "
-                        f"checkpointed, the last good checkpoints are kept. Lower models.{model}.lr or change the "
-                        f"seed, then rerun"
-                    )
+                    detail = "; ".join(f"label {ids[j]}: {_first_names(b)}" for j, b in enumerate(bad) if b)
+                    raise _divergence_error(name, f"non-finite weights at iteration {iteration} ({detail})",
+                                            "not checkpointed, the last good checkpoints are kept", model)
             take_snapshots(iteration)  # before the checkpoint: a resume from it finds the snapshot taken
-            if iteration % budget.checkpoint_every == 0 or at_end:
+            if checkpoint_due:
                 save_all(iteration)
-            now = time.monotonic()
-            if now - last_progress >= progress_seconds or at_end:
-                rate = (iteration - rate_mark[1]) / max(now - rate_mark[0], 1e-9)
-                remaining = (budget.iterations - iteration) / rate if rate > 0 else math.inf
-                if budget.minutes:
-                    remaining = min(remaining, max(deadline - elapsed, 0.0))
-                log.info("%s it %d/%d (%.0f%%) %.2f it/s ETA %s", name, iteration, budget.iterations,
-                         100.0 * iteration / budget.iterations, rate, _format_eta(remaining))
-                last_progress = now
-            if stopping is not None:
-                raise LabelwiseError(f"{name} stopped by signal {stopping} at iteration {iteration}; "
-                                     f"checkpoints saved; rerun to resume")
-            if elapsed >= deadline:
+            line = cadence.progress(iteration, elapsed, at_end)
+            if line is not None:
+                log.info("%s %s", name, line)
+            if cadence.should_stop(iteration, elapsed, stopping, name, "checkpoints saved"):
                 stopped_by = "minutes"
                 break
 

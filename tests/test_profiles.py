@@ -1,0 +1,70 @@
+"""The allocation-mode batch scripts at the scale they are for, without the machines they are for.
+
+`profiles/summit/submit.lsf` and `profiles/frontier/submit.sbatch` are each run by bash as their
+scheduler would run them (two nodes, from a stand-in host file or node count), with `-n` passed on
+to Snakemake: a dry run of the CIFAR-100 preset, 100 labels, through the real Snakefile.  Every
+per-label training job must come out with the site launcher in front of it and the threads of its
+GPU's cores, and the script must size Snakemake for the two nodes.  No LSF, jsrun or srun is
+needed, since a dry run starts no job.  (Real Slurm runs of submit.sbatch: tests/test_cluster.py.)
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+# What a user's checkout holds that a run reads; copied so that the dry run writes nothing in REPO.
+CHECKOUT = ("Snakefile", "config.yaml", "rules", "workflow", "envs", "profiles", "presets")
+SCRIPTS = sorted(REPO.glob("profiles/*/submit.*"))
+
+
+def launcher(site: str) -> str:
+    return yaml.safe_load((REPO / "profiles" / site / "config.v8+.yaml").read_text())["config"]["runtime"]["launcher"]
+
+
+def test_every_submit_script_is_valid_bash():
+    assert {p.parent.name for p in SCRIPTS} >= {"summit", "frontier"}
+    for script in SCRIPTS:
+        result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert result.returncode == 0, f"{script}: {result.stderr}"
+
+
+@pytest.mark.parametrize("site", ["summit", "frontier"])
+def test_submit_script_dry_runs_cifar100_with_the_site_launcher(site, tmp_path):
+    venv = Path(sys.prefix)
+    if not (venv / "bin" / "activate").is_file():
+        pytest.skip(f"the submit scripts source a venv's bin/activate; {venv} is not a venv")
+    for name in CHECKOUT:
+        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, tmp_path / name)
+    (tmp_path / "site.yaml").write_text("data: {root: /nonexistent/cifar-100-python}\n")
+    config_args = ["--configfile", "presets/cifar100.yaml", "site.yaml"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "LSB_", "LABELWISE_"))}
+    env["LABELWISE_VENV"] = str(venv)
+    if site == "summit":
+        # LSF's host file: the launch node once, then each compute node once per core slot.
+        (tmp_path / "hosts").write_text("batch1\n" + "".join(f"h{i % 2 + 1}\n" for i in range(84)))
+        env.update(LSB_DJOB_HOSTFILE=str(tmp_path / "hosts"), LS_SUBCWD=str(tmp_path),
+                   LABELWISE_SNAKEMAKE_ARGS=" ".join(config_args))
+        cmd, gpus = ["bash", "profiles/summit/submit.lsf", "-n"], 12
+    else:
+        env.update(SLURM_JOB_NUM_NODES="2", SLURM_SUBMIT_DIR=str(tmp_path))
+        cmd, gpus = ["bash", "profiles/frontier/submit.sbatch", "-n", *config_args], 16
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    assert f"on 2 node(s): {gpus} training jobs at once" in out
+
+    trains = re.findall(r"^Shell command: (.*labelwise train .*)$", out, flags=re.M)
+    labels = {(m, int(k)) for m, k in (re.search(r"--model (\w+) --label (\d+)", t).groups() for t in trains)}
+    assert labels == {(m, k) for m in ("wcgan", "dccgan") for k in range(100)}, "one train job per model and label"
+    prefix = launcher(site) + " labelwise train "
+    assert all(t.startswith(prefix) and " --threads 7 " in t for t in trains), trains[0]
+    assert not any((tmp_path / "results").glob("**/*.h5")), "a dry run wrote shards"
