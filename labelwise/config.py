@@ -101,8 +101,9 @@ def read_command_line_values(config: dict, schema: dict | None = None) -> dict:
 
     Snakemake reads `--config models='{wcgan: {width: 8}}'` with YAML's BaseLoader, so every nested
     scalar arrives as a string ('8', '0.5', 'true', 'null').  Where the schema rejects such a string
-    but accepts its ordinary YAML reading, the reading replaces it; anything else is left for
-    validation to report.
+    but accepts its ordinary YAML reading, or accepts that reading's type (so that `iterations: -5`
+    is reported as below the minimum, not as "not an integer"), the reading replaces it; anything
+    else is left for validation to report.
     """
     schema = schema or load_schema()
     validator = jsonschema.Draft202012Validator(schema)
@@ -115,7 +116,11 @@ def read_command_line_values(config: dict, schema: dict | None = None) -> dict:
                 value = yaml.safe_load(error.instance)
             except yaml.YAMLError:
                 continue
-            if isinstance(value, str) or not validator.evolve(schema=error.schema).is_valid(value):
+            if isinstance(value, str):
+                continue
+            right_type = error.validator == "type" and validator.evolve(
+                schema={"type": error.validator_value}).is_valid(value)
+            if not right_type and not validator.evolve(schema=error.schema).is_valid(value):
                 continue
             parent = config
             for step in path[:-1]:

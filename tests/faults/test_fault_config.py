@@ -45,3 +45,7 @@ def test_nested_command_line_values_get_their_yaml_types(tmp_path):
     bad = snakemake(tmp_path, TINY, "--dry-run", "--config", "models={wcgan: {width: eight}}")
     assert bad.returncode != 0
     assert "labelwise: config error: config key models.wcgan.width: 'eight' is not of type 'integer'" in bad.stderr
+    # A number of the right type but out of range is reported as such, not as a string.
+    low = snakemake(tmp_path, TINY, "--dry-run", "--config", "budget={iterations: -5}")
+    assert low.returncode != 0
+    assert "labelwise: config error: config key budget.iterations: -5 is less than the minimum of 1" in low.stderr
