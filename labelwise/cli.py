@@ -5,9 +5,15 @@
     labelwise train   --config config.yaml --model wcgan --label 0 1 2 3   # one packed job
     labelwise sample  --config config.yaml --model wcgan --label 3
     labelwise grid    --config config.yaml --model wcgan
+    labelwise classifier --config config.yaml                # the offline label classifier
+    labelwise evaluate --config config.yaml --model wcgan     # metrics.json + metrics.csv
+    labelwise curves  --config config.yaml --model wcgan      # figures/training_curves_wcgan.png|pdf
+    labelwise compare --config config.yaml                    # figures/metrics_comparison.png|pdf
+    labelwise table   --config config.yaml                    # paper/metrics_table.csv|md|tex
 
 Paths default to the pipeline's layout under --results (default: results/); the Snakemake rules
-pass explicit paths instead.  A LabelwiseError prints one line (`labelwise: error: ...`) and exits 1.
+pass explicit paths instead.  A LabelwiseError prints one `ERROR` log line, naming the culprit and the fix,
+and exits 1.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ import sys
 from pathlib import Path
 
 from .errors import LabelwiseError
+from .plan import dataset_name
 
 log = logging.getLogger("labelwise")
 
@@ -71,12 +78,58 @@ def _config(args) -> dict:
     return load_config(args.config)
 
 
-def dataset_name(config: dict) -> str:
-    return config["data"]["name"] or config["data"]["source"]
-
-
 def _dataset_dir(args, config) -> Path:
     return Path(args.results) / dataset_name(config)
+
+
+def _model(args, config) -> str:
+    if args.model not in config["models"]:
+        raise LabelwiseError(f"model {args.model!r} is not configured under models: in {args.config}")
+    return args.model
+
+
+def _labels(config, sharded: bool = False) -> list[int]:
+    """The pipeline's labels (rules/common.smk LABELS); sharded: the ones it shards (SHARDED_LABELS)."""
+    from .plan import selected_labels
+
+    labels, sharded_labels = selected_labels(config)
+    return sharded_labels if sharded else labels
+
+
+def _require(paths, first: str) -> list[Path]:
+    """`paths` when all exist, else a LabelwiseError naming the first missing one and the stage to run
+    first (`first`, a format string that may use {stem}: the missing file's name without suffix)."""
+    missing = [Path(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        stage = first.format(stem=missing[0].stem)
+        raise LabelwiseError(f"{missing[0]} not found{more}; run `labelwise {stage}` first")
+    return [Path(p) for p in paths]
+
+
+def _device(config) -> str:
+    """runtime.device, after limiting torch to runtime.threads (what the rules' jobs get)."""
+    from .device import set_threads
+
+    set_threads(config["runtime"]["threads"])
+    return config["runtime"]["device"]
+
+
+def _figure(ds: Path, stem: str) -> list[Path]:
+    return [ds / "figures" / f"{stem}.{ext}" for ext in ("png", "pdf")]
+
+
+def _evaluated(args, config) -> list[Path]:
+    """The configured models' metrics.json files that exist, in the papers' order (as rules/common.smk)."""
+    from .plan import ordered_models
+
+    ds = _dataset_dir(args, config)
+    models = ordered_models(config["models"])
+    paths = [ds / m / "metrics.json" for m in models if (ds / m / "metrics.json").is_file()]
+    if not paths:
+        raise LabelwiseError(f"no {ds}/<model>/metrics.json for models {models}; "
+                             "run `labelwise evaluate --model M` first")
+    return paths
 
 
 # --- subcommands ---------------------------------------------------------------------------------
@@ -101,10 +154,10 @@ def cmd_train(args) -> None:
             raise LabelwiseError(f"train with --settings needs {', '.join(missing)}")
         base = None
     elif args.config:
+        from .plan import train_settings
+
         config = _config(args)
-        if args.model not in config["models"]:
-            raise LabelwiseError(f"model {args.model!r} is not configured under models: in {args.config}")
-        settings = {"model": config["models"][args.model], "budget": config["budget"], "seed": config["seed"]}
+        settings = train_settings(config, _model(args, config), len(_labels(config)))  # cgan: the labels' budgets summed
         runtime = config["runtime"]
         base = _dataset_dir(args, config)
     else:
@@ -130,8 +183,8 @@ def cmd_train(args) -> None:
 
     columns = {key: paths(key) for key in per_name}
     outputs = [Outputs(**{key: columns[key][i] for key in per_name}) for i in range(len(names))]
-    if args.model == "cgan":  # one conditional model over every given shard
-        shards = args.shard or sorted((base / "shards").glob("*.h5"), key=lambda p: int(p.stem))
+    if args.model == "cgan":  # one conditional model over every given shard (default: the selected labels')
+        shards = args.shard or [base / "shards" / f"{k}.h5" for k in _labels(config)]
     elif args.shard:
         if len(args.shard) != len(names):
             raise LabelwiseError(f"train: --shard needs one shard per label ({len(names)}), got {len(args.shard)}")
@@ -156,11 +209,14 @@ def cmd_sample(args) -> None:
     from .sample import sample_label
 
     config = _config(args)
-    ds = _dataset_dir(args, config)
-    meta = json.loads((ds / "meta.json").read_text())
-    sample_label(ds / args.model / "generators" / f"{args.label}.pt", ds / args.model / "samples" / f"{args.label}.h5",
-                 config["evaluation"]["samples_per_label"], config["seed"], class_name=meta["class_names"][args.label],
-                 device=config["runtime"]["device"], threads=config["runtime"]["threads"])
+    ds, model = _dataset_dir(args, config), _model(args, config)
+    meta = json.loads(_require([ds / "meta.json"], "prepare")[0].read_text())
+    generator = ds / model / "generators" / f"{'all' if model == 'cgan' else args.label}.pt"  # cgan: one for all labels
+    evaluation = config["evaluation"]
+    sample_label(_require([generator], f"train --model {model}" + ("" if model == "cgan" else f" --label {args.label}"))[0],
+                 ds / model / "samples" / f"{args.label}.h5", evaluation["samples_per_label"], config["seed"],
+                 label=args.label, class_name=meta["class_names"][args.label], device=config["runtime"]["device"],
+                 threads=config["runtime"]["threads"], batch_size=evaluation["batch_size"])
 
 
 def cmd_grid(args) -> None:
@@ -171,10 +227,66 @@ def cmd_grid(args) -> None:
     labels = sorted(int(p.stem) for p in (ds / args.model / "samples").glob("*.h5"))
     if not labels:
         raise LabelwiseError(f"no samples under {ds / args.model / 'samples'}; run `labelwise sample` first")
-    out = ds / "figures" / f"samples_{args.model}"
-    sample_grid([ds / args.model / "samples" / f"{k}.h5" for k in labels], [out.with_suffix(".png"), out.with_suffix(".pdf")],
+    sample_grid([ds / args.model / "samples" / f"{k}.h5" for k in labels], _figure(ds, f"samples_{args.model}"),
                 columns=config["figures"]["grid_columns"], dpi=config["figures"]["dpi"],
                 title=f"{MODEL_TITLES.get(args.model, args.model)} samples, {dataset_name(config)}")
+
+
+def cmd_classifier(args) -> None:
+    from .metrics.classifier import train_classifier
+
+    config = _config(args)
+    ds = _dataset_dir(args, config)
+    labels = _labels(config, sharded=True)
+    shards = _require([ds / "shards" / f"{k}.h5" for k in labels], "prepare")
+    train_classifier(dict(zip(labels, shards)), ds / "classifier" / "classifier.pt",
+                     epochs=config["evaluation"]["classifier_epochs"], seed=config["seed"], device=_device(config))
+
+
+def cmd_evaluate(args) -> None:
+    """Real statistics missing from <dataset>/stats are computed and cached by `evaluate_model`."""
+    from .metrics import evaluate_model, write_metrics
+
+    config = _config(args)
+    ds, model, labels = _dataset_dir(args, config), _model(args, config), _labels(config)
+    shards = _require([ds / "shards" / f"{k}.h5" for k in labels], "prepare")
+    samples = _require([ds / model / "samples" / f"{k}.h5" for k in labels],
+                       f"sample --model {model} --label {{stem}}")
+    classifier = _require([ds / "classifier" / "classifier.pt"], "classifier")[0]
+    metrics = evaluate_model(model, dict(zip(labels, samples)), dict(zip(labels, shards)), stats_dir=ds / "stats",
+                             classifier_path=classifier, settings=config["evaluation"], device=_device(config))
+    write_metrics(metrics, ds / model / "metrics.json", ds / model / "metrics.csv")
+
+
+def cmd_curves(args) -> None:
+    from .plots import MODEL_TITLES, training_curves
+
+    config = _config(args)
+    ds, model = _dataset_dir(args, config), _model(args, config)
+    names = ["all"] if model == "cgan" else _labels(config)
+    logs = _require([ds / model / "train_logs" / f"{n}.csv" for n in names],
+                    f"train --model {model}" + ("" if model == "cgan" else " --label {stem}"))
+    training_curves(logs, _figure(ds, f"training_curves_{model}"), dpi=config["figures"]["dpi"],
+                    title=f"{MODEL_TITLES.get(model, model)} training, {dataset_name(config)}")
+
+
+def cmd_compare(args) -> None:
+    from .plots import metrics_comparison
+
+    config = _config(args)
+    metrics_comparison(_evaluated(args, config), _figure(_dataset_dir(args, config), "metrics_comparison"),
+                       dpi=config["figures"]["dpi"], title=f"Models compared, {dataset_name(config)}")
+
+
+def cmd_table(args) -> None:
+    from .tables import write_tables
+
+    from .plan import paper_table_caption
+
+    config = _config(args)
+    out = _dataset_dir(args, config) / "paper" / "metrics_table"
+    write_tables(_evaluated(args, config), *(out.with_suffix(f".{ext}") for ext in ("csv", "md", "tex")),
+                 caption=paper_table_caption(config, len(_labels(config))))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,17 +294,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"labelwise {__import__('labelwise').__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="STAGE")
 
-    def common(sp, config_required=True):
+    def stage(name, func, help, model=False, config_required=True):
+        sp = sub.add_parser(name, help=help)
         sp.add_argument("--config", required=config_required, help="config YAML (validated; defaults filled)")
         sp.add_argument("--results", default="results", help="results directory (default: results)")
         sp.add_argument("--log-file", help="also write log lines to this file")
+        if model:
+            sp.add_argument("--model", required=True)
+        sp.set_defaults(func=func)
+        return sp
 
-    sp = sub.add_parser("prepare", help="read the raw dataset once and write per-label HDF5 shards + meta.json")
-    common(sp)
-    sp.set_defaults(func=cmd_prepare)
+    stage("prepare", cmd_prepare, "read the raw dataset once and write per-label HDF5 shards + meta.json")
 
-    sp = sub.add_parser("train", help="train one model on one label's shard, or on several at once (resumes from checkpoints)")
-    common(sp, config_required=False)
+    sp = stage("train", cmd_train, "train one model on one label's shard, or on several at once (resumes from checkpoints)",
+               config_required=False)
     sp.add_argument("--model", required=True, help="wcgan | dccgan (one label) | cgan (all given shards)")
     sp.add_argument("--label", type=int, nargs="+",
                     help="the label to train (per-label models); several: trained at once as one packed computation")
@@ -206,18 +321,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=int, help="torch CPU threads (default: runtime.threads)")
     sp.add_argument("--progress-seconds", type=float, help="seconds between progress lines")
     sp.add_argument("--channels-last", action="store_true", help="NHWC convolutions (default: runtime.channels_last)")
-    sp.set_defaults(func=cmd_train)
 
-    sp = sub.add_parser("sample", help="draw evaluation.samples_per_label images from one label's generator")
-    common(sp)
-    sp.add_argument("--model", required=True)
+    sp = stage("sample", cmd_sample, "draw evaluation.samples_per_label images from one label's generator", model=True)
     sp.add_argument("--label", type=int, required=True)
-    sp.set_defaults(func=cmd_sample)
-
-    sp = sub.add_parser("grid", help="sample grid of one model (one row per label), PNG and PDF")
-    common(sp)
-    sp.add_argument("--model", required=True)
-    sp.set_defaults(func=cmd_grid)
+    stage("grid", cmd_grid, "sample grid of one model (one row per label), PNG and PDF", model=True)
+    stage("classifier", cmd_classifier, "train the label classifier (for the metrics) on the real shards")
+    stage("evaluate", cmd_evaluate, "metrics of one model's samples: metrics.json + metrics.csv", model=True)
+    stage("curves", cmd_curves, "training curves of one model from its train logs, PNG and PDF", model=True)
+    stage("compare", cmd_compare, "metrics comparison figure of every evaluated model, PNG and PDF")
+    stage("table", cmd_table, "the papers' metrics table of every evaluated model: CSV, Markdown, LaTeX")
     return p
 
 

@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 
 from .images import read_images  # noqa: E402
 from .io import atomic_path  # noqa: E402
+from .trainlog import read_train_log  # noqa: E402
 
 MODEL_TITLES = {"wcgan": "W-CGAN (per-label WGAN-GP)", "dccgan": "DC-CGAN (per-label DCGAN)", "cgan": "single CGAN"}
 # One colour per model in every figure, whatever the order or subset of models a run has.
@@ -60,15 +61,6 @@ def sample_grid(sample_paths, outputs, *, columns: int = 10, title: str | None =
     fig.subplots_adjust(hspace=0.08, top=1 - 0.4 / fig_h, bottom=0.02)
     fig.set_dpi(dpi)
     save_figure(fig, outputs)
-
-
-def read_train_log(path) -> dict[str, np.ndarray]:
-    """A training log CSV as columns of floats (empty cells -> NaN)."""
-    lines = Path(path).read_text().splitlines()
-    header = lines[0].split(",")
-    rows = [[float(v) if v else np.nan for v in line.split(",")] for line in lines[1:] if line]
-    data = np.array(rows, dtype=float).reshape(len(rows), len(header))
-    return {name: data[:, i] for i, name in enumerate(header)}
 
 
 CURVES = (
@@ -164,7 +156,9 @@ def metrics_comparison(metrics_paths, outputs, *, title: str | None = None, dpi:
 def fid_vs_time(json_paths, outputs, *, title: str | None = None, dpi: int = 150) -> None:
     """FID against training wall time, one line with markers per model (the models' fid_vs_time.json):
     classifier FID, and a second panel for Inception FID when any model has it. Solid: pooled FID;
-    dashed: intra-FID (mean of the per-label FIDs). Log y when the values span more than a factor of 10."""
+    dashed: intra-FID (mean of the per-label FIDs); a star: the end of training (the final
+    generators), unless the last snapshot was taken there. Log y when the values span more than a
+    factor of 10."""
     import json
 
     runs = [json.loads(Path(p).read_text()) for p in json_paths]
@@ -175,6 +169,11 @@ def fid_vs_time(json_paths, outputs, *, title: str | None = None, dpi: int = 150
         values = []
         for i, run in enumerate(runs):
             pts = [p for p in run["points"] if p.get(space)]
+            end = run.get("end")
+            if end and end.get(space) and not (pts and set(end["iterations_per_label"].values()) == {pts[-1]["iteration"]}):
+                pts = pts + [{**end, "fraction": None, "end": True}]
+                ax.plot(end["elapsed_seconds"], end[space]["fid"]["pooled"], "*", color=model_color(run["model"], i),
+                        markersize=11)
             t = [p["elapsed_seconds"] for p in pts]
             name = MODEL_TITLES.get(run["model"], run["model"]).split(" (")[0]
             for key, style, suffix in (("pooled", "-o", ""), ("intra_fid", "--s", " intra-FID")):
@@ -182,10 +181,11 @@ def fid_vs_time(json_paths, outputs, *, title: str | None = None, dpi: int = 150
                 ax.plot(t, y, style, color=model_color(run["model"], i), label=name + suffix, markersize=5 if key == "pooled" else 4,
                         linewidth=1.6 if key == "pooled" else 1.0, alpha=1.0 if key == "pooled" else 0.7)
                 values += [v for v in y if np.isfinite(v) and v > 0]
-            for p, x in zip(pts, t):  # the budget fraction at each pooled point
+            for p, x in zip(pts, t):  # the budget fraction at each pooled point; "end" where training ended
                 fid = p[space]["fid"]["pooled"]
-                if fid is not None and p.get("fraction") is not None:
-                    ax.annotate(f"{p['fraction']:g}", (x, fid), textcoords="offset points", xytext=(3, 3), fontsize=6,
+                text = "end" if p.get("end") else None if p.get("fraction") is None else f"{p['fraction']:g}"
+                if fid is not None and text is not None:
+                    ax.annotate(text, (x, fid), textcoords="offset points", xytext=(3, 3), fontsize=6,
                                 color=model_color(run["model"], i))
         if values and max(values) / min(values) > 10:
             ax.set_yscale("log")
@@ -199,7 +199,7 @@ def fid_vs_time(json_paths, outputs, *, title: str | None = None, dpi: int = 150
                  fontsize=7, color="0.3", ha="left", va="top", wrap=True)
     n = sorted({r.get("samples_per_label") for r in runs})
     fig.suptitle((title + "\n" if title else "") + "numbers beside the points: fraction of the iteration budget; "
-                 f"n generated per label: {', '.join(map(str, n))}", fontsize=9)
+                 f"star (end): the final generators; n generated per label: {', '.join(map(str, n))}", fontsize=9)
     fig.tight_layout()
     fig.set_dpi(dpi)
     save_figure(fig, outputs)

@@ -35,6 +35,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .trainlog import last_log_row
+
 # The columns of summary.csv, in order.
 SUMMARY_COLUMNS = (
     "k", "n_jobs", "makespan_s", "mean_job_s", "max_job_s", "mean_train_s", "efficiency", "train_efficiency", "base_k",
@@ -51,18 +53,6 @@ JOB_COLUMNS = (
 
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).astimezone().isoformat(timespec="milliseconds")
-
-
-def _last_log_row(path: Path) -> tuple[int | None, float | None]:
-    """(iteration, wall_seconds) of a training log CSV's last row."""
-    try:
-        lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
-    except FileNotFoundError:
-        return None, None
-    if len(lines) < 2:
-        return None, None
-    cells = lines[-1].split(",")
-    return int(float(cells[0])), float(cells[1])
 
 
 def _device_info(requested: str | None) -> dict:
@@ -100,7 +90,7 @@ def run_job(record: str | Path, k: int, slot: int, train_args: list[str], launch
     if code != 0:
         return code
     # `labelwise train` takes lists (several labels train packed); a timed job is one label.
-    iterations, train_seconds = _last_log_row(args.log[-1]) if args.log else (None, None)
+    iterations, train_seconds = last_log_row(args.log[-1]) if args.log else (None, None)
     label = args.label[0] if args.label and len(args.label) == 1 else args.label
     info = {
         "format": "labelwise-scaling-job/1",

@@ -7,7 +7,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 import labelwise.config
-from labelwise.data import num_classes
+import labelwise.plan
 from labelwise.errors import LabelwiseError
 
 
@@ -24,10 +24,8 @@ except WorkflowError:
     _config_error(labelwise.config.explain_error(config) or "config does not match the schema")
 
 DATA = config["data"]
-DATASET = DATA["name"] or DATA["source"]
-# The papers' order (per-label W-CGAN, DC-CGAN, then the single CGAN) in every table and figure,
-# whatever order config files and --config merged the models in.
-MODELS = sorted(config["models"], key=lambda m: (["wcgan", "dccgan", "cgan"] + [m]).index(m))
+DATASET = labelwise.plan.dataset_name(config)
+MODELS = labelwise.plan.ordered_models(config["models"])  # the papers' order in every table and figure
 RESULTS = "results"
 DS = f"{RESULTS}/{DATASET}"
 # Command prefix for training jobs (srun/jsrun in allocation mode). Not a param: changing how a
@@ -35,23 +33,9 @@ DS = f"{RESULTS}/{DATASET}"
 LAUNCHER = config["runtime"]["launcher"]
 
 try:
-    NUM_CLASSES = num_classes(DATA["source"], DATA["root"])
+    LABELS, SHARDED_LABELS = labelwise.plan.selected_labels(config)
 except LabelwiseError as exc:
     _config_error(exc)
-if DATA["labels"] == "all":
-    LABELS = list(range(NUM_CLASSES))
-else:
-    LABELS = sorted(DATA["labels"])
-    bad = [k for k in LABELS if k >= NUM_CLASSES]
-    if bad:
-        _config_error(
-            f"config key data.labels: {bad} do not exist in {DATA['source']} "
-            f"(labels are 0..{NUM_CLASSES - 1})"
-        )
-
-# mnist5k and CIFAR are small: one job shards every label, so selecting more labels later
-# reuses the shards. An image folder (ImageNet: 1.3 M files) is sharded for the selected labels.
-SHARDED_LABELS = LABELS if DATA["source"] == "imagefolder" else list(range(NUM_CLASSES))
 
 
 # Feature spaces for metrics: the offline classifier always; Inception when its weights are found
@@ -90,18 +74,8 @@ def train_settings(wildcards):
 
 
 def model_train_settings(model):
-    """Everything that shapes one model's training: its section, the budget and the seed (as JSON).
-
-    The single conditional GAN gets the sum of the per-label jobs' budgets (the papers' comparison).
-    """
-    budget = dict(config["budget"])
-    if not budget.get("snapshots"):
-        budget.pop("snapshots", None)  # no snapshots: the same params (no rerun) as before the key existed
-    if model == "cgan":
-        budget["iterations"] *= len(LABELS)
-        if budget["minutes"]:
-            budget["minutes"] *= len(LABELS)
-    return json.dumps({"model": config["models"][model], "budget": budget, "seed": config["seed"]}, sort_keys=True)
+    """Everything that shapes one model's training (labelwise.plan.train_settings), as JSON."""
+    return json.dumps(labelwise.plan.train_settings(config, model, len(LABELS)), sort_keys=True)
 
 
 def generator_of(wildcards):

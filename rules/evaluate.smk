@@ -72,10 +72,13 @@ rule evaluate:
 
 
 # FID along training (budget.snapshots): every snapshot point of one model, per label, against the
-# same real statistics; requested by `paper` only when budget.snapshots is set.
+# same real statistics, and the final generators' FIDs (metrics.json) where training ended;
+# requested by `paper` only when budget.snapshots is set.
 rule snapshot_metrics:
     input:
         bundles=lambda w: snapshot_bundles_of(w.model),
+        metrics=f"{DS}/{{model}}/metrics.json",  # the curve's end: the final generators' FIDs
+        logs=lambda w: train_logs_of(w.model),
         shards=expand(f"{DS}/shards/{{label}}.h5", label=LABELS),
         stats=expand(f"{DS}/stats/{{space}}/{{label}}.npz", space=SPACES, label=LABELS),
         classifier=f"{DS}/classifier/classifier.pt",

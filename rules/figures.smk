@@ -72,11 +72,7 @@ rule paper_table:
         md=f"{DS}/paper/metrics_table.md",
         tex=f"{DS}/paper/metrics_table.tex",
     params:
-        caption=lambda w: (
-            f"{DATASET}: per-label models and the single CGAN, {len(LABELS)} labels, "
-            f"{config['evaluation']['samples_per_label']} samples per label, budget {config['budget']['iterations']} "
-            "generator iterations per label"
-        ),
+        caption=lambda w: labelwise.plan.paper_table_caption(config, len(LABELS)),
     log:
         f"logs/{DATASET}/figures/paper_table.log",
     conda:

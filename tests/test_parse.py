@@ -2,7 +2,7 @@
 
 Importing those three costs seconds, and every `snakemake` invocation (a dry run, a status check, each
 job's own re-parse on a cluster) parses the Snakefile.  The parse-time helpers (config validation,
-`num_classes`, the Inception weights lookup) are torch-free; these tests keep them so.  Inside pytest
+`labelwise.plan` with `num_classes`, the Inception weights lookup) are torch-free; these tests keep them so.  Inside pytest
 torch is already imported (conftest), so every check runs in a fresh interpreter.
 """
 from __future__ import annotations
@@ -76,7 +76,7 @@ def test_the_import_reader_sees_the_parse_time_imports(tmp_path):
     statements = [s for p in smk_files() for s in parse_time_imports(p)]
     # The lookups common.smk does at parse time, so that an empty or broken reader cannot pass.
     assert "import labelwise.config" in statements
-    assert "from labelwise.data import num_classes" in statements
+    assert "import labelwise.plan" in statements
     assert any("resolve_inception_weights" in s for s in statements)
     # and it keeps multi-line imports whole and skips run: blocks
     sample = tmp_path / "sample.smk"

@@ -197,7 +197,7 @@ def test_bad_config_fails_before_any_job(tmp_path, change, key):
 
 def test_cli_lists_every_stage():
     out = subprocess.run([sys.executable, "-m", "labelwise.cli", "--help"], capture_output=True, text=True, check=True).stdout
-    for stage in ("prepare", "train", "sample", "grid"):
+    for stage in ("prepare", "train", "sample", "grid", "classifier", "evaluate", "curves", "compare", "table"):
         assert stage in out
 
 

@@ -143,9 +143,10 @@ def test_cgan_snapshots_bind_to_each_label(tmp_path, make_shard, tiny_settings):
         snapshot_generator(last, label=3)
 
 
-def test_fid_at_the_last_snapshot_equals_the_final_evaluation(tmp_path, make_shard, tiny_settings):
+@pytest.mark.parametrize("fractions", [[0.5, 1.0], [0.5]], ids=["last-snapshot-at-the-end", "no-snapshot-at-the-end"])
+def test_fid_along_training_ends_with_the_final_evaluation(tmp_path, make_shard, tiny_settings, fractions):
     from labelwise.metrics import evaluate_model, train_classifier
-    from labelwise.metrics.snapshots import snapshot_metrics, write_snapshot_metrics
+    from labelwise.metrics.snapshots import add_end_of_training, snapshot_metrics, write_snapshot_metrics
     from labelwise.plots import fid_vs_time
     from labelwise.sample import sample_label
 
@@ -156,18 +157,20 @@ def test_fid_at_the_last_snapshot_equals_the_final_evaluation(tmp_path, make_sha
     settings = {"inception": "off"}
     runs = []
     for model in ("wcgan", "cgan"):
-        budget = Budget(iterations=4, checkpoint_every=2, snapshots=[0.5, 1.0])
+        budget = Budget(iterations=4, checkpoint_every=2, snapshots=fractions)
         if model == "cgan":
             out = outputs(tmp_path / model)
             train_label(list(shards.values()), model, tiny_settings, budget, 0, out, threads=1)
             bundles = dict.fromkeys(labels, out.snapshots)
             generators = dict.fromkeys(labels, out.generator)
+            logs = [out.log]
         else:
-            bundles, generators = {}, {}
+            bundles, generators, logs = {}, {}, []
             for k in labels:
                 out = outputs(tmp_path / model / str(k))
                 train_label(shards[k], model, tiny_settings, budget, 0, out, threads=1)
                 bundles[k], generators[k] = out.snapshots, out.generator
+                logs.append(out.log)
         samples = {k: tmp_path / model / f"samples{k}.h5" for k in labels}
         for k in labels:
             sample_label(generators[k], samples[k], 6, 0, label=k, device="cpu")
@@ -175,16 +178,29 @@ def test_fid_at_the_last_snapshot_equals_the_final_evaluation(tmp_path, make_sha
                                settings=settings, device="cpu")
         curve = snapshot_metrics(model, bundles, shards, stats_dir=tmp_path / "stats", classifier_path=clf,
                                  samples_per_label=6, seed=0, settings=settings, device="cpu")
-        assert [p["iteration"] for p in curve["points"]] == [2, 4]
-        assert curve["points"][0]["elapsed_seconds"] < curve["points"][1]["elapsed_seconds"]
-        last = curve["points"][-1]["classifier"]["fid"]
-        assert last["pooled"] == final["classifier"]["fid"]["pooled"]
-        assert last["intra_fid"] == final["classifier"]["fid"]["intra_fid"]
+        assert [p["iteration"] for p in curve["points"]] == [2, 4][:len(fractions)]
+        add_end_of_training(curve, final, logs)
+        end = curve["end"]
+        assert end["iterations_per_label"] == {"0": 4, "7": 4}
+        assert end["elapsed_seconds"] > curve["points"][0]["elapsed_seconds"]
+        # The end is the final evaluation; a snapshot at the end is the same generator, so the same FID.
+        assert end["classifier"]["fid"]["pooled"] == final["classifier"]["fid"]["pooled"]
+        assert end["classifier"]["fid"]["intra_fid"] == final["classifier"]["fid"]["intra_fid"]
+        if fractions[-1] == 1.0:
+            last = curve["points"][-1]
+            assert last["classifier"]["fid"] == {k: end["classifier"]["fid"][k] for k in last["classifier"]["fid"]}
+            assert last["elapsed_seconds"] == pytest.approx(end["elapsed_seconds"], abs=1e-3)  # the log rounds to ms
         assert curve["inception"]["status"] == "skipped" and "inception" not in curve["points"][0]
         write_snapshot_metrics(curve, tmp_path / f"{model}.json", tmp_path / f"{model}.csv")
         runs.append(tmp_path / f"{model}.json")
         rows = (tmp_path / f"{model}.csv").read_text().splitlines()
-        assert rows[0].startswith("iteration,fraction,elapsed_seconds,classifier_fid") and len(rows) == 3
+        assert rows[0].startswith("point,iteration,fraction,elapsed_seconds,classifier_fid")
+        assert [r.split(",")[:3] for r in rows[1:]] == [["snapshot", "2", "0.5"], ["snapshot", "4", "1.0"]][:len(fractions)] + [["end", "4", ""]]
+        # An evaluation of other sample counts is not this curve's end.
+        other = json.loads(json.dumps(final))
+        other["protocol"]["n_generated"] = {"0": 5, "7": 6}
+        with pytest.raises(LabelwiseError, match="rerun the evaluate stage"):
+            add_end_of_training(curve, other, logs)
     fid_vs_time(runs, [tmp_path / "fig.png"])
     assert (tmp_path / "fig.png").stat().st_size > 1000
 
@@ -196,7 +212,7 @@ def test_pipeline_draws_fid_against_training_time(tmp_path):
     from test_pipeline import TINY, snakemake
 
     config = dict(TINY, models={"wcgan": TINY["models"]["wcgan"], "cgan": TINY["models"]["wcgan"]},
-                  budget={**TINY["budget"], "snapshots": [0.5, 1.0]},
+                  budget={**TINY["budget"], "snapshots": [0.5]},
                   evaluation={**TINY["evaluation"], "classifier_epochs": 1})
     plan = snakemake(tmp_path, config, "--dry-run", "paper")
     assert plan.returncode == 0, plan.stderr[-3000:]
@@ -205,14 +221,16 @@ def test_pipeline_draws_fid_against_training_time(tmp_path):
     result = snakemake(tmp_path, config, *figures)
     assert result.returncode == 0, result.stderr[-3000:]
     ds = tmp_path / "results" / "mnist5k"
-    for model, iterations in (("wcgan", [3, 6]), ("cgan", [6, 12])):  # the cgan's budget: the labels' sum
+    for model, iterations in (("wcgan", 6), ("cgan", 12)):  # the cgan's budget: the labels' sum
         curve = json.loads((ds / model / "fid_vs_time.json").read_text())
-        assert [p["iteration"] for p in curve["points"]] == iterations
-        assert [p["fraction"] for p in curve["points"]] == [0.5, 1.0]
-        assert all(p["classifier"]["fid"]["pooled"] > 0 for p in curve["points"])
-        assert curve["points"][0]["elapsed_seconds"] < curve["points"][1]["elapsed_seconds"]
+        assert [(p["iteration"], p["fraction"]) for p in curve["points"]] == [(iterations // 2, 0.5)]
+        # No snapshot at the end: the curve still ends there, with the final generators' FID.
+        metrics = json.loads((ds / model / "metrics.json").read_text())
+        assert set(curve["end"]["iterations_per_label"].values()) == {iterations}
+        assert curve["end"]["classifier"]["fid"]["pooled"] == metrics["classifier"]["fid"]["pooled"] > 0
+        assert curve["points"][0]["elapsed_seconds"] < curve["end"]["elapsed_seconds"]
         assert len((ds / model / "fid_vs_time.csv").read_text().splitlines()) == 3
     for label in (0, 7):
-        assert len(torch.load(ds / "wcgan" / "snapshots" / f"{label}.pt", weights_only=True)["snapshots"]) == 2
+        assert len(torch.load(ds / "wcgan" / "snapshots" / f"{label}.pt", weights_only=True)["snapshots"]) == 1
     for path in figures:
         assert (tmp_path / path).stat().st_size > 1000

@@ -6,13 +6,17 @@ the cached real statistics of each label in every feature space (classifier; Inc
 weights are present): pooled FID and intra-FID, computed by the same code as metrics.json
 (`evaluate._space_metrics`).  Each point carries the training wall time at which it was taken: the
 mean over labels of the per-label jobs' elapsed seconds, or the conditional model's own.
+
+The curve also gets its end (`add_end_of_training`): the final generators' FIDs from the model's
+metrics.json at the training logs' last wall time, so it reaches the end of the budget whether or
+not a snapshot was taken there (and, under a minutes budget, wherever each job stopped).
 """
 from __future__ import annotations
 
 import csv
 import logging
 import os
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -20,13 +24,14 @@ from ..device import select_device
 from ..errors import LabelwiseError
 from ..io import atomic_path, write_json
 from ..sample import draw
+from ..trainlog import last_log_row
 from ..train.loop import load_snapshots, snapshot_generator
 from .evaluate import NOTES, _num, _space_metrics, open_spaces, settings_with_defaults
 from .realstats import real_stats, stats_path
 
 log = logging.getLogger("labelwise.metrics")
 
-CSV_COLUMNS = ("iteration", "fraction", "elapsed_seconds", "classifier_fid", "classifier_intra_fid", "inception_fid",
+CSV_COLUMNS = ("point", "iteration", "fraction", "elapsed_seconds", "classifier_fid", "classifier_intra_fid", "inception_fid",
                "inception_intra_fid")
 
 
@@ -130,6 +135,45 @@ def snapshot_metrics(
     }
 
 
+def add_end_of_training(result: dict, metrics: Mapping, log_paths: Sequence[os.PathLike], *,
+                        where: str = "metrics.json") -> dict:
+    """Give `result` (from `snapshot_metrics`) its "end": where training ended, from the model's
+    metrics.json (`evaluate_model`: the final generators, the same samples per label, noise and
+    FID code as the snapshot points) and its training logs (one per label in `result["labels"]`
+    order, or the conditional model's one): the pooled FID and intra-FID of every feature space of
+    the points, at the mean over labels of the logs' last wall seconds.  In place; returned too."""
+    labels = result["labels"]
+    paths = list(log_paths)
+    if len(paths) == 1 and len(labels) > 1:
+        paths = paths * len(labels)  # the conditional model: one log for all labels
+    if len(paths) != len(labels):
+        raise LabelwiseError(f"{result['model']}: {len(paths)} training logs for {len(labels)} labels")
+    ends = {}
+    for label, path in zip(labels, paths):
+        iteration, seconds = last_log_row(path)
+        if iteration is None:
+            raise LabelwiseError(f"{path}: a training log without rows; rerun the train stage of label {label}")
+        ends[str(label)] = (iteration, seconds)
+    n_generated = metrics.get("protocol", {}).get("n_generated", {})
+    if any(int(n_generated.get(str(k), -1)) != result["samples_per_label"] for k in labels):
+        raise LabelwiseError(f"{where}: evaluated with {n_generated} generated images per label, the snapshots with "
+                             f"{result['samples_per_label']}; rerun the evaluate stage")
+    end = {
+        "iterations_per_label": {k: it for k, (it, _) in ends.items()},
+        "elapsed_seconds": float(np.mean([t for _, t in ends.values()])),
+        "elapsed_seconds_per_label": {k: t for k, (_, t) in ends.items()},
+    }
+    for name in result["feature_spaces"]:
+        fid = (metrics.get(name) or {}).get("fid") if (metrics.get(name) or {}).get("status") == "ok" else None
+        if not fid:
+            raise LabelwiseError(f"{where}: no {name} FID, but the snapshots were evaluated in {name} features; rerun "
+                                 "the evaluate stage")
+        end[name] = {"fid": {"pooled": fid.get("pooled"), "intra_fid": fid.get("intra_fid"),
+                             "per_label": fid.get("per_label")}}
+    result["end"] = end
+    return result
+
+
 def _fraction(snapshots: dict, iteration: int):
     for per_label in snapshots.values():
         if iteration in per_label:
@@ -138,15 +182,21 @@ def _fraction(snapshots: dict, iteration: int):
 
 
 def write_snapshot_metrics(result: dict, json_path: os.PathLike, csv_path: os.PathLike | None = None) -> None:
-    """fid_vs_time.json, and one CSV row per snapshot point (skipped spaces: empty cells)."""
+    """fid_vs_time.json, and one CSV row per snapshot point plus one for the end of training when
+    `result` has it (skipped spaces: empty cells)."""
     write_json(json_path, result)
     if csv_path is not None:
         with atomic_path(csv_path) as tmp:
             with open(tmp, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
                 writer.writeheader()
-                for p in result["points"]:
-                    row = {"iteration": p["iteration"], "fraction": p["fraction"], "elapsed_seconds": p["elapsed_seconds"]}
+                end = result.get("end")
+                rows = [("snapshot", p["iteration"], p["fraction"], p) for p in result["points"]]
+                if end:  # iteration: the labels' largest (a minutes budget may stop them apart)
+                    rows.append(("end", max(end["iterations_per_label"].values()), None, end))
+                for point, iteration, fraction, p in rows:
+                    row = {"point": point, "iteration": iteration, "fraction": fraction,
+                           "elapsed_seconds": p["elapsed_seconds"]}
                     for name in ("classifier", "inception"):
                         fid = p.get(name, {}).get("fid", {})
                         row[f"{name}_fid"] = fid.get("pooled")

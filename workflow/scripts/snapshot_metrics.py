@@ -1,6 +1,9 @@
-"""Snakemake entry point of rule snapshot_metrics: one model's snapshot bundles -> fid_vs_time.json + CSV."""
+"""Snakemake entry point of rule snapshot_metrics: one model's snapshot bundles (and, for the curve's end,
+its metrics.json and training logs) -> fid_vs_time.json + CSV."""
+import json
+
 from labelwise.cli import snakemake_entry
-from labelwise.metrics.snapshots import snapshot_metrics, write_snapshot_metrics
+from labelwise.metrics.snapshots import add_end_of_training, snapshot_metrics, write_snapshot_metrics
 
 
 def evaluate(smk):
@@ -21,6 +24,8 @@ def evaluate(smk):
         device=smk.config["runtime"]["device"],  # how to run, not what to compute: not a param
         batch_size=evaluation["batch_size"],
     )
+    with open(smk.input.metrics) as f:
+        add_end_of_training(result, json.load(f), smk.input.logs, where=smk.input.metrics)
     write_snapshot_metrics(result, smk.output.json, smk.output.csv)
 
 

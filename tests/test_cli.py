@@ -1,0 +1,89 @@
+"""`labelwise` subcommands in-process: every stage of a tiny run without Snakemake, and the error
+that says which stage to run first."""
+from __future__ import annotations
+
+import json
+
+import h5py
+import pytest
+import torch
+import yaml
+
+from labelwise.cli import main
+
+from conftest import TINY_MODEL
+
+LABELS = (0, 7)
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    config = {
+        "data": {"source": "mnist5k", "labels": list(LABELS)},
+        "models": {"cgan": dict(TINY_MODEL), "wcgan": dict(TINY_MODEL)},  # not in the papers' order
+        "budget": {"iterations": 4, "checkpoint_every": 2},
+        "evaluation": {"samples_per_label": 5, "classifier_epochs": 1, "inception": "off"},
+        "figures": {"grid_columns": 5, "dpi": 50},
+        "runtime": {"device": "cpu", "threads": 1, "progress_seconds": 1},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return ["--config", str(path), "--results", str(tmp_path / "results")]
+
+
+def test_every_stage_without_snakemake(tmp_path, tiny_config):
+    assert main(["prepare", *tiny_config]) == 0
+    assert main(["train", *tiny_config, "--model", "cgan"]) == 0  # one conditional model of the selected labels
+    for label in LABELS:
+        assert main(["train", *tiny_config, "--model", "wcgan", "--label", str(label)]) == 0
+        for model in ("wcgan", "cgan"):
+            assert main(["sample", *tiny_config, "--model", model, "--label", str(label)]) == 0
+    assert main(["classifier", *tiny_config]) == 0
+    for model in ("wcgan", "cgan"):
+        for stage in ("evaluate", "curves"):
+            assert main([stage, *tiny_config, "--model", model]) == 0, (stage, model)
+    for stage in ("compare", "table"):
+        assert main([stage, *tiny_config]) == 0, stage
+
+    ds = tmp_path / "results" / "mnist5k"
+    # The single CGAN as its Snakemake job trains it: on labels 0 and 7 only, with their budgets summed.
+    cgan = torch.load(ds / "cgan" / "generators" / "all.pt", weights_only=True)
+    assert cgan["labels"] == [0, 7] and cgan["iterations"] == 8
+    assert json.loads((ds / "cgan" / "metrics.json").read_text())["protocol"]["n_generated"] == {"0": 5, "7": 5}
+    metrics = json.loads((ds / "wcgan" / "metrics.json").read_text())
+    accuracy = metrics["classifier"]["label_accuracy"]["per_label"]
+    assert set(accuracy) == {"0", "7"} and all(0 <= a <= 1 for a in accuracy.values())
+    assert metrics["protocol"]["n_generated"] == {"0": 5, "7": 5}
+    assert metrics["inception"]["status"] == "skipped"
+    assert (ds / "wcgan" / "metrics.csv").read_text().splitlines()[0].startswith("label,class_name")
+    assert sorted(p.name for p in (ds / "stats" / "classifier").iterdir()) == ["0.npz", "7.npz"]  # cached on demand
+    assert not (ds / "stats" / "inception").exists()
+    with h5py.File(ds / "wcgan" / "samples" / "7.h5") as f:
+        assert f["images"].shape == (5, 1, 28, 28)
+    for stem in ("training_curves_wcgan", "metrics_comparison"):
+        assert (ds / "figures" / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (ds / "figures" / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
+    table = {ext: (ds / "paper" / f"metrics_table.{ext}").read_text() for ext in ("csv", "md", "tex")}
+    for text in table.values():  # the papers' order, whatever the config's
+        assert 0 < text.index("W-CGAN") < text.rindex("single CGAN")  # (the caption names it too)
+    assert table["md"].startswith("mnist5k: per-label models and the single CGAN, 2 labels, 5 samples per label")
+
+
+def test_evaluate_too_early_names_the_stage_to_run_first(tmp_path, tiny_config, capsys):
+    ds = tmp_path / "results" / "mnist5k"
+    expected = [
+        (None, "run `labelwise prepare` first"),
+        ("shards", "run `labelwise sample --model wcgan --label 0` first"),
+        ("wcgan/samples", "run `labelwise classifier` first"),
+    ]
+    for made, hint in expected:
+        if made:  # the check is for the files; their content is the later stages' business
+            (ds / made).mkdir(parents=True)
+            for label in LABELS:
+                (ds / made / f"{label}.h5").touch()
+        assert main(["evaluate", *tiny_config, "--model", "wcgan"]) == 1
+        errors = [line for line in capsys.readouterr().err.splitlines() if "ERROR" in line]
+        assert len(errors) == 1 and errors[0].endswith(hint), errors
+    assert not (ds / "wcgan" / "metrics.json").exists()
+    assert main(["compare", *tiny_config]) == 1
+    assert "run `labelwise evaluate --model M` first" in capsys.readouterr().err
