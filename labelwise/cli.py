@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from .errors import LabelwiseError
-from .plan import dataset_name
+from .plan import dataset_name, ordered_models, paper_table_caption, selected_labels, train_settings
 
 log = logging.getLogger("labelwise")
 
@@ -90,8 +90,6 @@ def _model(args, config) -> str:
 
 def _labels(config, sharded: bool = False) -> list[int]:
     """The pipeline's labels (rules/common.smk LABELS); sharded: the ones it shards (SHARDED_LABELS)."""
-    from .plan import selected_labels
-
     labels, sharded_labels = selected_labels(config)
     return sharded_labels if sharded else labels
 
@@ -121,8 +119,6 @@ def _figure(ds: Path, stem: str) -> list[Path]:
 
 def _evaluated(args, config) -> list[Path]:
     """The configured models' metrics.json files that exist, in the papers' order (as rules/common.smk)."""
-    from .plan import ordered_models
-
     ds = _dataset_dir(args, config)
     models = ordered_models(config["models"])
     paths = [ds / m / "metrics.json" for m in models if (ds / m / "metrics.json").is_file()]
@@ -154,8 +150,6 @@ def cmd_train(args) -> None:
             raise LabelwiseError(f"train with --settings needs {', '.join(missing)}")
         base = None
     elif args.config:
-        from .plan import train_settings
-
         config = _config(args)
         settings = train_settings(config, _model(args, config), len(_labels(config)))  # cgan: the labels' budgets summed
         runtime = config["runtime"]
@@ -280,8 +274,6 @@ def cmd_compare(args) -> None:
 
 def cmd_table(args) -> None:
     from .tables import write_tables
-
-    from .plan import paper_table_caption
 
     config = _config(args)
     out = _dataset_dir(args, config) / "paper" / "metrics_table"
