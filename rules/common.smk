@@ -1,6 +1,7 @@
 # Helpers shared by the rules: config validation, the static label list, paths and per-rule params.
 # Nothing here reads data at parse time except listing an imagefolder's class folders.
 import json
+import os
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -31,6 +32,17 @@ DS = f"{RESULTS}/{DATASET}"
 # Command prefix for training jobs (srun/jsrun in allocation mode). Not a param: changing how a
 # job is launched must not retrain anything.
 LAUNCHER = config["runtime"]["launcher"]
+# The submit scripts (profiles/*/submit.*) run Snakemake on a launch or first node and set
+# LABELWISE_ALLOCATION: there a training job without the launcher would run on that node, not on a
+# GPU of the allocation. A `--config` on the command line replaces a profile's whole `config:` key,
+# launcher included: stop before any job instead.
+if os.environ.get("LABELWISE_ALLOCATION") and not LAUNCHER.strip():
+    _config_error(
+        f"runtime.launcher is empty in a {os.environ['LABELWISE_ALLOCATION']} allocation, so training would run on "
+        "the node that runs Snakemake. A --config on the command line replaces the profile's whole config: "
+        "key: repeat the profile's launcher there (runtime='{launcher: ...}') or give your settings with "
+        "--configfile instead"
+    )
 
 try:
     LABELS, SHARDED_LABELS = labelwise.plan.selected_labels(config)
