@@ -217,13 +217,11 @@ def cmd_grid(args) -> None:
     from .plots import MODEL_TITLES, sample_grid
 
     config = _config(args)
-    ds = _dataset_dir(args, config)
-    labels = sorted(int(p.stem) for p in (ds / args.model / "samples").glob("*.h5"))
-    if not labels:
-        raise LabelwiseError(f"no samples under {ds / args.model / 'samples'}; run `labelwise sample` first")
-    sample_grid([ds / args.model / "samples" / f"{k}.h5" for k in labels], _figure(ds, f"samples_{args.model}"),
-                columns=config["figures"]["grid_columns"], dpi=config["figures"]["dpi"],
-                title=f"{MODEL_TITLES.get(args.model, args.model)} samples, {dataset_name(config)}")
+    ds, model = _dataset_dir(args, config), _model(args, config)
+    samples = _require([ds / model / "samples" / f"{k}.h5" for k in _labels(config)],
+                       f"sample --model {model} --label {{stem}}")  # the configured labels, as the rule
+    sample_grid(samples, _figure(ds, f"samples_{model}"), columns=config["figures"]["grid_columns"],
+                dpi=config["figures"]["dpi"], title=f"{MODEL_TITLES.get(model, model)} samples, {dataset_name(config)}")
 
 
 def cmd_classifier(args) -> None:

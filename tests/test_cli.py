@@ -40,7 +40,7 @@ def test_every_stage_without_snakemake(tmp_path, tiny_config):
             assert main(["sample", *tiny_config, "--model", model, "--label", str(label)]) == 0
     assert main(["classifier", *tiny_config]) == 0
     for model in ("wcgan", "cgan"):
-        for stage in ("evaluate", "curves"):
+        for stage in ("grid", "evaluate", "curves"):
             assert main([stage, *tiny_config, "--model", model]) == 0, (stage, model)
     for stage in ("compare", "table"):
         assert main([stage, *tiny_config]) == 0, stage
@@ -60,7 +60,7 @@ def test_every_stage_without_snakemake(tmp_path, tiny_config):
     assert not (ds / "stats" / "inception").exists()
     with h5py.File(ds / "wcgan" / "samples" / "7.h5") as f:
         assert f["images"].shape == (5, 1, 28, 28)
-    for stem in ("training_curves_wcgan", "metrics_comparison"):
+    for stem in ("samples_wcgan", "samples_cgan", "training_curves_wcgan", "metrics_comparison"):
         assert (ds / "figures" / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (ds / "figures" / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
     table = {ext: (ds / "paper" / f"metrics_table.{ext}").read_text() for ext in ("csv", "md", "tex")}
