@@ -189,14 +189,17 @@ def cmd_train(args) -> None:
         device=args.device or runtime.get("device", "auto"), threads=args.threads or runtime.get("threads"),
         progress_seconds=args.progress_seconds or runtime.get("progress_seconds", 10),
         channels_last=args.channels_last or bool(runtime.get("channels_last")),
+        precision=args.precision or runtime.get("precision", "fp32"),
     )
+    packing = dict(packed_kernel=args.packed_kernel or runtime.get("packed_kernel", "auto"),
+                   cuda_graph=args.cuda_graph or runtime.get("cuda_graph", "auto"))
     budget, seed = Budget(**settings["budget"]), int(settings["seed"])
     if args.model == "cgan":
         train_label(shards, args.model, settings["model"], budget, seed, outputs[0], **common)
     elif len(names) == 1:
         train_label(shards[0], args.model, settings["model"], budget, seed, outputs[0], label=names[0], **common)
     else:  # several labels: one process, one packed computation, the same results up to rounding
-        train_packed(shards, args.model, settings["model"], budget, seed, outputs, labels=names, **common)
+        train_packed(shards, args.model, settings["model"], budget, seed, outputs, labels=names, **common, **packing)
 
 
 def cmd_sample(args) -> None:
@@ -311,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=int, help="torch CPU threads (default: runtime.threads)")
     sp.add_argument("--progress-seconds", type=float, help="seconds between progress lines")
     sp.add_argument("--channels-last", action="store_true", help="NHWC convolutions (default: runtime.channels_last)")
+    sp.add_argument("--precision", choices=("fp32", "bf16"), help="bf16: forward passes under bf16 autocast (default: runtime.precision)")
+    sp.add_argument("--packed-kernel", choices=("auto", "grouped", "bmm"),
+                    help="several labels: grouped convolutions or batched matrix products (default: runtime.packed_kernel)")
+    sp.add_argument("--cuda-graph", choices=("auto", "off"),
+                    help="several labels on CUDA: capture the iteration in a CUDA graph (default: runtime.cuda_graph)")
 
     sp = stage("sample", cmd_sample, "draw evaluation.samples_per_label images from one label's generator", model=True)
     sp.add_argument("--label", type=int, required=True)

@@ -7,9 +7,14 @@
 SNAPSHOTS_ARG = " --snapshots {output.snapshots:q}" if SNAPSHOTS else ""
 LABELS_PER_JOB = config["runtime"]["labels_per_job"]
 CHANNELS_LAST_ARG = " --channels-last" if config["runtime"]["channels_last"] else ""
+# runtime.precision changes what training computes: bf16 is a param of the train rules (switching
+# retrains); fp32, the default, adds none, so results trained before the setting existed stay valid.
+PRECISION_PARAM = {"precision": "bf16"} if config["runtime"]["precision"] == "bf16" else {}
 TRAIN_RUNTIME_ARGS = (
     " --device {config[runtime][device]} --threads {threads}"
     " --progress-seconds {config[runtime][progress_seconds]}" + CHANNELS_LAST_ARG
+    + " --packed-kernel {config[runtime][packed_kernel]} --cuda-graph {config[runtime][cuda_graph]}"
+    + (" --precision bf16" if PRECISION_PARAM else "")
 )
 
 
@@ -25,6 +30,7 @@ if LABELS_PER_JOB == 1:
         params:
             settings=train_settings,
             checkpoints=lambda w: f"{DS}/{w.model}/checkpoints/{w.label}",
+            **PRECISION_PARAM,
         threads: config["runtime"]["threads"]
         resources:
             runtime=train_runtime_minutes,
@@ -60,6 +66,7 @@ else:
                 settings=train_settings,
                 labels=pack,
                 checkpoints=lambda w, pack=pack: [f"{DS}/{w.model}/checkpoints/{k}" for k in pack],
+                **PRECISION_PARAM,
             threads: config["runtime"]["threads"]
             resources:
                 runtime=train_runtime_minutes,
@@ -87,6 +94,7 @@ rule train_cgan:
     params:
         settings=lambda w: model_train_settings("cgan"),
         checkpoints=f"{DS}/cgan/checkpoints/all",
+        **PRECISION_PARAM,
     threads: config["runtime"]["threads"]
     resources:
         runtime=lambda w: model_runtime_minutes("cgan"),

@@ -134,12 +134,13 @@ def test_optimizer_states_round_trip_and_match_separate_adams():
 # --------------------------------------------------------------------------- training equivalence
 
 
+@pytest.mark.parametrize("kernel", ["grouped", "bmm"])
 @pytest.mark.parametrize("model", ["wcgan", "dccgan"])
-def test_packed_equals_separate_runs(tmp_path, shards, tiny_settings, model):
+def test_packed_equals_separate_runs(tmp_path, shards, tiny_settings, model, kernel):
     budget = Budget(iterations=10, checkpoint_every=5)
     apart = separate(shards, model, tiny_settings, budget, tmp_path / "separate")
     packed = outputs_for(tmp_path / "packed")
-    results = train_packed(shards, model, tiny_settings, budget, 0, packed, threads=1)
+    results = train_packed(shards, model, tiny_settings, budget, 0, packed, threads=1, packed_kernel=kernel)
     assert [r.iterations for r in results] == [10, 10, 10]
     for a, b in zip(apart, packed):
         assert_close_weights(weights(a.generator), weights(b.generator))
@@ -197,12 +198,14 @@ def test_packed_output_files_have_the_single_label_format(tmp_path, shards, tiny
 # --------------------------------------------------------------------------- resuming
 
 
-def test_packed_resume_matches_uninterrupted(tmp_path, shards, tiny_settings):
+@pytest.mark.parametrize("kernel", ["grouped", "bmm"])
+def test_packed_resume_matches_uninterrupted(tmp_path, shards, tiny_settings, kernel):
+    run = dict(threads=1, packed_kernel=kernel)
     straight = outputs_for(tmp_path / "straight")
-    train_packed(shards, "dccgan", tiny_settings, Budget(iterations=16, checkpoint_every=4), 0, straight, threads=1)
+    train_packed(shards, "dccgan", tiny_settings, Budget(iterations=16, checkpoint_every=4), 0, straight, **run)
     staged = outputs_for(tmp_path / "staged")
-    train_packed(shards, "dccgan", tiny_settings, Budget(iterations=8, checkpoint_every=4), 0, staged, threads=1)
-    results = train_packed(shards, "dccgan", tiny_settings, Budget(iterations=16, checkpoint_every=4), 0, staged, threads=1)
+    train_packed(shards, "dccgan", tiny_settings, Budget(iterations=8, checkpoint_every=4), 0, staged, **run)
+    results = train_packed(shards, "dccgan", tiny_settings, Budget(iterations=16, checkpoint_every=4), 0, staged, **run)
     assert [r.resumed_from for r in results] == [8, 8, 8]
     for a, b in zip(straight, staged):
         assert_close_weights(weights(a.generator), weights(b.generator), exact=True)
@@ -265,30 +268,32 @@ setup_logging()
 root = Path(a["root"])
 outs = [Outputs(root / f"g{k}.pt", root / f"log{k}.csv", root / f"ckpt{k}") for k in a["labels"]]
 train_packed(a["shards"], "wcgan", a["settings"], Budget(**a["budget"]), 0, outs, device="cpu", threads=1,
-             progress_seconds=0.5)
+             progress_seconds=0.5, packed_kernel=a["kernel"])
 """
 
 
-def _packed_cmd(shards, root, settings, budget):
+def _packed_cmd(shards, root, settings, budget, kernel="grouped"):
     blob = json.dumps({"shards": [str(s) for s in shards], "root": str(root), "labels": LABELS,
-                       "settings": settings, "budget": budget})
+                       "settings": settings, "budget": budget, "kernel": kernel})
     return [sys.executable, "-c", _SCRIPT, blob]
 
 
-def test_sigkill_and_rerun_ends_bit_identical(tmp_path, shards, tiny_settings):
+@pytest.mark.parametrize("kernel", ["grouped", "bmm"])
+def test_sigkill_and_rerun_ends_bit_identical(tmp_path, shards, tiny_settings, kernel):
     """Kill a real packed training process after its second checkpoint, rerun it: same weights as no kill."""
     settings = dict(tiny_settings, width=8)
     budget = {"iterations": 120, "checkpoint_every": 10}
     straight = tmp_path / "straight"
-    subprocess.run(_packed_cmd(shards, straight, settings, budget), check=True, capture_output=True)
+    subprocess.run(_packed_cmd(shards, straight, settings, budget, kernel), check=True, capture_output=True)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_packed_cmd(shards, killed, settings, budget), stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(_packed_cmd(shards, killed, settings, budget, kernel), stderr=subprocess.DEVNULL)
     kill_after_checkpoints(proc, killed / f"ckpt{LABELS[-1]}", 2, timeout=120)
     assert 0 < list_checkpoints(killed / f"ckpt{LABELS[0]}")[0][0] < budget["iterations"], "the kill must land mid-run"
     assert not any((killed / f"g{k}.pt").exists() for k in LABELS)
 
-    rerun = subprocess.run(_packed_cmd(shards, killed, settings, budget), capture_output=True, text=True, check=True)
+    rerun = subprocess.run(_packed_cmd(shards, killed, settings, budget, kernel), capture_output=True, text=True,
+                           check=True)
     assert "resuming from checkpoint at iteration" in rerun.stderr
     for k in LABELS:
         assert_close_weights(weights(straight / f"g{k}.pt"), weights(killed / f"g{k}.pt"), exact=True)
@@ -427,6 +432,60 @@ def test_train_label_channels_last_is_a_layout_not_another_model(tmp_path, make_
     result = train_label(shard, model, tiny_settings, six, 0, out("staged"), threads=1, channels_last=True)
     assert result.resumed_from == 3
     assert_close_weights(weights(tmp_path / "straight.pt"), weights(tmp_path / "staged.pt"), exact=True)
+
+
+# --------------------------------------------------------------------------- bf16
+
+
+@pytest.mark.parametrize("model", ["wcgan", "dccgan"])
+def test_bf16_trains_on_the_cpu_and_resumes_exactly(tmp_path, shards, tiny_settings, model):
+    """runtime.precision bf16: forward passes in bf16 change the numbers (it is really used), weights,
+    checkpoints and Adam states stay fp32, the per-label losses are finite, and a staged packed run
+    ends bit-identical to a straight one."""
+    budget = Budget(iterations=6, checkpoint_every=3)
+    fp32 = outputs_for(tmp_path / "fp32")
+    train_packed(shards, model, tiny_settings, budget, 0, fp32, threads=1)
+    straight = outputs_for(tmp_path / "bf16")
+    results = train_packed(shards, model, tiny_settings, budget, 0, straight, threads=1, precision="bf16",
+                           packed_kernel="bmm")
+    assert [r.iterations for r in results] == [6, 6, 6]
+    for a, b in zip(fp32, straight):
+        wa, wb = weights(a.generator), weights(b.generator)
+        assert all(v.dtype == torch.float32 for v in wb.values() if v.is_floating_point())
+        assert any(not torch.equal(wa[key], wb[key]) for key in wa if wa[key].is_floating_point())
+        # bf16 rounding (~3 significant digits), not another model: close to fp32 after 6 steps.
+        torch.testing.assert_close(wb["net.0.weight"], wa["net.0.weight"], rtol=0.05, atol=5e-3)
+        rows = [line.split(",") for line in b.log.read_text().splitlines()[1:]]
+        assert rows and all(np.isfinite(float(r[2])) and np.isfinite(float(r[3])) for r in rows)
+        state = torch.load(list_checkpoints(b.checkpoints)[0][1], weights_only=True)
+        for part in ("generator", "critic"):
+            assert all(v.dtype == torch.float32 for v in state[part].values() if v.is_floating_point())
+        assert all(v.dtype == torch.float32 for entry in state["opt_d"]["state"].values()
+                   for name, v in entry.items() if name != "step")
+    staged = outputs_for(tmp_path / "staged")
+    train_packed(shards, model, tiny_settings, Budget(iterations=3, checkpoint_every=3), 0, staged, threads=1,
+                 precision="bf16", packed_kernel="bmm")
+    train_packed(shards, model, tiny_settings, budget, 0, staged, threads=1, precision="bf16", packed_kernel="bmm")
+    for a, b in zip(straight, staged):
+        assert_close_weights(weights(a.generator), weights(b.generator), exact=True)
+    # The single-label loop takes the same setting: label 2 alone in bf16 equals it packed, up to rounding.
+    alone = outputs_for(tmp_path / "alone", LABELS[:1])
+    train_label(shards[0], model, tiny_settings, Budget(iterations=2, checkpoint_every=3), 0, alone[0], threads=1,
+                precision="bf16")
+    packed_two = outputs_for(tmp_path / "packed2")
+    train_packed(shards, model, tiny_settings, Budget(iterations=2, checkpoint_every=3), 0, packed_two, threads=1,
+                 precision="bf16")
+    torch.testing.assert_close(weights(alone[0].generator)["net.0.weight"],
+                               weights(packed_two[0].generator)["net.0.weight"], rtol=0.02, atol=2e-3)
+
+
+def test_unknown_precision_is_one_clear_error(tmp_path, shards, tiny_settings):
+    with pytest.raises(LabelwiseError, match="runtime.precision must be one of fp32, bf16, got 'fp16'"):
+        train_packed(shards, "wcgan", tiny_settings, Budget(iterations=2), 0, outputs_for(tmp_path), precision="fp16")
+    with pytest.raises(LabelwiseError, match="runtime.precision must be one of fp32, bf16, got 'fp16'"):
+        train_label(shards[0], "wcgan", tiny_settings, Budget(iterations=2), 0, outputs_for(tmp_path)[0],
+                    precision="fp16")
+    assert not any(tmp_path.iterdir())
 
 
 # --------------------------------------------------------------------------- the command line and the pipeline

@@ -9,7 +9,9 @@ torch and labelwise):
   runtime.threads 1 — two processes at a time, each training its half of the labels one after
   the other with `train_label`;
 * "packed 1 proc x 2 threads": one `train_packed` of all K labels using both cores;
-* "packed 2 procs x 1 thread": two `train_packed` processes of K/2 labels each;
+* "packed 2 procs x 1 thread": two `train_packed` processes of K/2 labels each (the grouped-convolution
+  kernel, runtime.packed_kernel's choice on the CPU), and the same with the batched-GEMM kernel
+  ("..., bmm kernel"); the ratio of the two is recorded as `bmm_vs_grouped`;
 * "... channels_last": the same with train_packed(channels_last=True), and "separate ...
   channels_last": each label alone through train_packed with K=1 (a plain network) in
   channels_last.  The memory format alone speeds the step up (case a.options), so the effect of
@@ -71,15 +73,17 @@ def run(ctx) -> list:
         labels = list(range(k))
         shards = [str(ctx.shard(label)) for label in labels]
 
-        def spec(tag, mode, part, threads, channels_last=False):
+        def spec(tag, mode, part, threads, channels_last=False, kernel="grouped"):
             return {"mode": mode, "shards": [shards[i] for i in part], "labels": [labels[i] for i in part],
                     "model": model, "settings": settings, "iterations": iterations, "checkpoint_every": 100,
-                    "threads": threads, "channels_last": channels_last, "root": str(ctx.tmp / f"packed-{tag}-{part[0]}")}
+                    "threads": threads, "channels_last": channels_last, "packed_kernel": kernel,
+                    "root": str(ctx.tmp / f"packed-{tag}-{part[0]}")}
 
         halves = [list(range(0, k, 2)), list(range(1, k, 2))]
         variants = {
             "packed 1 proc x 2 threads": [spec("p12", "packed", list(range(k)), 2)],
             "packed 2 procs x 1 thread": [spec("p21", "packed", h, 1) for h in halves],
+            "packed 2 procs x 1 thread, bmm kernel": [spec("p21bmm", "packed", h, 1, kernel="bmm") for h in halves],
         }
         if not ctx.quick:
             variants["packed 2 procs x 1 thread, channels_last"] = [spec("p21cl", "packed", h, 1, True) for h in halves]
@@ -95,6 +99,9 @@ def run(ctx) -> list:
                          "label_iterations_per_s": k * iterations / row.candidate_median_s,
                          "reference_label_iterations_per_s": k * iterations / row.reference_median_s}
         by_name = {row.candidate: row for row in new}
+        bmm, grouped = by_name["packed 2 procs x 1 thread, bmm kernel"], by_name["packed 2 procs x 1 thread"]
+        bmm.extra["bmm_vs_grouped"] = statistics.median(p / q for p, q in zip(bmm.candidate_s, grouped.candidate_s))
+        bmm.note += f"; vs grouped kernel: {bmm.extra['bmm_vs_grouped']:.3f}"
         if "separate 2 procs x 1 thread, channels_last" in by_name:
             cl_packed = by_name["packed 2 procs x 1 thread, channels_last"]
             cl_separate = by_name["separate 2 procs x 1 thread, channels_last"]

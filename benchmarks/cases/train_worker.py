@@ -44,7 +44,8 @@ def train(iterations: int, outs: list) -> None:
     budget = Budget(iterations=iterations, checkpoint_every=a["checkpoint_every"])
     if a["mode"] == "packed":
         train_packed(a["shards"], a["model"], a["settings"], budget, 0, outs, labels=a["labels"], device=device,
-                     threads=a["threads"], progress_seconds=1e9, channels_last=a["channels_last"])
+                     threads=a["threads"], progress_seconds=1e9, channels_last=a["channels_last"],
+                     packed_kernel=a.get("packed_kernel", "auto"))
     elif a["mode"] == "separate-packed1":  # one label at a time through train_packed: K=1 is a plain network
         for shard, label, out in zip(a["shards"], a["labels"], outs):
             train_packed([shard], a["model"], a["settings"], budget, 0, [out], labels=[label], device=device,

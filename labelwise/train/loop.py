@@ -32,6 +32,7 @@ from ..errors import LabelwiseError
 from ..data.shards import read_shard_file
 from ..io import atomic_path, save_torch
 from ..nets import ConditionalGenerator, Critic, Generator, ProjectionCritic, dcgan_init_, network_resolution
+from .engine import PRECISIONS, autocast_forward, to_device
 from .checkpoint import (delete_checkpoints, list_snapshots, load_resumable, nonfinite_tensors, save_checkpoint,
                          save_snapshot, snapshot_path)
 
@@ -220,14 +221,16 @@ class _Cadence:
     that both write log rows, check weights, take checkpoints and print progress at the same
     iterations: what falls due after an iteration, the progress line, and how the loop ends."""
 
-    def __init__(self, budget: Budget, start: int, progress_seconds: float):
+    def __init__(self, budget: Budget, start: int, progress_seconds: float, labels: int = 1):
         self.budget = budget
+        self.labels = labels  # label-iterations per iteration: what a packed job delivers
         self.points = dict(budget.snapshot_points())
         self.deadline = budget.minutes * 60.0 if budget.minutes else math.inf
         self.progress_seconds = progress_seconds
         now = time.monotonic()
         self._last_progress = now
         self._rate_mark = (now, start)  # the rate is the mean over this run, resumed part excluded
+        self._last = self._rate_mark  # (time, iteration) of the last progress line
 
     def due(self, iteration: int, elapsed: float, stopping) -> tuple[bool, bool, bool, bool]:
         """(at_end, log, check, checkpoint) after `iteration`: whether the loop ends here, a log row
@@ -239,7 +242,7 @@ class _Cadence:
         return at_end, checkpoint or iteration % b.log_every == 0, checkpoint or iteration in self.points, checkpoint
 
     def progress(self, iteration: int, elapsed: float, at_end: bool) -> str | None:
-        """The progress text ("it i/n (p%) r it/s ETA t") when one is due, every `progress_seconds`."""
+        """The progress text ("it i/n (p%) r it/s ETA t (r·K label-it/s)") when one is due, every `progress_seconds`."""
         now = time.monotonic()
         if now - self._last_progress < self.progress_seconds and not at_end:
             return None
@@ -249,8 +252,14 @@ class _Cadence:
         if b.minutes:
             remaining = min(remaining, max(self.deadline - elapsed, 0.0))
         self._last_progress = now
+        self._last = (now, iteration)
         return (f"it {iteration}/{b.iterations} ({100.0 * iteration / b.iterations:.0f}%) {rate:.2f} it/s "
-                f"ETA {_format_eta(remaining)}")
+                f"ETA {_format_eta(remaining)} ({rate * self.labels:.1f} label-it/s)")
+
+    def rate_text(self) -> str:
+        """'; <r> label-it/s' over this run (resumed part excluded) for the final log line."""
+        done, seconds = self._last[1] - self._rate_mark[1], max(self._last[0] - self._rate_mark[0], 1e-9)
+        return f"; {done / seconds * self.labels:.1f} label-it/s" if done > 0 else ""
 
     def should_stop(self, iteration: int, elapsed: float, stopping, who: str, saved: str) -> bool:
         """Called last in an iteration, after its checkpoint: a signal ends the job with one error
@@ -282,13 +291,17 @@ def train_label(
     threads: int | None = None,
     progress_seconds: float = 5.0,
     channels_last: bool = False,
+    precision: str = "fp32",
 ) -> TrainResult:
     """Train `model` with `settings` on one label's shard; write generator + log CSV.
 
     'wcgan' and 'dccgan' take one shard; 'cgan' takes the list of all selected labels' shards and
     trains one class-conditional generator over them.  `channels_last` runs the convolutions in
-    NHWC layout (faster on CPUs, docs/benchmarks.md; results differ only by rounding).
+    NHWC layout (faster on CPUs, docs/benchmarks.md; results differ only by rounding).  `precision`
+    'bf16' runs the forward passes under bf16 autocast (`labelwise.train.engine.autocast_forward`).
     """
+    if precision not in PRECISIONS:
+        raise LabelwiseError(f"runtime.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if model not in ALGORITHMS:
         raise LabelwiseError(f"unknown model {model!r}; known models: {', '.join(ALGORITHMS)}")
     algo = ALGORITHMS[model]
@@ -324,8 +337,8 @@ def train_label(
         critic.to(memory_format=torch.channels_last)
         data = data.contiguous(memory_format=torch.channels_last)
     # One calling convention for both kinds: y (class indices) is None for the per-label models.
-    G = gen if conditional else (lambda z, y: gen(z))
-    D = critic if conditional else (lambda x, y: critic(x))
+    G = autocast_forward(gen if conditional else (lambda z, y: gen(z)), dev, precision)
+    D = autocast_forward(critic if conditional else (lambda x, y: critic(x)), dev, precision)
     betas = tuple(settings["betas"])
     opt_g = torch.optim.Adam(gen.parameters(), lr=float(settings["lr"]), betas=betas)
     opt_d = torch.optim.Adam(critic.parameters(), lr=float(settings["lr"]), betas=betas)
@@ -385,7 +398,7 @@ def train_label(
             t0 = time.monotonic()
             critic.requires_grad_(True)
             for _ in range(critic_steps):
-                idx = torch.randint(n_images, (bs,), generator=rng_cpu).to(dev)
+                idx = to_device(torch.randint(n_images, (bs,), generator=rng_cpu), dev)
                 real = data.index_select(0, idx)
                 y = ydata.index_select(0, idx) if conditional else None  # fakes of the real batch's classes
                 z = torch.randn(bs, latent_dim, device=dev, generator=rng_dev)
@@ -401,7 +414,7 @@ def train_label(
                 opt_d.step()
             critic.requires_grad_(False)  # the generator step needs no critic gradients
             # Classes for the generator step follow the data's class frequencies.
-            y = ydata.index_select(0, torch.randint(n_images, (bs,), generator=rng_cpu).to(dev)) if conditional else None
+            y = ydata.index_select(0, to_device(torch.randint(n_images, (bs,), generator=rng_cpu), dev)) if conditional else None
             z = torch.randn(bs, latent_dim, device=dev, generator=rng_dev)
             fake = G(z, y)
             critic_y = functools.partial(D, y=y)
@@ -448,7 +461,8 @@ def train_label(
     write_log(outputs.log, rows)
     if outputs.snapshots is not None:
         write_snapshot_bundle(outputs.snapshots, outputs.checkpoints, budget, fingerprint, iteration, model=model, who=who)
-    log.info("[%s] done: %d iterations in %.1f s (stopped by the %s budget)", who, iteration, elapsed, stopped_by)
+    log.info("[%s] done: %d iterations in %.1f s (stopped by the %s budget)%s", who, iteration, elapsed, stopped_by,
+             cadence.rate_text())
     return TrainResult(iterations=iteration, seconds=elapsed, resumed_from=start, stopped_by=stopped_by, log_rows=rows)
 
 

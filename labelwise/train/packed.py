@@ -38,6 +38,8 @@ from .. import losses
 from ..device import select_device, set_threads
 from ..errors import LabelwiseError
 from ..nets import Critic, Generator, network_resolution
+from .engine import PRECISIONS, PackedIteration
+from .packed_layers import kernel_for, packed_conv
 from .checkpoint import delete_checkpoints, list_snapshots, load_resumable, save_checkpoint, save_snapshot
 from .loop import (
     ALGORITHMS,
@@ -67,16 +69,13 @@ log = logging.getLogger("labelwise.train")
 # --------------------------------------------------------------------------- packed networks
 
 
-def _grouped(net: nn.Sequential, k: int) -> nn.Sequential:
-    """The layers of `net` widened to K independent copies: grouped convolutions, K*C-channel BN."""
+def _packed_layers(net: nn.Sequential, k: int, kernel: str) -> nn.Sequential:
+    """The layers of `net` widened to K independent copies: K-label convolutions (`packed_conv`,
+    grouped or batched-GEMM), K*C-channel batch norm."""
     layers: list[nn.Module] = []
     for m in net:
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            if m.dilation != (1,) * len(m.dilation) or m.padding_mode != "zeros":
-                raise TypeError(f"cannot pack {m}: only plain zero-padded convolutions are supported")
-            extra = {"output_padding": m.output_padding} if isinstance(m, nn.ConvTranspose2d) else {}
-            layers.append(type(m)(k * m.in_channels, k * m.out_channels, m.kernel_size, m.stride, m.padding,
-                                  groups=k * m.groups, bias=m.bias is not None, **extra))
+            layers.append(packed_conv(m, k, kernel))
         elif isinstance(m, nn.BatchNorm2d):
             layers.append(nn.BatchNorm2d(k * m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine,
                                          track_running_stats=m.track_running_stats))
@@ -90,15 +89,17 @@ def _grouped(net: nn.Sequential, k: int) -> nn.Sequential:
 class _Packed(nn.Module):
     """K networks of one architecture as one module; its state_dict has the single network's keys."""
 
-    def __init__(self, single: nn.Module, k: int, memory_format: torch.memory_format):
+    def __init__(self, single: nn.Module, k: int, memory_format: torch.memory_format, kernel: str = "grouped"):
         super().__init__()
         self.k = k
         self.memory_format = memory_format
-        self.net = _grouped(single.net, k)
+        self.kernel = kernel
+        self.net = _packed_layers(single.net, k, kernel)
 
     @classmethod
-    def from_networks(cls, nets: list[nn.Module], memory_format=torch.contiguous_format):
-        packed = cls(nets[0], len(nets), memory_format)
+    def from_networks(cls, nets: list[nn.Module], memory_format=torch.contiguous_format, kernel: str = "grouped"):
+        """`kernel`: 'grouped' or 'bmm' (`labelwise.train.packed_layers`); the same parameters either way."""
+        packed = cls(nets[0], len(nets), memory_format, kernel)
         packed.load_state_dict(pack_state_dicts([n.state_dict() for n in nets]))
         return packed.to(next(nets[0].parameters()).device, memory_format=memory_format)
 
@@ -110,8 +111,8 @@ class _Packed(nn.Module):
 class PackedGenerator(_Packed):
     """K generators: noise (B, K, latent_dim) -> images (B, K, C, H, W); [:, k] is label k's output."""
 
-    def __init__(self, single: Generator, k: int, memory_format=torch.contiguous_format):
-        super().__init__(single, k, memory_format)
+    def __init__(self, single: Generator, k: int, memory_format=torch.contiguous_format, kernel: str = "grouped"):
+        super().__init__(single, k, memory_format, kernel)
         self.latent_dim = single.latent_dim
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -263,6 +264,9 @@ def train_packed(
     threads: int | None = None,
     progress_seconds: float = 5.0,
     channels_last: bool = False,
+    packed_kernel: str = "auto",
+    precision: str = "fp32",
+    cuda_graph: str = "auto",
 ) -> list[TrainResult]:
     """Train `model` on K shards at once, one independent GAN per label; write each label's outputs.
 
@@ -270,6 +274,9 @@ def train_packed(
     up to floating-point rounding: same initial weights, random streams, logs, checkpoints (in
     outputs[k].checkpoints, in train_label's format) and generator file.  `channels_last` runs the
     convolutions in NHWC layout (faster on CPUs; the results differ only by rounding).
+    `packed_kernel` ('auto', 'grouped', 'bmm': `labelwise.train.packed_layers`) computes the K labels'
+    convolutions; `precision` ('fp32', 'bf16') and `cuda_graph` ('auto': on CUDA, 'off') shape the
+    iteration (`labelwise.train.engine`).  None of them changes the checkpoint format.
     """
     if model not in ALGORITHMS:
         raise LabelwiseError(f"unknown model {model!r}; known models: {', '.join(ALGORITHMS)}")
@@ -293,7 +300,14 @@ def train_packed(
     k = len(group)
     channels, height, width = group[0].shape
     resolution = group[0].resolution
-    log.info("%s packed on device %s, %d thread(s)", name, dev, torch.get_num_threads())
+    kernel = kernel_for(packed_kernel, dev)
+    if precision not in PRECISIONS:
+        raise LabelwiseError(f"runtime.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if cuda_graph not in ("auto", "off"):
+        raise LabelwiseError(f"runtime.cuda_graph must be 'auto' or 'off', got {cuda_graph!r}")
+    graph = cuda_graph == "auto" and dev.type == "cuda"
+    log.info("%s packed on device %s, %d thread(s), %s kernel, %s%s", name, dev, torch.get_num_threads(), kernel,
+             precision, ", CUDA graph" if graph else "")
 
     bs = int(settings["batch_size"])
     latent_dim = int(settings["latent_dim"])
@@ -330,11 +344,12 @@ def train_packed(
         log.info("%s resuming from checkpoint at iteration %d", name, start)
 
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    gen = PackedGenerator.from_networks(gens, memory_format)
-    critic = PackedCritic.from_networks(critics, memory_format)
+    gen = PackedGenerator.from_networks(gens, memory_format, kernel)
+    critic = PackedCritic.from_networks(critics, memory_format, kernel)
     betas = tuple(settings["betas"])
-    opt_g = torch.optim.Adam(gen.parameters(), lr=float(settings["lr"]), betas=betas)
-    opt_d = torch.optim.Adam(critic.parameters(), lr=float(settings["lr"]), betas=betas)
+    # capturable: Adam's step count on the device, as a CUDA graph needs (the same update up to rounding).
+    opt_g = torch.optim.Adam(gen.parameters(), lr=float(settings["lr"]), betas=betas, capturable=graph)
+    opt_d = torch.optim.Adam(critic.parameters(), lr=float(settings["lr"]), betas=betas, capturable=graph)
     if states is not None:
         opt_g.load_state_dict(pack_optimizer_states([s["opt_g"] for s in states]))
         opt_d.load_state_dict(pack_optimizer_states([s["opt_d"] for s in states]))
@@ -344,20 +359,12 @@ def train_packed(
     # shifted by its offset, so one index_select gathers every label's batch.
     pool = torch.cat([lab.data for lab in group])
     counts = [lab.data.shape[0] for lab in group]
-    offsets = torch.tensor([sum(counts[:i]) for i in range(k)], device=dev).unsqueeze(1)
     for lab in group:
         del lab.data
-
-    def real_batch() -> torch.Tensor:
-        idx = torch.stack([torch.randint(n, (bs,), generator=rng_cpu) for n, (rng_cpu, _) in zip(counts, rngs)])
-        idx = (idx.to(dev) + offsets).view(-1)
-        return pool.index_select(0, idx).view(k, bs, *pool.shape[1:]).transpose(0, 1)  # (B, K, C, H, W)
-
-    def noise() -> torch.Tensor:
-        return torch.stack([torch.randn(bs, latent_dim, device=dev, generator=rng_dev) for _, rng_dev in rngs], dim=1)
-
-    def mixing() -> torch.Tensor:  # gradient_penalty's alpha, drawn per label from the label's stream
-        return torch.stack([torch.rand(bs, 1, 1, 1, device=dev, generator=rng_dev) for _, rng_dev in rngs], dim=1)
+    wgan = algo["loss"] == "wgan-gp"
+    step = PackedIteration(gen, critic, opt_g, opt_d, pool, counts, rngs, batch_size=bs, latent_dim=latent_dim,
+                           critic_steps=critic_steps, wgan=wgan, gp_lambda=float(settings.get("gp_lambda", 10.0)),
+                           precision=precision, cuda_graph=graph)
 
     def snapshot(iteration: int, j: int, g_sd, c_sd, og_sd, od_sd) -> dict:
         lab = group[j]
@@ -387,11 +394,8 @@ def train_packed(
         for j, out in enumerate(outputs):
             save_checkpoint(out.checkpoints, iteration, snapshot(iteration, j, g_sd, c_sd, og_sd, od_sd))
 
-    wgan = algo["loss"] == "wgan-gp"
-    gp_lambda = float(settings.get("gp_lambda", 10.0))
-    cadence = _Cadence(budget, start, progress_seconds)
+    cadence = _Cadence(budget, start, progress_seconds, labels=k)
     pending: list[torch.Tensor] = []  # per-iteration (4, K) diagnostics, reduced at each log point
-    nan = torch.full((k,), float("nan"), device=dev)
     iteration, stopped_by = start, "iterations"
     take_snapshots(start)  # a checkpoint that sits exactly on a snapshot point not yet taken
     gen.train()
@@ -399,30 +403,8 @@ def train_packed(
     with _StopRequest() as stop:
         while iteration < budget.iterations:
             t0 = time.monotonic()
-            critic.requires_grad_(True)
-            for _ in range(critic_steps):
-                real = real_batch()
-                z = noise()
-                with torch.no_grad():
-                    fake = gen(z)
-                if wgan:
-                    alpha = mixing()
-                    d_loss, diag = losses.wgan_gp_critic_loss(critic, real, fake, gp_lambda, None, alpha=alpha)
-                else:
-                    d_loss, diag = losses.bce_discriminator_loss(critic, real, fake)
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.sum().backward()  # the sum: each label's parameters get its own loss's gradient
-                opt_d.step()
-            critic.requires_grad_(False)
-            z = noise()
-            fake = gen(z)
-            g_loss = losses.wgan_generator_loss(critic, fake) if wgan else losses.bce_generator_loss(critic, fake)
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.sum().backward()
-            opt_g.step()
+            pending.append(step())
             iteration += 1
-            pending.append(torch.stack([d_loss.detach(), g_loss.detach(), diag.get("gradient_penalty", nan),
-                                        diag.get("wasserstein_estimate", nan)]))
             step_seconds = time.monotonic() - t0
             for lab in group:
                 lab.elapsed += step_seconds
@@ -468,8 +450,8 @@ def train_packed(
                                   who=f"{model} label {lab.label}")
         results.append(TrainResult(iterations=iteration, seconds=lab.elapsed, resumed_from=start,
                                    stopped_by=stopped_by, log_rows=lab.rows))
-    log.info("%s done: %d iterations in %.1f s (stopped by the %s budget)", name, iteration,
-             max(lab.elapsed for lab in group), stopped_by)
+    log.info("%s done: %d iterations in %.1f s (stopped by the %s budget)%s", name, iteration,
+             max(lab.elapsed for lab in group), stopped_by, cadence.rate_text())
     return results
 
 

@@ -1,0 +1,118 @@
+"""The batched-GEMM packed convolutions (labelwise.train.packed_layers) and the kernel choice.
+
+Both kernels must compute K independent per-label networks: forward, backward and the gradient
+penalty's double backward equal to each label's own `Generator`/`Critic` up to fp32 rounding, with
+the same parameters (so checkpoints do not depend on the kernel).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from labelwise import losses
+from labelwise.errors import LabelwiseError
+from labelwise.train.loop import build_networks
+from labelwise.train.packed import PackedCritic, PackedGenerator
+from labelwise.train.packed_layers import BmmConv2d, BmmConvTranspose2d, kernel_for, packed_conv
+
+LABELS = (2, 5, 7)
+KERNELS = ("grouped", "bmm")
+TOL = dict(rtol=1e-4, atol=1e-5)
+
+
+def _nets(model, settings):
+    nets = [build_networks(model, settings, 3, 32, 0, label, "cpu") for label in LABELS]
+    return [g for g, _ in nets], [c for _, c in nets]
+
+
+def _grads(params) -> list[torch.Tensor]:
+    return [p.grad.detach().clone() for p in params]
+
+
+def _split(packed_grads, k) -> list[list[torch.Tensor]]:
+    """Packed parameter gradients -> per label (every packed tensor is K per-label blocks along dim 0)."""
+    return [[g.chunk(k, dim=0)[j] for g in packed_grads] for j in range(k)]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("model", ["wcgan", "dccgan"])
+def test_packed_networks_equal_each_label_forward_backward_and_double_backward(model, kernel, tiny_settings):
+    torch.manual_seed(0)
+    gens, critics = _nets(model, tiny_settings)
+    pg, pc = PackedGenerator.from_networks(gens, kernel=kernel), PackedCritic.from_networks(critics, kernel=kernel)
+    k, b = len(LABELS), 4
+    z = torch.randn(b, k, tiny_settings["latent_dim"])
+    real = torch.rand(b, k, 3, 32, 32) * 2 - 1
+    alpha = torch.rand(b, k, 1, 1, 1)
+
+    # Forward and backward of the generator through the critic (the generator step).
+    fake = pg(z)
+    pg.zero_grad()
+    losses.wgan_generator_loss(pc, fake).sum().backward()
+    packed_g = _split(_grads(pg.parameters()), k)
+    for j, (g, c) in enumerate(zip(gens, critics)):
+        single = g(z[:, j])
+        torch.testing.assert_close(fake[:, j], single, **TOL)
+        g.zero_grad()
+        losses.wgan_generator_loss(c, single).backward()
+        for mine, theirs in zip(packed_g[j], _grads(g.parameters())):
+            torch.testing.assert_close(mine, theirs, **TOL)
+
+    # The critic loss with the gradient penalty: its parameter gradients need the double backward.
+    fake = fake.detach()
+    pc.zero_grad()
+    d_loss, diag = losses.wgan_gp_critic_loss(pc, real, fake, 10.0, None, alpha=alpha)
+    d_loss.sum().backward()
+    packed_c = _split(_grads(pc.parameters()), k)
+    for j, c in enumerate(critics):
+        c.zero_grad()
+        single_loss, single_diag = losses.wgan_gp_critic_loss(c, real[:, j], fake[:, j], 10.0, None, alpha=alpha[:, j])
+        single_loss.backward()
+        torch.testing.assert_close(d_loss[j], single_loss, **TOL)
+        torch.testing.assert_close(diag["gradient_penalty"][j], single_diag["gradient_penalty"], **TOL)
+        for mine, theirs in zip(packed_c[j], _grads(c.parameters())):
+            torch.testing.assert_close(mine, theirs, **TOL)
+        assert any(t.abs().max() > 0 for t in packed_c[j])  # a real gradient, not zeros on both sides
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("stride,padding,output_padding", [(1, 0, 0), (2, 1, 0), (2, 1, 1), (3, 2, 0)])
+def test_bmm_layers_equal_grouped_convolutions_and_pass_gradgradcheck(transposed, stride, padding, output_padding):
+    """Against torch's grouped kernels on random weights (both carry the same parameters), and
+    torch.autograd's numerical first and second derivative checks in float64."""
+    if output_padding and not transposed:
+        pytest.skip("output_padding exists for transposed convolutions only")
+    torch.manual_seed(1)
+    k, cin, cout = 3, 2, 4
+    single = (nn.ConvTranspose2d(cin, cout, 4, stride, padding, output_padding=output_padding) if transposed
+              else nn.Conv2d(cin, cout, 4, stride, padding))
+    grouped, bmm = packed_conv(single, k, "grouped"), packed_conv(single, k, "bmm")
+    assert isinstance(bmm, BmmConvTranspose2d if transposed else BmmConv2d)
+    assert {n: p.shape for n, p in grouped.named_parameters()} == {n: p.shape for n, p in bmm.named_parameters()}
+    bmm.load_state_dict(grouped.state_dict())
+    x = torch.randn(2, k * cin, 5, 6)
+    torch.testing.assert_close(bmm(x), grouped(x), **TOL)
+    small = packed_conv(single, k, "bmm").double()  # a few inputs: numerical derivatives are costly
+    small.load_state_dict(bmm.state_dict())
+    xd = torch.randn(1, k * cin, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(small, (xd,), fast_mode=True)
+    assert torch.autograd.gradgradcheck(small, (xd,), fast_mode=True)
+
+
+def test_state_dicts_do_not_depend_on_the_kernel(tiny_settings):
+    gens, critics = _nets("dccgan", tiny_settings)
+    for cls, nets in ((PackedGenerator, gens), (PackedCritic, critics)):
+        grouped, bmm = cls.from_networks(nets, kernel="grouped"), cls.from_networks(nets, kernel="bmm")
+        a, b = grouped.state_dict(), bmm.state_dict()
+        assert list(a) == list(b)
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+
+
+def test_kernel_choice_per_device():
+    assert kernel_for("auto", "cpu") == "grouped"
+    assert kernel_for("auto", torch.device("cuda", 0)) == "bmm"
+    assert kernel_for("bmm", "cpu") == "bmm" and kernel_for("grouped", "cuda") == "grouped"
+    with pytest.raises(LabelwiseError, match="packed_kernel must be one of auto, grouped, bmm"):
+        kernel_for("fast", "cpu")
