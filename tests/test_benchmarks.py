@@ -67,3 +67,51 @@ def test_gpu_case_runs_on_cpu_quick(tmp_path):
         assert set(diffs) == {"loss", "neg_wasserstein", "gradient_penalty"}
     assert rows[("g.options/dccgan", "channels_last")]["extra"]["left_out"]  # torch.compile: not in the CPU smoke test
     assert f"g.packed/wcgan/K={k}" in proc.stdout  # the table
+
+
+ENGINE_SKIP_LINE = "engine: skipped (no CUDA device; use --device cpu --quick to smoke-test the code path)"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the skip path is for machines without CUDA")
+def test_engine_case_is_skipped_without_cuda(tmp_path):
+    proc, result = _bench(["engine"], tmp_path)
+    assert ENGINE_SKIP_LINE in proc.stdout.splitlines()
+    assert result["rows"] == [] and result["skipped"] == [{"case": "engine", "reason": "no CUDA device"}]
+
+
+@pytest.mark.slow
+def test_engine_case_runs_on_cpu_quick(tmp_path):
+    """Issue 11's one GPU command, on the CPU with tiny networks: every (model, K, precision, kernel)
+    row, its label-iterations/s, counted FLOPs and fraction of the bf16 matmul rate, partial results."""
+    partial = tmp_path / "partial.json"
+    env_before = os.environ.get("LABELWISE_BENCH_PARTIAL")
+    os.environ["LABELWISE_BENCH_PARTIAL"] = str(partial)
+    try:
+        proc = subprocess.run([sys.executable, str(RUN), "engine", "--device", "cpu", "--quick", "--out", str(tmp_path)],
+                              cwd=REPO, capture_output=True, text=True, timeout=600)
+    finally:
+        if env_before is None:
+            del os.environ["LABELWISE_BENCH_PARTIAL"]
+        else:
+            os.environ["LABELWISE_BENCH_PARTIAL"] = env_before
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
+    result = json.loads((tmp_path / "latest-quick.json").read_text())
+    assert result["skipped"] == [], result["skipped"]
+    rows = {(r["case"], r["candidate"]): r for r in result["rows"]}
+    expected = {(f"g.engine/{m}/K={k}", f"{kernel} {p}") for m in ("wcgan", "dccgan") for k in (1, 2)
+                for p in ("fp32", "bf16") for kernel in ("grouped", "bmm")}
+    assert set(rows) == expected
+    flops = {}
+    for (case, candidate), row in rows.items():
+        e = row["extra"]
+        assert e["label_iterations_per_s"] > 0 and e["flops_per_label_iteration"] > 0
+        # The fraction of the ceiling is the inverse of the time ratio against the matmul rate.
+        assert math.isclose(e["fraction_of_bf16_matmul"], 1.0 / row["ratio"], rel_tol=1e-9)
+        assert math.isclose(row["reference_median_s"], e["flops_per_label_iteration"] / e["bf16_matmul_flops_per_s"],
+                            rel_tol=1e-9)
+        flops.setdefault(e["model"], set()).add(e["flops_per_label_iteration"])
+        assert f"engine: {e['model']} K={e['labels']} {candidate}: " in proc.stdout
+    assert all(len(v) == 1 for v in flops.values())  # counted once per model, not per row
+    assert flops["wcgan"] != flops["dccgan"]
+    # Written as it went: the partial file holds every row too.
+    assert len(json.loads(partial.read_text())["rows"]) == len(expected)

@@ -157,23 +157,31 @@ def _section(ctx, part: str, fn) -> list:
             torch.cuda.empty_cache()
 
 
-def run(ctx) -> list:
+def bench_device(ctx, name: str, skip_line: str, why_not_cpu: str):
+    """The device a GPU case runs on (--device, default CUDA), or None when it is skipped: without
+    CUDA unless --device is given, and on a CPU without --quick (printed and recorded, with why)."""
     requested = getattr(ctx, "device", None)
     if requested is None:
         if not torch.cuda.is_available():
-            print(SKIP_LINE, flush=True)
+            print(skip_line, flush=True)
             if hasattr(ctx, "skip"):
-                ctx.skip(NAME, "no CUDA device")
-            return []
+                ctx.skip(name, "no CUDA device")
+            return None
         requested = "cuda"
     from labelwise.device import select_device
 
     dev = select_device(requested)  # 'cuda' without a GPU raises, naming the fix
     if dev.type == "cpu" and not ctx.quick:
-        print("gpu: skipped (full CIFAR-10 sizes on a CPU would take hours; add --quick for the smoke test)",
-              flush=True)
+        print(f"{name}: skipped ({why_not_cpu}; add --quick for the smoke test)", flush=True)
         if hasattr(ctx, "skip"):
-            ctx.skip(NAME, "CPU device without --quick")
+            ctx.skip(name, "CPU device without --quick")
+        return None
+    return dev
+
+
+def run(ctx) -> list:
+    dev = bench_device(ctx, NAME, SKIP_LINE, "full CIFAR-10 sizes on a CPU would take hours")
+    if dev is None:
         return []
     sizes = _sizes(ctx.quick)
     models = _settings(ctx)
