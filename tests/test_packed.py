@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 
@@ -504,21 +505,22 @@ def test_unknown_precision_or_kernel_is_one_clear_error(tmp_path, shards, tiny_s
 # --------------------------------------------------------------------------- the command line and the pipeline
 
 
-def _cli_train(shards, root, settings, labels, **paths):
+def _cli_train(shards, root, settings, labels, extra=(), **paths):
     blob = json.dumps({"model": settings, "budget": {"iterations": 4, "checkpoint_every": 2}, "seed": 0})
     args = {"generator": [str(root / f"g{k}.pt") for k in labels], "log": [str(root / f"log{k}.csv") for k in labels],
             "checkpoints": [str(root / f"ckpt{k}") for k in labels]} | paths
     cmd = [sys.executable, "-m", "labelwise.cli", "train", "--model", "wcgan", "--label", *map(str, labels),
-           "--settings", blob, "--shard", *map(str, shards), "--device", "cpu", "--threads", "1"]
+           "--settings", blob, "--shard", *map(str, shards), "--device", "cpu", "--threads", "1", *extra]
     for key, values in args.items():
         cmd += [f"--{key}", *values]
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
 def test_cli_trains_several_labels_as_one_packed_job(tmp_path, shards, tiny_settings):
-    run = _cli_train(shards, tmp_path / "cli", tiny_settings, LABELS)
+    run = _cli_train(shards, tmp_path / "cli", tiny_settings, LABELS, extra=("--packed-kernel", "bmm"))
     assert run.returncode == 0, run.stderr
-    assert "packed on device cpu" in run.stderr
+    assert "packed on device cpu, 1 thread(s), bmm kernel, fp32" in run.stderr
+    assert re.search(r"done: 4 iterations in [\d.]+ s \(stopped by the iterations budget\); [\d.]+ label-it/s", run.stderr)
     apart = separate(shards, "wcgan", tiny_settings, Budget(iterations=4, checkpoint_every=2), tmp_path / "separate")
     for k, a in zip(LABELS, apart):
         assert_close_weights(weights(a.generator), weights(tmp_path / "cli" / f"g{k}.pt"))

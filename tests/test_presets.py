@@ -47,7 +47,8 @@ def test_cifar10_preset_dry_runs_on_the_mini_copy(tmp_path):
     config["data"]["root"] = str(mini)
     result = snakemake(tmp_path, config, "--dry-run")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "train" in result.stdout and "20" in result.stdout  # 10 labels x 2 models
+    # labels_per_job 40: the 10 labels in one packed job per model
+    assert "train_labels_0_9" in result.stdout and "labelwise train --model wcgan --label 0 1 2 3 4 5 6 7 8 9" in result.stdout
 
 
 def test_imagenet1k_preset_builds_a_1000_label_dag(tmp_path):
@@ -59,4 +60,7 @@ def test_imagenet1k_preset_builds_a_1000_label_dag(tmp_path):
     result = snakemake(tmp_path, config, "--dry-run", "--quiet", "rules")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines() if len(line.split()) == 2}
-    assert rows.get("train") == "2000" and rows.get("sample") == "2000"
+    # labels_per_job 40: 25 packed training jobs per model, one sampling job per model and label
+    packs = {rule: int(n) for rule, n in rows.items() if rule.startswith("train_labels_")}
+    assert len(packs) == 25 and sum(packs.values()) == 50 and "train_labels_960_999" in packs
+    assert rows.get("sample") == "2000"

@@ -69,8 +69,10 @@ def test_submit_script_dry_runs_cifar100_with_the_site_launcher(site, tmp_path):
     assert f"on 2 node(s): {gpus} training jobs at once" in out
 
     trains = re.findall(r"^Shell command: (.*labelwise train .*)$", out, flags=re.M)
-    labels = {(m, int(k)) for m, k in (re.search(r"--model (\w+) --label (\d+)", t).groups() for t in trains)}
-    assert labels == {(m, k) for m in ("wcgan", "dccgan") for k in range(100)}, "one train job per model and label"
+    packs = [re.search(r"--model (\w+) --label ([\d ]+) --settings", t).groups() for t in trains]
+    labels = {(m, int(k)) for m, ks in packs for k in ks.split()}
+    assert labels == {(m, k) for m in ("wcgan", "dccgan") for k in range(100)}, "every label of each model trained"
+    assert len(trains) == 6, "the preset's labels_per_job 40: packs of 40, 40 and 20 labels per model"
     prefix = launcher(site) + " labelwise train "
     assert all(t.startswith(prefix) and " --threads 7 " in t for t in trains), trains[0]
     assert not any((tmp_path / "results").glob("**/*.h5")), "a dry run wrote shards"
