@@ -116,3 +116,45 @@ def test_kernel_choice_per_device():
     assert kernel_for("bmm", "cpu") == "bmm" and kernel_for("grouped", "cuda") == "grouped"
     with pytest.raises(LabelwiseError, match="packed_kernel must be one of auto, grouped, bmm"):
         kernel_for("fast", "cpu")
+
+
+# --------------------------------------------------------------------------- the iteration (labelwise.train.engine)
+
+
+def _iteration(tiny_settings, cuda_graph: bool, k: int = 2):
+    from labelwise.train.engine import PackedIteration
+    from labelwise.train.loop import label_generators
+
+    gens, critics = _nets("wcgan", tiny_settings)
+    pg, pc = PackedGenerator.from_networks(gens[:k]), PackedCritic.from_networks(critics[:k])
+    opt_g, opt_d = torch.optim.Adam(pg.parameters()), torch.optim.Adam(pc.parameters())
+    counts = [5, 7][:k]
+    pool = torch.rand(sum(counts), 3, 32, 32) * 2 - 1
+    rngs = [label_generators(0, label, "cpu") for label in LABELS[:k]]
+    return PackedIteration(pg, pc, opt_g, opt_d, pool, counts, rngs, batch_size=4, latent_dim=tiny_settings["latent_dim"],
+                           critic_steps=3, wgan=True, gp_lambda=10.0, cuda_graph=cuda_graph)
+
+
+def test_indices_drawn_at_once_are_each_labels_stream_step_by_step(tiny_settings):
+    """All of an iteration's batch indices drawn up front are what one draw per critic step gives."""
+    from labelwise.train.loop import label_generators
+
+    step = _iteration(tiny_settings, cuda_graph=False)
+    idx = step.draw_indices()
+    assert idx.shape == (3, 2, 4)
+    for j, (label, n) in enumerate(zip(LABELS[:2], (5, 7))):
+        rng = label_generators(0, label, "cpu")[0]
+        for s in range(3):
+            assert torch.equal(idx[s, j], torch.randint(n, (4,), generator=rng))
+
+
+def test_cuda_graph_setting_is_never_used_on_the_cpu(tiny_settings, caplog):
+    """cuda_graph=True on the CPU: plain eager iterations, the same numbers as without it, no capture."""
+    from labelwise.train.engine import _graph_unsupported
+
+    eager, graphed = _iteration(tiny_settings, cuda_graph=False), _iteration(tiny_settings, cuda_graph=True)
+    for _ in range(4):  # past the 3 eager iterations a CUDA device would capture after
+        torch.testing.assert_close(graphed(), eager(), rtol=0, atol=0, equal_nan=True)
+    assert graphed.graph is None and not graphed.graph_wanted and "CUDA graph" not in caplog.text
+    # A capture needs Adam with capturable=True; without it the reason is stated.
+    assert _graph_unsupported(graphed.opt_g) == "the optimizers were not built with capturable=True"

@@ -1,10 +1,12 @@
 """Packed training: K labels' GANs trained in one process as one batched computation.
 
 Nothing is shared between labels; packing only changes how the arithmetic is batched.  K copies of
-the per-label Generator/Critic become one module whose convolutions are grouped (groups=K; the
-channel layout is (B, K*C, H, W) and group k is label k's network), so:
+the per-label Generator/Critic become one module whose convolutions are K-label convolutions (the
+channel layout is (B, K*C, H, W) and channel block k is label k's network), computed as grouped
+convolutions (groups=K) or as one batched matrix product over the labels
+(`labelwise.train.packed_layers`, runtime.packed_kernel), so:
 
-* a grouped convolution applies label k's weights to label k's channels only;
+* a K-label convolution applies label k's weights to label k's channels only;
 * BatchNorm2d over K*C channels normalises each channel over the batch, i.e. per label;
 * the losses (`labelwise.losses`) reduce over the batch dimension only, giving K per-label losses,
   and the gradient penalty takes one norm per sample per label;
@@ -14,7 +16,7 @@ channel layout is (B, K*C, H, W) and group k is label k's network), so:
 Every label keeps its own seed (`label_seed`), its own two random streams drawn exactly as
 `train_label` draws them (batch indices from its own image count, noise and GP mixing weights), its
 own log, its own checkpoints and generator snapshots (budget.snapshots) in `train_label`'s format, so packed training of K labels gives
-the same weights as K separate `train_label` runs up to floating-point rounding (grouped kernels
+the same weights as K separate `train_label` runs up to floating-point rounding (packed kernels
 sum in another order), and either can resume the other's checkpoints.  Outputs are the ordinary
 per-label generator files and log CSVs.
 
