@@ -20,7 +20,8 @@ k's weights with label k's inputs only, so the result equals K separate networks
 
 `auto` is `bmm` on CUDA (the kernel expected to reach the tensor cores; not yet measured on a GPU:
 `benchmarks/run.py engine` is the command that measures it) and `grouped` on the CPU, where oneDNN's
-grouped convolutions measured faster than unfold + bmm (docs/benchmarks.md, case b).
+grouped convolutions measured faster than unfold + bmm (1.3-1.5x less CPU time: docs/benchmarks.md,
+issue 11's CPU rows).
 """
 from __future__ import annotations
 
