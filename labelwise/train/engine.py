@@ -46,7 +46,9 @@ def autocast_forward(net: Callable, device: torch.device, precision: str) -> Cal
         raise ValueError(f"runtime.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
     def forward(*args, **kwargs):
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        # No cast cache: each call is its own autocast region (so the cache would save nothing), and
+        # a CUDA graph capture must not keep casts cached across regions (PyTorch's AMP + graphs rule).
+        with torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False):
             out = net(*args, **kwargs)
         return out.float()
 
