@@ -136,8 +136,10 @@ def cmd_prepare(args) -> None:
     config = _config(args)
     d = config["data"]
     labels = None if d["labels"] == "all" or d["source"] != "imagefolder" else d["labels"]
+    runtime = config["runtime"]
     prepare_dataset(d["source"], str(_dataset_dir(args, config)), root=d["root"], labels=labels,
-                    resolution=d["resolution"], download=d["download"], name=dataset_name(config))
+                    resolution=d["resolution"], download=d["download"], name=dataset_name(config),
+                    threads=runtime["threads"], jpeg_draft=d["jpeg_draft"], progress_seconds=runtime["progress_seconds"])
 
 
 def cmd_train(args) -> None:

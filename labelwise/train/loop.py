@@ -31,6 +31,7 @@ from ..device import select_device, set_threads
 from ..errors import LabelwiseError
 from ..data.shards import read_shard_file
 from ..io import atomic_path, save_torch
+from ..progress import format_eta
 from ..nets import ConditionalGenerator, Critic, Generator, ProjectionCritic, dcgan_init_, network_resolution
 from .checkpoint import (delete_checkpoints, list_snapshots, load_resumable, nonfinite_tensors, save_checkpoint,
                          save_snapshot, snapshot_path)
@@ -186,13 +187,6 @@ def checkpoint_state(fingerprint: str, iteration: int, elapsed: float, generator
     }
 
 
-def _format_eta(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 class _StopRequest:
     """Turns SIGTERM (a scheduler's wall-time warning, scancel) into a checkpoint and a clean stop."""
 
@@ -250,7 +244,7 @@ class _Cadence:
             remaining = min(remaining, max(self.deadline - elapsed, 0.0))
         self._last_progress = now
         return (f"it {iteration}/{b.iterations} ({100.0 * iteration / b.iterations:.0f}%) {rate:.2f} it/s "
-                f"ETA {_format_eta(remaining)}")
+                f"ETA {format_eta(remaining)}")
 
     def should_stop(self, iteration: int, elapsed: float, stopping, who: str, saved: str) -> bool:
         """Called last in an iteration, after its checkpoint: a signal ends the job with one error
