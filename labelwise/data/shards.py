@@ -96,7 +96,7 @@ def prepare_label(out_dir: str | os.PathLike, root: str | os.PathLike, label: in
     name, root = class_names[label], Path(root)
     folder = root / name
     files = class_files(folder)
-    progress = Progress(f"label {label} ({name})", len(files), "images", log, progress_seconds)
+    progress = Progress(f"label {label} ({name})", len(files), "files", log, progress_seconds)
     log.info("reading class %d (%s): %d file(s) in %s, %d thread(s)%s", label, name, len(files), folder, threads,
              ", JPEG draft decoding" if jpeg_draft else "")
     shard = f"{SHARD_DIR}/{label}.h5"
@@ -114,7 +114,7 @@ def prepare_label(out_dir: str | os.PathLike, root: str | os.PathLike, label: in
     relative = [path.relative_to(root).as_posix() for path, _ in skipped]
     stream.attrs.update(jpeg_draft=bool(jpeg_draft), skipped_files=json.dumps(relative))
     digest = stream.close()
-    progress.finish(f", {len(skipped)} skipped, {threads} thread(s); wrote {Path(out_dir) / shard}")
+    progress.finish(f", {stream.count} images, {len(skipped)} skipped, {threads} thread(s); wrote {Path(out_dir) / shard}")
     return {"label": label, "name": name, "count": stream.count, "shard": shard, "sha256": digest}
 
 
