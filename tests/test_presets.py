@@ -60,3 +60,4 @@ def test_imagenet1k_preset_builds_a_1000_label_dag(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     rows = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines() if len(line.split()) == 2}
     assert rows.get("train") == "2000" and rows.get("sample") == "2000"
+    assert rows.get("prepare_label") == "1000" and rows.get("prepare") == "1"  # one data job per label, one meta.json

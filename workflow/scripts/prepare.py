@@ -13,4 +13,4 @@ def prepare(smk):
         prepare_dataset(d["source"], smk.params.out_dir, root=d["root"], download=d["download"], name=smk.params.name)
 
 
-snakemake_entry(snakemake, prepare)  # noqa: F821 (injected by Snakemake)
+snakemake_entry(snakemake, prepare, torch=False)  # noqa: F821 (injected by Snakemake)

@@ -10,4 +10,4 @@ def prepare(smk):
                   progress_seconds=smk.config["runtime"]["progress_seconds"])
 
 
-snakemake_entry(snakemake, prepare)  # noqa: F821 (injected by Snakemake)
+snakemake_entry(snakemake, prepare, torch=False)  # noqa: F821 (injected by Snakemake)
