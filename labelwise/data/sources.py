@@ -14,8 +14,8 @@ Sources (`SOURCES`):
   (`iter_class_images`), in chunks, decoded by a pool of threads (PIL releases the GIL while it
   decodes and resizes), so one label's job needs one label's memory and no other folder.  With
   ``jpeg_draft`` a JPEG is decoded at a reduced scale (libjpeg's DCT scaling, `Image.draft`) that
-  keeps its shorter side at least twice the resolution, before the same resize: several times
-  faster, but NOT the same pixels -- see `DRAFT_MARGIN`.
+  keeps its shorter side at least twice the resolution, before the same resize: about 1.6-2x
+  faster on ImageNet-sized JPEGs, but NOT the same pixels -- see `DRAFT_MARGIN`.
 
 Memory: mnist5k and CIFAR hold their raw images once (one uint8 copy, plus one batch file while it
 is read) and hand them out one label at a time (`RawData.images` is an iterator), so writing the
@@ -64,7 +64,7 @@ _IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 # jpeg_draft decodes a JPEG at the smallest DCT scale (1/2, 1/4, 1/8) whose shorter side is still at
 # least DRAFT_MARGIN × the resolution, then resizes as without it.  Measured against decoding in
-# full (tests/test_data.py::test_jpeg_draft_*, 500×375 random-noise, smoothed-noise and photo
+# full (tests/test_prepare_jobs.py::test_jpeg_draft_*, 500×375 random-noise, smoothed-noise and photo
 # JPEGs, resolutions 32-128): mean absolute difference 0.3-1.8 grey levels, maximum 4-13, 0 where no
 # reduction applies.  That is more than rounding, so it is off by default (data.jpeg_draft).
 DRAFT_MARGIN = 2
