@@ -280,3 +280,15 @@ def test_jpeg_draft_is_off_by_default_and_leaves_other_formats_alone(tmp_path):
     assert plain["jpeg_draft"] is False and drafted["jpeg_draft"] is True
     assert plain["labels"][0]["sha256"] != drafted["labels"][0]["sha256"]
     assert_same_as_single_job(tmp_path / "plain", root.parent, [0], 32, tmp_path / "ref")
+
+
+def test_a_label_job_logs_progress_with_rate_and_eta(tmp_path, caplog):
+    import logging
+
+    root = make_folder(tmp_path / "images", 1, 150, size=(24, 18))
+    with caplog.at_level(logging.INFO, logger="labelwise.data"):
+        prepare_label(tmp_path / "out", root, 0, resolution=16, progress_seconds=1e-9)
+    lines = [r.getMessage() for r in caplog.records]
+    progress = [line for line in lines if re.fullmatch(r"label 0 \(class000\): \d+/150 files \(\d+%\) [\d.]+ files/s ETA \d+m\d\ds", line)]
+    assert [line.split(":")[1].split()[0] for line in progress] == ["64/150", "128/150"]  # one per decoded chunk
+    assert re.fullmatch(r"label 0 \(class000\): 150 files in [\d.]+ s \([\d.]+ files/s\), 150 images, 0 skipped, 1 thread\(s\); wrote .*", lines[-1])
