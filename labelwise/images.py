@@ -60,8 +60,10 @@ class ImageStream:
     def __init__(self, path: str | os.PathLike, shape: tuple[int, int, int], **attrs):
         self.path, self.attrs, self.count = path, attrs, 0
         self._sha = hashlib.sha256()
-        self._buffer = io.BytesIO()
-        self._file = h5py.File(self._buffer, "w")
+        # In memory, as write_images; close() hands the bytes to write_bytes (atomic, one-line errors).
+        buffer = io.BytesIO()
+        self._file = h5py.File(buffer, "w")
+        self._buffer = buffer
         self._data = self._file.create_dataset(DATASET, shape=(0, *shape), maxshape=(None, *shape), dtype=np.uint8,
                                                **_layout(1, *shape))
 
