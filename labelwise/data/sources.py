@@ -65,7 +65,7 @@ _IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 # jpeg_draft decodes a JPEG at the smallest DCT scale (1/2, 1/4, 1/8) whose shorter side is still at
 # least DRAFT_MARGIN × the resolution, then resizes as without it.  Measured against decoding in
 # full (tests/test_prepare_jobs.py::test_jpeg_draft_*, 500×375 random-noise, smoothed-noise and photo
-# JPEGs, resolutions 32-128): mean absolute difference 0.3-1.8 grey levels, maximum 4-13, 0 where no
+# JPEGs, resolutions 32-128): mean absolute difference 0.4-1.8 grey levels, maximum 3-13, 0 where no
 # reduction applies.  That is more than rounding, so it is off by default (data.jpeg_draft).
 DRAFT_MARGIN = 2
 # Images decoded per pool round: bounds memory to a chunk, keeps the file order.
