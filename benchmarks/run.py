@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/run.py [--quick] [--repeats N] [--device DEV] [case ...]
 
-Cases (all by default): train_step, packed, shards, dag, inception, evaluate, gpu — see
+Cases (all by default): train_step, packed, shards, dag, inception, evaluate, gpu, prepare — see
 docs/benchmarks.md for what each compares.  `gpu` runs on `--device` (or $LABELWISE_BENCH_DEVICE;
 default: CUDA when there is one); without a CUDA device and without `--device` it is skipped (one
 line says so, and the results JSON lists it under "skipped"); `--device cpu --quick` smoke-tests its

@@ -53,18 +53,20 @@ def run_guarded(fn, *args, **kwargs) -> int:
     return 0
 
 
-def snakemake_entry(smk, stage) -> None:
+def snakemake_entry(smk, stage, torch: bool = True) -> None:
     """Entry point for `script:` rules: log to the rule's log file, run `stage(smk)`, exit 1 on bad input.
 
     Torch and the BLAS libraries get the rule's `threads` and no more: on a shared node, every
-    job spinning up one thread per core slows them all down several-fold.
+    job spinning up one thread per core slows them all down several-fold.  torch=False: a stage
+    that never uses torch (data preparation: 1,000 jobs for ImageNet) skips importing it.
     """
     from threadpoolctl import threadpool_limits
 
-    from .device import set_threads
-
     setup_logging(smk.log[0] if smk.log else None)
-    set_threads(smk.threads)
+    if torch:
+        from .device import set_threads
+
+        set_threads(smk.threads)
     with threadpool_limits(limits=smk.threads):
         code = run_guarded(stage, smk)
     sys.exit(code)
@@ -136,8 +138,10 @@ def cmd_prepare(args) -> None:
     config = _config(args)
     d = config["data"]
     labels = None if d["labels"] == "all" or d["source"] != "imagefolder" else d["labels"]
+    runtime = config["runtime"]
     prepare_dataset(d["source"], str(_dataset_dir(args, config)), root=d["root"], labels=labels,
-                    resolution=d["resolution"], download=d["download"], name=dataset_name(config))
+                    resolution=d["resolution"], download=d["download"], name=dataset_name(config),
+                    threads=runtime["threads"], jpeg_draft=d["jpeg_draft"], progress_seconds=runtime["progress_seconds"])
 
 
 def cmd_train(args) -> None:

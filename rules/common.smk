@@ -69,11 +69,21 @@ wildcard_constraints:
 
 
 def prepare_params():
-    """What the shards depend on: the source, never the label selection (except for image folders)."""
+    """What the shards depend on: the source, never the label selection (except for image folders,
+    whose meta.json lists the selected labels)."""
     params = {k: DATA[k] for k in ("source", "root", "download")}
     if DATA["source"] == "imagefolder":
-        params.update(resolution=DATA["resolution"], labels=SHARDED_LABELS)
+        params.update(resolution=DATA["resolution"], jpeg_draft=DATA["jpeg_draft"], labels=SHARDED_LABELS)
     return params
+
+
+def prepare_label_params():
+    """What one image-folder label's shard depends on: not the other labels."""
+    return {k: DATA[k] for k in ("root", "resolution", "jpeg_draft")}
+
+
+# The completion marker of the data stage (rules/data.smk): an input of every rule that reads shards.
+META = ancient(f"{DS}/meta.json")
 
 
 PER_LABEL_MODELS = [m for m in MODELS if m != "cgan"]
@@ -122,7 +132,7 @@ def train_gpus(wildcards):
 
 
 def real_stats_inputs(wildcards):
-    inputs = {"shard": f"{DS}/shards/{wildcards.label}.h5"}
+    inputs = {"shard": f"{DS}/shards/{wildcards.label}.h5", "meta": META}
     if wildcards.space == "classifier":
         inputs["classifier"] = f"{DS}/classifier/classifier.pt"
     return inputs

@@ -1,19 +1,61 @@
-# Raw dataset -> per-label HDF5 shards + meta.json (the raw data is read once per dataset).
+# Raw dataset -> per-label HDF5 shards + meta.json. meta.json is written last and lists every shard
+# with its checksum: a shard is trusted only through it, so the rules that read shards take it as
+# input too, as ancient(): it must exist, but its rewrite (one more label) reruns nothing by itself.
+# mnist5k and CIFAR: one job, their raw files hold every label. An image folder: one job per label
+# (prepare_label) that reads only that class folder, then one small job that assembles meta.json
+# from the shards' attributes; a label added to data.labels is the only one prepared.
 
+if DATA["source"] == "imagefolder":
 
-rule prepare:
-    output:
-        meta=f"{DS}/meta.json",
-        shards=expand(f"{DS}/shards/{{label}}.h5", label=SHARDED_LABELS),
-    params:
-        data=prepare_params(),
-        name=DATASET,
-        out_dir=DS,
-    log:
-        f"logs/{DATASET}/prepare.log",
-    benchmark:
-        f"{DS}/benchmarks/prepare.tsv"
-    conda:
-        "../envs/data.yaml"
-    script:
-        "../workflow/scripts/prepare.py"
+    rule prepare_label:
+        output:
+            shard=f"{DS}/shards/{{label}}.h5",
+        params:
+            data=prepare_label_params(),
+            out_dir=DS,
+        threads: config["runtime"]["threads"]  # decoding threads
+        log:
+            f"logs/{DATASET}/prepare/{{label}}.log",
+        benchmark:
+            f"{DS}/benchmarks/prepare/{{label}}.tsv"
+        conda:
+            "../envs/data.yaml"
+        script:
+            "../workflow/scripts/prepare_label.py"
+
+    rule prepare:
+        input:
+            shards=expand(f"{DS}/shards/{{label}}.h5", label=SHARDED_LABELS),
+        output:
+            meta=f"{DS}/meta.json",
+        params:
+            data=prepare_params(),
+            name=DATASET,
+            out_dir=DS,
+        log:
+            f"logs/{DATASET}/prepare.log",
+        benchmark:
+            f"{DS}/benchmarks/prepare.tsv"
+        conda:
+            "../envs/data.yaml"
+        script:
+            "../workflow/scripts/prepare.py"
+
+else:
+
+    rule prepare:
+        output:
+            meta=f"{DS}/meta.json",
+            shards=expand(f"{DS}/shards/{{label}}.h5", label=SHARDED_LABELS),
+        params:
+            data=prepare_params(),
+            name=DATASET,
+            out_dir=DS,
+        log:
+            f"logs/{DATASET}/prepare.log",
+        benchmark:
+            f"{DS}/benchmarks/prepare.tsv"
+        conda:
+            "../envs/data.yaml"
+        script:
+            "../workflow/scripts/prepare.py"

@@ -6,6 +6,7 @@
 rule classifier:
     input:
         shards=expand(f"{DS}/shards/{{label}}.h5", label=SHARDED_LABELS),
+        meta=META,
     output:
         weights=f"{DS}/classifier/classifier.pt",
         summary=f"{DS}/classifier/classifier.json",

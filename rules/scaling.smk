@@ -48,7 +48,7 @@ def scaling_settings(wildcards):
 def scaling_train_inputs(wildcards):
     """The label's shard, and the barrier of the previous group: group k starts when that one is done."""
     k = int(wildcards.k)
-    inputs = {"shard": f"{DS}/shards/{scaling_label(wildcards)}.h5"}
+    inputs = {"shard": f"{DS}/shards/{scaling_label(wildcards)}.h5", "meta": META}
     previous = [x for x in SCALING_KS if x < k]
     if previous:
         inputs["previous_group"] = f"{DS}/scaling/{wildcards.model}/k{max(previous)}/done"

@@ -22,6 +22,7 @@ if LABELS_PER_JOB == 1:
     rule train:
         input:
             shard=f"{DS}/shards/{{label}}.h5",
+            meta=META,
         output:
             generator=f"{DS}/{{model}}/generators/{{label}}.pt",
             log=f"{DS}/{{model}}/train_logs/{{label}}.csv",
@@ -58,6 +59,7 @@ else:
                 pack_rule
             input:
                 shards=[f"{DS}/shards/{k}.h5" for k in pack],
+                meta=META,
             output:
                 generators=[f"{DS}/{{model}}/generators/{k}.pt" for k in pack],
                 logs=[f"{DS}/{{model}}/train_logs/{k}.csv" for k in pack],
@@ -87,6 +89,7 @@ else:
 rule train_cgan:
     input:
         shards=expand(f"{DS}/shards/{{label}}.h5", label=LABELS),
+        meta=META,
     output:
         generator=f"{DS}/cgan/generators/all.pt",
         log=f"{DS}/cgan/train_logs/all.csv",
@@ -115,7 +118,7 @@ rule train_cgan:
 rule sample:
     input:
         generator=generator_of,
-        meta=f"{DS}/meta.json",
+        meta=META,
     output:
         samples=f"{DS}/{{model}}/samples/{{label}}.h5",
     params:

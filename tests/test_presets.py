@@ -66,3 +66,4 @@ def test_imagenet1k_preset_builds_a_1000_label_dag(tmp_path):
     packs = {rule: int(n) for rule, n in rows.items() if rule.startswith("train_labels_")}
     assert len(packs) == 25 and sum(packs.values()) == 50 and "train_labels_960_999" in packs
     assert rows.get("sample") == "2000"
+    assert rows.get("prepare_label") == "1000" and rows.get("prepare") == "1"  # one data job per label, one meta.json

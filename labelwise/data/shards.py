@@ -1,10 +1,14 @@
 """Per-label shards: write `out_dir/shards/{label}.h5` plus `out_dir/meta.json`, and read them back.
 
-`prepare_dataset` reads the raw dataset once (`labelwise.data.sources`) and writes one HDF5 shard per
-selected label through `labelwise.images.write_images`, then meta.json.  meta.json is written last
-and is the stage's completion marker: it exists only once every shard it lists is complete, and it
-records each shard's image checksum, so `read_shard` notices a shard that was replaced, corrupted or
-swapped with another label's after the fact.
+`prepare_dataset` writes one HDF5 shard per selected label, then meta.json: mnist5k and CIFAR from
+one read of their raw files, an image folder one class folder at a time (`prepare_label`, which the
+pipeline runs as one job per label, then `assemble_meta`, one small job that reads only the shards'
+attributes).  meta.json is written last, atomically, and is the stage's completion marker: it
+exists only once every shard it lists is complete, and it records each shard's image checksum.
+A shard is trusted only through it (`read_shard`, `read_shard_file`): a shard of a dataset whose
+meta.json is missing (an interrupted preparation) or does not list it with that checksum (replaced,
+corrupted, swapped with another label's, or rewritten by a later run) is refused with one line
+saying to rerun the data stage.
 """
 from __future__ import annotations
 
@@ -18,9 +22,11 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..errors import LabelwiseError
-from ..images import images_sha256, read_images, write_images
+from ..images import ImageStream, images_sha256, read_attrs, read_images, write_images
 from ..io import write_json
-from .sources import SOURCES, RawData, check_source, load_source, num_classes
+from ..progress import Progress
+from .sources import (SOURCES, RawData, check_source, class_files, imagefolder_classes, iter_class_images, load_source,
+                      num_classes, warn_skipped)
 
 log = logging.getLogger("labelwise.data")
 
@@ -60,8 +66,7 @@ def _check_resolution(resolution) -> None:
         raise LabelwiseError(f"data.resolution: {resolution!r} must be a positive integer (pixels per side)")
 
 
-def _write_shard(out: Path, raw: RawData, label: int, source: str, root) -> dict:
-    images = raw.images[label]
+def _write_shard(out: Path, label: int, images: np.ndarray, raw: RawData, source: str, root) -> dict:
     name = raw.class_names[label]
     if len(images) == 0:
         raise LabelwiseError(
@@ -76,13 +81,99 @@ def _write_shard(out: Path, raw: RawData, label: int, source: str, root) -> dict
     return {"label": label, "name": name, "count": int(len(images)), "shard": shard, "sha256": images_sha256(images)}
 
 
+def prepare_label(out_dir: str | os.PathLike, root: str | os.PathLike, label: int, *, resolution: int = 64,
+                  threads: int = 1, jpeg_draft: bool = False, progress_seconds: float = 10.0) -> dict:
+    """One image-folder label: stream `root/<class of label>/` into `out_dir/shards/{label}.h5`.
+
+    Reads that class folder only; images are decoded CHUNK at a time on `threads` threads and
+    appended to the shard as they come, so memory is one compressed shard plus one chunk.  The
+    unreadable files go into the shard's `skipped_files` attribute (JSON, paths relative to root)
+    for `assemble_meta`.  Returns the label's meta.json entry.
+    """
+    _check_resolution(resolution)
+    class_names = imagefolder_classes(root)
+    label = select_labels([label], len(class_names), "imagefolder")[0]
+    name, root = class_names[label], Path(root)
+    folder = root / name
+    files = class_files(folder)
+    progress = Progress(f"label {label} ({name})", len(files), "files", log, progress_seconds)
+    log.info("reading class %d (%s): %d file(s) in %s, %d thread(s)%s", label, name, len(files), folder, threads,
+             ", JPEG draft decoding" if jpeg_draft else "")
+    shard = f"{SHARD_DIR}/{label}.h5"
+    stream = ImageStream(Path(out_dir) / shard, (3, resolution, resolution), label=label, class_name=name,
+                         source="imagefolder", resolution=resolution, channels=3)
+    skipped: list[tuple[Path, str]] = []
+    for images in iter_class_images(files, resolution, skipped, threads=threads, draft=jpeg_draft, progress=progress):
+        stream.append(images)
+    warn_skipped(skipped)
+    if not stream.count:
+        raise LabelwiseError(
+            f"{folder}: no readable image for label {label} ({len(skipped)} unreadable file(s)); "
+            "add images to it or drop the label from data.labels"
+        )
+    relative = [path.relative_to(root).as_posix() for path, _ in skipped]
+    stream.attrs.update(jpeg_draft=bool(jpeg_draft), skipped_files=json.dumps(relative))
+    digest = stream.close()
+    progress.finish(f", {stream.count} images, {len(skipped)} skipped, {threads} thread(s); wrote {Path(out_dir) / shard}")
+    return {"label": label, "name": name, "count": stream.count, "shard": shard, "sha256": digest}
+
+
+def assemble_meta(out_dir: str | os.PathLike, root: str | os.PathLike, labels: list[int], *, resolution: int = 64,
+                  jpeg_draft: bool = False, name: str | None = None) -> dict:
+    """Write an image folder's meta.json from its per-label shards' own attributes (no pixel is read).
+
+    The last step of the data stage: every shard must exist and have been written for this dataset
+    (label, class, resolution, decoding); meta.json then lists each one with its checksum.
+    """
+    out = Path(out_dir)
+    _check_resolution(resolution)
+    class_names = imagefolder_classes(root)
+    selected = select_labels(labels, len(class_names), "imagefolder")
+    entries, skipped = [], []
+    for label in selected:
+        path = out / SHARD_DIR / f"{label}.h5"
+        attrs = read_attrs(path)
+        expect = {"label": label, "class_name": class_names[label], "source": "imagefolder",
+                  "resolution": resolution, "channels": 3, "jpeg_draft": bool(jpeg_draft)}
+        for key, want in expect.items():
+            if attrs.get(key) != want:
+                raise LabelwiseError(f"{path}: written with {key}={attrs.get(key)!r}, this dataset needs {want!r}; "
+                                     f"delete it and rerun the data stage")
+        entries.append({"label": label, "name": class_names[label], "count": int(attrs["count"]),
+                        "shard": f"{SHARD_DIR}/{label}.h5", "sha256": attrs["sha256"]})
+        skipped += json.loads(attrs.get("skipped_files", "[]"))
+    meta = {
+        "dataset": name or "imagefolder",
+        "source": "imagefolder",
+        "root": os.fspath(root),
+        "channels": 3,
+        "resolution": resolution,
+        "jpeg_draft": bool(jpeg_draft),
+        "class_names": class_names,
+        "labels": entries,
+        "skipped_files": skipped,
+    }
+    _write_meta(out, meta)
+    return meta
+
+
+def _write_meta(out: Path, meta: dict) -> None:
+    # Written last, atomically: from here on the shards it lists, with their checksums, are trusted.
+    write_json(out / META_NAME, meta)
+    log.info("wrote %s (%d images in %d shards)", out / META_NAME, sum(e["count"] for e in meta["labels"]),
+             len(meta["labels"]))
+
+
 def prepare_dataset(source: str, out_dir: str | os.PathLike, *, root: str | os.PathLike | None = None,
                     labels: list[int] | None = None, resolution: int = 64, download: bool = False,
-                    name: str | None = None) -> dict:
-    """Read `source` once; write `out_dir/shards/{label}.h5` per selected label, then `out_dir/meta.json`.
+                    name: str | None = None, threads: int = 1, jpeg_draft: bool = False,
+                    progress_seconds: float = 10.0) -> dict:
+    """Write `out_dir/shards/{label}.h5` per selected label, then `out_dir/meta.json`.
 
-    `resolution` applies to imagefolder only; mnist5k (28) and CIFAR (32) keep their native size.
-    Returns the meta dict that was written.
+    mnist5k and CIFAR: their raw files are read once and the shards written one label at a time.
+    imagefolder: `prepare_label` for each label in turn, then `assemble_meta` -- what the pipeline
+    runs as one job per label and one small job.  `resolution`, `threads` and `jpeg_draft` apply to
+    imagefolder only; mnist5k (28) and CIFAR (32) keep their native size.  Returns the meta dict.
     """
     check_source(source)
     if source == "imagefolder":
@@ -94,8 +185,13 @@ def prepare_dataset(source: str, out_dir: str | os.PathLike, *, root: str | os.P
 
     selected = select_labels(labels, num_classes(source, root), source)
     log.info("preparing %s: %d label(s) into %s", source, len(selected), out)
-    raw = load_source(source, root, selected, resolution=resolution, download=download)
-    entries = [_write_shard(out, raw, label, source, root) for label in selected]
+    if source == "imagefolder":
+        for label in selected:
+            prepare_label(out, root, label, resolution=resolution, threads=threads, jpeg_draft=jpeg_draft,
+                          progress_seconds=progress_seconds)
+        return assemble_meta(out, root, selected, resolution=resolution, jpeg_draft=jpeg_draft, name=name)
+    raw = load_source(source, root, selected, download=download)
+    entries = [_write_shard(out, label, images, raw, source, root) for label, images in raw.images]
     meta = {
         "dataset": name or source,
         "source": source,
@@ -106,8 +202,7 @@ def prepare_dataset(source: str, out_dir: str | os.PathLike, *, root: str | os.P
         "labels": entries,
         "skipped_files": list(raw.skipped_files),
     }
-    write_json(out / META_NAME, meta)
-    log.info("wrote %s (%d images in %d shards)", out / META_NAME, sum(e["count"] for e in entries), len(entries))
+    _write_meta(out, meta)
     return meta
 
 
@@ -182,23 +277,27 @@ def load_meta(meta_path: str | os.PathLike) -> dict:
     return meta
 
 
-def meta_beside(shard: str | os.PathLike) -> Path | None:
-    """The meta.json of the prepared dataset that `shard` sits in (<out>/shards/<label>.h5 ->
-    <out>/meta.json), or None when the shard is not in that layout or no meta.json is there."""
+def read_shard_file(shard: str | os.PathLike) -> tuple[np.ndarray, dict]:
+    """A shard given by its path, as training, the classifier and the real statistics read it.
+
+    In a prepared dataset's layout (<out>/shards/<label>.h5) it is trusted only through <out>/meta.json
+    (`read_shard`: listed, same label, class, source, resolution, channels, count and checksum); a
+    data-stage shard there without a meta.json is what an interrupted preparation leaves, and is
+    refused.  A shard outside that layout, or not written by the data stage, is checked against its
+    own checksum only (`read_images`)."""
     shard = Path(shard)
     meta_path = shard.parent.parent / META_NAME
-    return meta_path if shard.parent.name == SHARD_DIR and meta_path.is_file() else None
-
-
-def read_shard_file(shard: str | os.PathLike) -> tuple[np.ndarray, dict]:
-    """A shard given by its path, as training reads it: checked against the meta.json of its dataset
-    (`read_shard`: label, class, source, resolution, channels, count, checksum) when it sits in a
-    prepared dataset's layout, otherwise against its own checksum only (`read_images`)."""
-    meta_path = meta_beside(shard)
-    if meta_path is None:
+    if shard.parent.name != SHARD_DIR:
+        return read_images(shard)
+    if not meta_path.is_file():
+        if read_attrs(shard).get("source") in SOURCES:
+            raise LabelwiseError(
+                f"{shard}: not trusted, the data stage that wrote it did not complete ({meta_path} is missing); "
+                "rerun the data stage (`labelwise prepare`, or snakemake) to finish it"
+            )
         return read_images(shard)
     meta = load_meta(meta_path)
-    target = Path(shard).resolve()
+    target = shard.resolve()
     for entry in meta["labels"]:
         if (meta_path.parent / entry["shard"]).resolve() == target:
             return read_shard(meta_path, entry["label"])

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..device import select_device
 from ..errors import LabelwiseError
-from ..images import read_images
+from ..data.shards import read_shard_file
 from ..io import save_torch, write_json
 
 log = logging.getLogger("labelwise.metrics")
@@ -71,7 +71,7 @@ class LabelClassifier(nn.Module):
 def _read_labelled(shard_paths_by_label: Mapping[int, os.PathLike]):
     images, targets, names, channels = [], [], {}, set()
     for index, (label, path) in enumerate(sorted(shard_paths_by_label.items())):
-        x, attrs = read_images(path)
+        x, attrs = read_shard_file(path)  # trusted only through its dataset's meta.json
         if attrs.get("label", label) != label:
             raise LabelwiseError(f"{path}: holds label {attrs.get('label')} but was given as label {label}; "
                                  "pass each label's own shard")

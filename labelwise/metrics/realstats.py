@@ -20,7 +20,8 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import LabelwiseError
-from ..images import read_images
+from ..data.shards import read_shard_file
+from ..images import read_attrs
 from ..io import atomic_path
 from .stats import gaussian_stats
 
@@ -68,7 +69,7 @@ def stats_path(stats_dir: str | os.PathLike, space: str, label: int) -> Path:
 
 def compute_real_stats(shard_path: str | os.PathLike, space: FeatureSpace) -> RealStats:
     """Extract `space` features of every image in the shard and their mean and covariance."""
-    images, attrs = read_images(shard_path)
+    images, attrs = read_shard_file(shard_path)  # trusted only through its dataset's meta.json
     if len(images) < 2:
         raise LabelwiseError(
             f"{shard_path}: {len(images)} image(s); FID/KID need at least 2 real images per label: "
@@ -130,7 +131,7 @@ def _stale(stats: RealStats, shard_path, space: FeatureSpace) -> str | None:
         return f"it is for feature space {stats.space!r}, not {space.name!r}"
     if stats.identity != dict(space.identity):
         return f"it was computed with {stats.identity}, not {dict(space.identity)}"
-    _, attrs = read_images(shard_path, verify=False)
+    attrs = read_attrs(shard_path)
     if stats.shard_sha256 != attrs.get("sha256"):
         return f"the shard {shard_path} changed since (sha256 {str(attrs.get('sha256'))[:12]}...)"
     return None

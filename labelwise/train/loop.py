@@ -31,6 +31,7 @@ from ..device import select_device, set_threads
 from ..errors import LabelwiseError
 from ..data.shards import read_shard_file
 from ..io import atomic_path, save_torch
+from ..progress import format_eta
 from ..nets import ConditionalGenerator, Critic, Generator, ProjectionCritic, dcgan_init_, network_resolution
 from .engine import PRECISIONS, autocast_forward, to_device
 from .checkpoint import (delete_checkpoints, list_snapshots, load_resumable, nonfinite_tensors, save_checkpoint,
@@ -187,13 +188,6 @@ def checkpoint_state(fingerprint: str, iteration: int, elapsed: float, generator
     }
 
 
-def _format_eta(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 class _StopRequest:
     """Turns SIGTERM (a scheduler's wall-time warning, scancel) into a checkpoint and a clean stop."""
 
@@ -254,7 +248,7 @@ class _Cadence:
         self._last_progress = now
         self._last = (now, iteration)
         return (f"it {iteration}/{b.iterations} ({100.0 * iteration / b.iterations:.0f}%) {rate:.2f} it/s "
-                f"ETA {_format_eta(remaining)} ({rate * self.labels:.1f} label-it/s)")
+                f"ETA {format_eta(remaining)} ({rate * self.labels:.1f} label-it/s)")
 
     def rate_text(self) -> str:
         """'; <r> label-it/s' over this run (resumed part excluded) for the final log line."""

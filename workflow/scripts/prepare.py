@@ -1,12 +1,16 @@
-"""Snakemake entry point of rule prepare (rules/data.smk): raw dataset -> shards + meta.json."""
+"""Snakemake entry point of rule prepare (rules/data.smk): raw dataset -> shards + meta.json; for an
+image folder, meta.json from the shards that the prepare_label jobs wrote."""
 from labelwise.cli import snakemake_entry
-from labelwise.data import prepare_dataset
+from labelwise.data import assemble_meta, prepare_dataset
 
 
 def prepare(smk):
     d = smk.params.data
-    prepare_dataset(d["source"], smk.params.out_dir, root=d["root"], labels=d.get("labels"),
-                    resolution=d.get("resolution", 64), download=d["download"], name=smk.params.name)
+    if d["source"] == "imagefolder":
+        assemble_meta(smk.params.out_dir, d["root"], d["labels"], resolution=d["resolution"],
+                      jpeg_draft=d["jpeg_draft"], name=smk.params.name)
+    else:
+        prepare_dataset(d["source"], smk.params.out_dir, root=d["root"], download=d["download"], name=smk.params.name)
 
 
-snakemake_entry(snakemake, prepare)  # noqa: F821 (injected by Snakemake)
+snakemake_entry(snakemake, prepare, torch=False)  # noqa: F821 (injected by Snakemake)
