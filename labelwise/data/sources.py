@@ -9,16 +9,19 @@ Sources (`SOURCES`):
   They are read with a restricted unpickler (`labelwise.data.unpickle`), and no md5 check is made,
   so trimmed copies such as the shared cifar10-mini work.  32×32, 3 channels.
 * ``imagefolder`` -- ``root/<class>/<image files>``; classes are the sorted, non-hidden
-  sub-directory names.  Each image is converted to RGB, resized (bicubic) so its shorter side equals
-  the requested resolution, and centre-cropped to a square.
+  sub-directory names.  Each image is converted to 8-bit RGB (`labelwise.data.pixels`: 16-bit and
+  float images scaled, transparency composited onto black with a warning), resized (bicubic) so its
+  shorter side equals the requested resolution, and centre-cropped to a square.  A selected class
+  needs at least two readable images (the metrics' classifier holds one out).  Class names that are
+  not valid UTF-8 are stored with their undecodable bytes as ``\\xNN`` (`labelwise.paths.stored_name`).
 
 Unreadable files in an image folder: a file that is not an image or that PIL cannot decode is
 SKIPPED, not fatal -- real-world folders collect stray notes, thumbnails and half-copied files, and
 one of them should not sink a whole run.  Every skipped file is listed in a logging warning and
 returned in `RawData.skipped_files` (recorded in meta.json as ``skipped_files``, as paths relative
-to the root), so nothing is dropped silently.  Hidden files (``.DS_Store``...) and nested
-directories are ignored outright.  A selected class folder without a single readable image is an
-error.
+to the root), so nothing is dropped silently; so is a symbolic link that cannot be followed (a loop,
+or a dangling link).  Hidden files (``.DS_Store``...) and nested directories are ignored outright.
+A selected class folder without a single readable image is an error.
 """
 from __future__ import annotations
 
@@ -36,6 +39,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import LabelwiseError
+from ..paths import stored_name
+from .pixels import to_rgb8
 from .unpickle import load_restricted
 
 log = logging.getLogger("labelwise.data")
@@ -45,6 +50,7 @@ SOURCES = ("mnist5k", "cifar10", "cifar100", "imagefolder")
 MNIST_RESOURCE = "data/data/mnist_5k.csv.gz"
 MNIST_SIDE = 28
 CIFAR_SIDE = 32
+MIN_IMAGES_PER_CLASS = 2
 
 # Everything PIL raises for a file it cannot decode: UnidentifiedImageError and truncated-data
 # errors are OSErrors, some plugins raise SyntaxError/ValueError on malformed headers.
@@ -342,23 +348,35 @@ def square_image(image: Image.Image, resolution: int) -> Image.Image:
     return image.crop((left, top, left + resolution, top + resolution))
 
 
-def _read_image(path: Path, resolution: int) -> np.ndarray:
+def _read_image(path: Path, resolution: int) -> tuple[np.ndarray, bool]:
+    """The image as uint8 C×H×W and whether transparency was composited (labelwise.data.pixels)."""
     with Image.open(path) as image:
         # Honour the EXIF orientation tag (camera photos), then decode fully so corrupt data fails here.
-        rgb = ImageOps.exif_transpose(image).convert("RGB")
-    return np.asarray(square_image(rgb, resolution), dtype=np.uint8).transpose(2, 0, 1)
+        rgb, composited = to_rgb8(ImageOps.exif_transpose(image))
+    return np.asarray(square_image(rgb, resolution), dtype=np.uint8).transpose(2, 0, 1), composited
 
 
-def _read_class_folder(folder: Path, resolution: int) -> tuple[list[np.ndarray], list[tuple[Path, str]]]:
-    images, skipped = [], []
+def _read_class_folder(folder: Path, resolution: int) -> tuple[list[np.ndarray], list[tuple[Path, str]], int]:
+    images, skipped, composited = [], [], 0
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
-            continue  # OS metadata (.DS_Store) and nested folders are not samples
+        if path.name.startswith("."):
+            continue  # OS metadata (.DS_Store)
+        if path.is_symlink() and not path.exists():  # a link loop or a dangling link: not silently dropped
+            try:
+                path.stat()
+            except OSError as exc:
+                skipped.append((path, f"unreadable symbolic link ({exc.strerror})"))
+            continue
+        if not path.is_file():
+            continue  # nested folders are not samples
         try:
-            images.append(_read_image(path, resolution))
+            array, alpha = _read_image(path, resolution)
         except _IMAGE_ERRORS as exc:
             skipped.append((path, f"{type(exc).__name__}: {exc}"))
-    return images, skipped
+            continue
+        images.append(array)
+        composited += alpha
+    return images, skipped, composited
 
 
 def load_imagefolder(root, labels: list[int], resolution: int) -> RawData:
@@ -369,13 +387,22 @@ def load_imagefolder(root, labels: list[int], resolution: int) -> RawData:
     for label in labels:
         folder = root / class_names[label]
         log.info("reading class %d (%s) from %s", label, class_names[label], folder)
-        images, bad = _read_class_folder(folder, resolution)
+        images, bad, composited = _read_class_folder(folder, resolution)
         skipped += bad
         if not images:
             raise LabelwiseError(
                 f"{folder}: no readable image for label {label} ({len(bad)} unreadable file(s)); "
                 "add images to it or drop the label from data.labels"
             )
+        if len(images) < MIN_IMAGES_PER_CLASS:  # the label classifier holds one image per label out
+            raise LabelwiseError(
+                f"{folder}: only {len(images)} readable image for label {label}; every selected class needs at "
+                f"least {MIN_IMAGES_PER_CLASS} (the metrics' classifier trains on one and holds one out): add "
+                "images to it or drop the label from data.labels, then rerun the data stage"
+            )
+        if composited:
+            log.warning("%s: %d image(s) with transparency; transparent pixels were composited onto black "
+                        "(labelwise/data/pixels.py)", folder, composited)
         per_label[label] = np.stack(images)
     if skipped:
         log.warning(
@@ -383,6 +410,6 @@ def load_imagefolder(root, labels: list[int], resolution: int) -> RawData:
             len(skipped), "\n".join(f"  {path}: {why}" for path, why in skipped),
         )
     return RawData(
-        class_names=class_names, channels=3, resolution=resolution, images=per_label,
+        class_names=[stored_name(n) for n in class_names], channels=3, resolution=resolution, images=per_label,
         skipped_files=[path.relative_to(root).as_posix() for path, _ in skipped],
     )
