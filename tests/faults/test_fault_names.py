@@ -145,3 +145,17 @@ def test_math_text_class_name_draws_as_written(tmp_path):
     finally:
         plt.close = real_close
     assert f"0: {MATH}" in texts and "a $b$ c" in texts
+
+
+def test_every_path_in_a_rule_shell_command_is_quoted():
+    """The shell rule: every {input…}, {output…}, {params…} and {log} a rule's shell command formats is
+    quoted (`:q`); the other placeholders are the schema-checked runtime values, wildcards held by
+    wildcard_constraints and the launcher (a shell prefix by design)."""
+    import re
+
+    from conftest import REPO
+
+    placeholders = [(path.name, m.group(0)) for path in sorted((REPO / "rules").glob("*.smk"))
+                    for m in re.finditer(r"\{(input|output|params|log)(\.\w+)?(:\w+)?\}", path.read_text())]
+    assert len(placeholders) >= 20  # the scan sees the train, scaling and log placeholders
+    assert [p for p in placeholders if not p[1].endswith(":q}")] == []
