@@ -90,8 +90,11 @@ def checkpoint_lock(folder: str | os.PathLike) -> Iterator[None]:
             log.warning("%s: the file system does not support locks (%s); a second job writing this checkpoint "
                         "folder at the same time cannot be detected", path, exc.strerror)
         else:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+            try:  # a note for a second writer's message; the lock holds without it (a full disk)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+            except OSError as exc:
+                log.warning("%s: could not record this job in the lock file (%s)", path, exc.strerror)
         yield
     finally:
         os.close(fd)  # releases the lock
