@@ -9,7 +9,8 @@ refused before anything is read), then takes `fcntl.flock(LOCK_EX)` on `<checkpo
 each label and holds it until it returns.  The lock file holds the holder's process id and host, and
 a second writer stops at once with a LabelwiseError naming them.  The kernel drops a flock when its
 process ends, however it ends (SIGKILL, a node crash's reboot), so a lock never outlives its job;
-the file stays behind and is reused.
+the file stays behind and is reused, except that a folder the job created and left without a
+checkpoint (a job that failed on a bad shard) is removed again.
 
 File systems: local ones and NFS (Linux clients map flock onto NFS byte-range locks, which the
 server arbitrates across hosts) enforce it; Lustre does with its `flock` mount option (the usual
@@ -72,6 +73,7 @@ def checkpoint_lock(folder: str | os.PathLike) -> Iterator[None]:
     """Hold the exclusive lock of the checkpoint folder `folder` (created if missing) in this block."""
     folder = Path(folder)
     path = folder / LOCK_NAME
+    created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -97,6 +99,11 @@ def checkpoint_lock(folder: str | os.PathLike) -> Iterator[None]:
                 log.warning("%s: could not record this job in the lock file (%s)", path, exc.strerror)
         yield
     finally:
+        if created:  # a job that failed before its first checkpoint (a bad shard) leaves no folder behind
+            with contextlib.suppress(OSError):
+                if os.listdir(folder) == [LOCK_NAME]:
+                    path.unlink()
+                    folder.rmdir()
         os.close(fd)  # releases the lock
 
 
