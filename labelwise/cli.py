@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from .errors import LabelwiseError
+from .io import file_system_failure
 from .plan import dataset_name, ordered_models, paper_table_caption, selected_labels, train_settings
 
 log = logging.getLogger("labelwise")
@@ -33,7 +34,8 @@ def setup_logging(logfile: str | None = None) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if logfile:
         Path(logfile).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(logfile))
+        # backslashreplace: a class name from a non-UTF-8 folder name must not break the log
+        handlers.append(logging.FileHandler(logfile, errors="backslashreplace"))
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
     for h in handlers:
         h.setFormatter(fmt)
@@ -44,12 +46,21 @@ def setup_logging(logfile: str | None = None) -> None:
 
 
 def run_guarded(fn, *args, **kwargs) -> int:
-    """Run a stage; a LabelwiseError becomes one error line and exit status 1."""
+    """Run a stage; a LabelwiseError or an OSError naming a file (a write the file system refused)
+    becomes one error line and exit status 1, Ctrl-C one line and 130."""
     try:
         fn(*args, **kwargs)
     except LabelwiseError as exc:
         log.error("%s", exc)
         return 1
+    except OSError as exc:
+        if exc.filename is None:  # not a file-system failure: a bug, keep its traceback
+            raise
+        log.error("%s", file_system_failure(exc))  # a folder that cannot be made, a file in the way
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop (which checkpoints and stops itself)
+        log.error("interrupted (SIGINT) before this stage finished; no file is left half-written; rerun it to continue")
+        return 130
     return 0
 
 
@@ -81,7 +92,9 @@ def _config(args) -> dict:
 
 
 def _dataset_dir(args, config) -> Path:
-    return Path(args.results) / dataset_name(config)
+    from .paths import dataset_dir
+
+    return dataset_dir(args.results, dataset_name(config))
 
 
 def _model(args, config) -> str:

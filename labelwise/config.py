@@ -8,14 +8,65 @@ what is allowed, e.g. "config key budget.iterations: -5 is less than the minimum
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import jsonschema
 import yaml
 
-from .errors import LabelwiseError
+from .errors import LabelwiseError, brief_repr
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
+
+
+class StrictLoader(yaml.SafeLoader):
+    """YAML as a config file means it: a key given twice in one mapping is an error (PyYAML keeps the
+    last one silently), and `1e-4` is a number.  PyYAML follows YAML 1.1, whose floats need a dot
+    (`1.0e-4`), so it reads `1e-4` as a string; YAML 1.2 (and every ML paper's code) reads it as a float."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:  # an unhashable key: PyYAML reports it itself
+                    continue
+                if first is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice in one mapping (lines {first.start_mark.line + 1} "
+                        f"and {key_node.start_mark.line + 1}); keep one of them", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.2's float forms without a dot (1e-4, 5E+3); checked after YAML 1.1's int and float forms.
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def read_yaml(text: str):
+    """`text` read with `StrictLoader` (safe: builds plain data only)."""
+    loader = StrictLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def check_config_files(paths) -> None:
+    """A LabelwiseError for the first config file that repeats a key.  The Snakefile calls it on the
+    files Snakemake loaded (with its own YAML reader, which keeps the last of repeated keys)."""
+    for path in paths:
+        try:
+            read_yaml(Path(path).read_text(encoding="utf-8"))
+        except OSError:
+            continue  # Snakemake reported unreadable files already
+        except yaml.constructor.ConstructorError as exc:
+            if "appears twice" in str(exc.problem):
+                raise LabelwiseError(f"config file {path}: {exc.problem}") from None
+        except yaml.YAMLError:
+            continue  # Snakemake read it (JSON, yte); only repeated keys are checked here
 
 
 def load_schema() -> dict:
@@ -72,6 +123,8 @@ def _describe(error, root: dict) -> str:
         if len(list(deepest.absolute_path)) > len(list(error.absolute_path)):
             return _describe(deepest, root)
         return f"config key {key}: {error.instance!r} is not valid; {error.schema.get('description', error.message)}"
+    if error.validator in ("pattern", "maxLength") and isinstance(error.instance, str):
+        return f"config key {key}: {brief_repr(error.instance)} is not allowed; {error.schema.get('description', error.message)}"
     return f"config key {key}: {error.message}"
 
 
@@ -96,13 +149,20 @@ def _leaf_errors(errors):
             yield error
 
 
-def read_command_line_values(config: dict, schema: dict | None = None) -> dict:
-    """Give `snakemake --config` values their YAML types, in place, where the schema needs them.
+# YAML 1.1 reads these unquoted words as booleans (`inception: off` is False).
+_YAML11_WORDS = {False: ("off", "no", "false", "n"), True: ("on", "yes", "true", "y")}
 
-    Snakemake reads `--config models='{wcgan: {width: 8}}'` with YAML's BaseLoader, so every nested
-    scalar arrives as a string ('8', '0.5', 'true', 'null').  Where the schema rejects such a string
-    but accepts its ordinary YAML reading, or accepts that reading's type (so that `iterations: -5`
-    is reported as below the minimum, not as "not an integer"), the reading replaces it; anything
+
+def read_yaml_values(config: dict, schema: dict | None = None) -> dict:
+    """Give config values the type the schema needs where YAML readers got it wrong, in place.
+
+    Three readings reach here: Snakemake reads `--config models='{wcgan: {width: 8}}'` with YAML's
+    BaseLoader, so every nested scalar arrives as a string ('8', '0.5', 'true', 'null'); Snakemake and
+    PyYAML read config files as YAML 1.1, so `lr: 1e-4` arrives as the string '1e-4' and an unquoted
+    `inception: off` as False.  Where the schema rejects a string but accepts its `read_yaml` reading
+    (YAML 1.1 plus 1.2's `1e-4`), or accepts that reading's type (so that `iterations: -5` is
+    reported as below the minimum, not as "not an integer"), the reading replaces it; where it
+    rejects a boolean but accepts a YAML 1.1 word for it ('off'), the word replaces it.  Anything
     else is left for validation to report.
     """
     schema = schema or load_schema()
@@ -110,17 +170,25 @@ def read_command_line_values(config: dict, schema: dict | None = None) -> dict:
     for _ in range(10_000):  # one value per round: a replaced value changes the errors of the rest
         for error in _leaf_errors(validator.iter_errors(config)):
             path = list(error.absolute_path)
-            if not isinstance(error.instance, str) or not path:
+            if not path:
                 continue
-            try:
-                value = yaml.safe_load(error.instance)
-            except yaml.YAMLError:
-                continue
-            if isinstance(value, str):
-                continue
-            right_type = error.validator == "type" and validator.evolve(
-                schema={"type": error.validator_value}).is_valid(value)
-            if not right_type and not validator.evolve(schema=error.schema).is_valid(value):
+            if isinstance(error.instance, bool):
+                words = [w for w in _YAML11_WORDS[error.instance] if validator.evolve(schema=error.schema).is_valid(w)]
+                if not words:
+                    continue
+                value = words[0]
+            elif isinstance(error.instance, str):
+                try:
+                    value = read_yaml(error.instance)
+                except yaml.YAMLError:
+                    continue
+                if isinstance(value, str):
+                    continue
+                right_type = error.validator == "type" and validator.evolve(
+                    schema={"type": error.validator_value}).is_valid(value)
+                if not right_type and not validator.evolve(schema=error.schema).is_valid(value):
+                    continue
+            else:
                 continue
             parent = config
             for step in path[:-1]:
@@ -143,13 +211,18 @@ def validate_config(config: dict) -> dict:
 
 
 def load_config(path: str | Path) -> dict:
+    """A config file read as the Snakefile reads one: repeated keys refused, values typed by
+    `read_yaml_values`, validated, defaults filled."""
     path = Path(path)
     try:
-        config = yaml.safe_load(path.read_text()) or {}
+        config = read_yaml(path.read_text()) or {}
     except FileNotFoundError:
         raise LabelwiseError(f"config file {path} not found") from None
     except yaml.YAMLError as exc:
-        raise LabelwiseError(f"config file {path} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise LabelwiseError(f"config file {path} is not valid YAML{where}: {problem}") from None
     if not isinstance(config, dict):
         raise LabelwiseError(f"config file {path} must hold a mapping of sections, got {type(config).__name__}")
-    return validate_config(config)
+    return validate_config(read_yaml_values(config))

@@ -42,10 +42,10 @@ def _fsync_dir(directory: Path) -> None:
 def atomic_path(path: str | os.PathLike, fsync: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success fsync it and rename it to `path`."""
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
     # Keep the real suffix last: libraries such as matplotlib pick the format from it.
     tmp = final.with_name(f".{final.stem}.tmp-{os.getpid()}{final.suffix}")
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)  # inside: a read-only folder is a write failure too
         yield tmp
         if fsync:
             with open(tmp, "rb+") as f:
@@ -64,16 +64,28 @@ _NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
 _NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
 
 
+def _fix(exc: OSError) -> str:
+    """What to do about a failed file-system operation, by its errno."""
+    if exc.errno in _NO_SPACE:
+        return "free space (or quota) on that file system, or move the results elsewhere, then rerun"
+    if exc.errno in _NOT_WRITABLE:
+        return "make that folder writable for this user (or move the results elsewhere), then rerun"
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ENOTEMPTY):
+        return "a file or folder on that path is missing or in the way: move it aside, then rerun"
+    return "check that file system, then rerun"
+
+
 def write_failure(path: str | os.PathLike, exc: OSError) -> str:
     """One line: which file could not be written, why, and what to do about it."""
     why = exc.strerror or str(exc) or type(exc).__name__
-    if exc.errno in _NO_SPACE:
-        fix = "free space (or quota) on that file system, or move the results elsewhere, then rerun"
-    elif exc.errno in _NOT_WRITABLE:
-        fix = "make that folder writable for this user, then rerun"
-    else:
-        fix = "check that file system, then rerun"
-    return f"{os.fspath(path)}: could not write it ({why}); nothing was written under that name; {fix}"
+    return f"{os.fspath(path)}: could not write it ({why}); nothing was written under that name; {_fix(exc)}"
+
+
+def file_system_failure(exc: OSError) -> str:
+    """One line for an OSError that names a file (a stage's file-system failure outside `atomic_path`:
+    a folder that cannot be created, a file that cannot be removed): the file, why, and the fix."""
+    where = os.fspath(exc.filename) + (f" -> {os.fspath(exc.filename2)}" if exc.filename2 else "")
+    return f"{where}: {exc.strerror or exc}; {_fix(exc)}"
 
 
 def write_bytes(path: str | os.PathLike, data) -> None:

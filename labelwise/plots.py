@@ -1,4 +1,12 @@
-"""Figures for people: sample grids (and, later, metric and training-curve plots), as PNG and PDF."""
+"""Figures for people: sample grids, training curves, metric comparisons, FID against time; PNG and PDF.
+
+Text in figures is drawn as given.  Class names come from folder names and dataset names from the
+config, and matplotlib would parse a `$…$` in them as math (a folder `cost $\\foo$ x` crashed the
+sample grid with a mathtext traceback) or hand them to LaTeX (text.usetex in a user's matplotlibrc).
+So `save_figure`, which writes every labelwise figure, turns math text and usetex off on every text
+of the figure but the tick labels (numbers labelwise formats) first: the one rule for user strings in figures, whatever the rc settings
+(tests/faults/test_fault_names.py draws generated hostile names).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,7 +31,14 @@ def model_color(model: str, index: int) -> str:
 
 
 def save_figure(fig, outputs) -> None:
-    """Save one figure to each path in `outputs` (format from the suffix), atomically."""
+    """Save one figure to each path in `outputs` (format from the suffix), atomically; all its text
+    as plain text (module docstring)."""
+    ticks = {id(t) for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)
+             for tick in axis.get_major_ticks() + axis.get_minor_ticks() for t in (tick.label1, tick.label2)}
+    for text in fig.findobj(matplotlib.text.Text):
+        if id(text) not in ticks:  # tick labels are ours (log axes draw 10^k as math text)
+            text.set_parse_math(False)
+            text.set_usetex(False)
     for path in outputs:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, bbox_inches="tight", format=Path(path).suffix.lstrip("."))

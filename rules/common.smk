@@ -8,6 +8,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 import labelwise.config
+import labelwise.paths
 import labelwise.plan
 from labelwise.errors import LabelwiseError
 
@@ -17,8 +18,13 @@ def _config_error(message):
     sys.exit(f"labelwise: config error: {message}")
 
 
-# `--config models='{wcgan: {width: 8}}'` arrives with every nested number as a string: read it as YAML.
-labelwise.config.read_command_line_values(config)
+# Snakemake's YAML readers keep the last of repeated keys, read `1e-4` as a string and an unquoted
+# `off` as False, and `--config models='{wcgan: {width: 8}}'` gives every nested number as a string.
+try:
+    labelwise.config.check_config_files(workflow.configfiles)
+except LabelwiseError as exc:
+    _config_error(exc)
+labelwise.config.read_yaml_values(config)
 try:
     validate(config, str(labelwise.config.SCHEMA_PATH))  # fills the schema's defaults
 except WorkflowError:
@@ -28,7 +34,11 @@ DATA = config["data"]
 DATASET = labelwise.plan.dataset_name(config)
 MODELS = labelwise.plan.ordered_models(config["models"])  # the papers' order in every table and figure
 RESULTS = "results"
-DS = f"{RESULTS}/{DATASET}"
+try:  # every output lies under results/<dataset>/ or logs/<dataset>/: the name must keep it there
+    DS = labelwise.paths.dataset_dir(RESULTS, DATASET).as_posix()
+    labelwise.paths.dataset_dir("logs", DATASET)
+except LabelwiseError as exc:
+    _config_error(exc)
 # Command prefix for training jobs (srun/jsrun in allocation mode). Not a param: changing how a
 # job is launched must not retrain anything.
 LAUNCHER = config["runtime"]["launcher"]

@@ -85,7 +85,7 @@ rule scaling_train:
     shell:
         "launched=$(date +%s.%N); {LAUNCHER} python -m labelwise.scaling job --record {output.record:q}"
         " --k {wildcards.k} --slot {wildcards.slot} --launched $launched --"
-        " --model {wildcards.model} --label {params.label} --settings {params.settings:q} --shard {input.shard}"
+        " --model {wildcards.model} --label {params.label:q} --settings {params.settings:q} --shard {input.shard:q}"
         " --generator {params.scratch:q}/generator.pt --log {params.scratch:q}/train_log.csv"
         " --checkpoints {params.scratch:q}/checkpoints" + TRAIN_RUNTIME_ARGS + " 2> {log:q}"
 

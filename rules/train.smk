@@ -45,8 +45,8 @@ if LABELS_PER_JOB == 1:
         # A shell rule (not script:) so that allocation mode can put the site launcher in front of it.
         shell:
             "{LAUNCHER} labelwise train --model {wildcards.model} --label {wildcards.label}"
-            " --settings {params.settings:q} --shard {input.shard}"
-            " --generator {output.generator} --log {output.log} --checkpoints {params.checkpoints:q}"
+            " --settings {params.settings:q} --shard {input.shard:q}"
+            " --generator {output.generator:q} --log {output.log:q} --checkpoints {params.checkpoints:q}"
             + TRAIN_RUNTIME_ARGS + SNAPSHOTS_ARG + " 2> {log:q}"
 
 else:
@@ -80,9 +80,9 @@ else:
             conda:
                 "../envs/train.yaml"
             shell:
-                "{LAUNCHER} labelwise train --model {wildcards.model} --label {params.labels}"
-                " --settings {params.settings:q} --shard {input.shards}"
-                " --generator {output.generators} --log {output.logs} --checkpoints {params.checkpoints:q}"
+                "{LAUNCHER} labelwise train --model {wildcards.model} --label {params.labels:q}"
+                " --settings {params.settings:q} --shard {input.shards:q}"
+                " --generator {output.generators:q} --log {output.logs:q} --checkpoints {params.checkpoints:q}"
                 + TRAIN_RUNTIME_ARGS + SNAPSHOTS_ARG + " 2> {log:q}"
 
 
@@ -110,8 +110,8 @@ rule train_cgan:
         "../envs/train.yaml"
     shell:
         "{LAUNCHER} labelwise train --model cgan"
-        " --settings {params.settings:q} --shard {input.shards}"
-        " --generator {output.generator} --log {output.log} --checkpoints {params.checkpoints:q}"
+        " --settings {params.settings:q} --shard {input.shards:q}"
+        " --generator {output.generator:q} --log {output.log:q} --checkpoints {params.checkpoints:q}"
         + TRAIN_RUNTIME_ARGS + SNAPSHOTS_ARG + " 2> {log:q}"
 
 

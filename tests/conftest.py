@@ -76,3 +76,40 @@ def random_inception_weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("inception") / "random-inception.pth"
     torch.save(net.state_dict(), path)
     return path
+
+
+# --- no daemon of the suite outlives it -------------------------------------------------------------
+# tests/test_cluster.py starts munged, slurmctld and slurmd (tests/cluster/slurm_up.sh) and its fixture
+# stops them (slurm_down.sh). This check makes a leak fail the run: daemons that the suite's pid files
+# name and that were not already running when the session started (a developer's own test cluster).
+SLURM_STATE = Path(os.environ.get("LABELWISE_SLURM_DIR", "/tmp/labelwise-slurm"))
+
+
+def suite_daemons() -> dict[str, int]:
+    """name -> pid of the test cluster's daemons that are running, from slurm_up.sh's pid files."""
+    files = {"slurmctld": SLURM_STATE / "run" / "slurmctld.pid", "slurmd": SLURM_STATE / "run" / "slurmd.pid"}
+    if (SLURM_STATE / "run" / "munged.ours").exists():  # munged counts only when slurm_up.sh started it
+        files["munged"] = Path("/run/munge/munged.pid")
+    running = {}
+    for name, path in files.items():
+        try:
+            pid = int(path.read_text().split()[0])
+            os.kill(pid, 0)
+        except (OSError, ValueError, IndexError):
+            continue
+        running[name] = pid
+    return running
+
+
+def pytest_sessionstart(session):
+    session.config._daemons_before = suite_daemons()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = getattr(session.config, "_daemons_before", {})
+    leaked = {name: pid for name, pid in suite_daemons().items() if before.get(name) != pid}
+    if leaked:
+        listed = ", ".join(f"{name} (pid {pid})" for name, pid in sorted(leaked.items()))
+        sys.stderr.write(f"\nERROR: the test suite left {listed} running; stop them with "
+                         "tests/cluster/slurm_down.sh and fix the fixture that started them\n")
+        session.exitstatus = 1

@@ -175,27 +175,39 @@ def assert_same_generators(a: Path, b: Path, labels):
 
 # --- fixtures ---------------------------------------------------------------------------------------
 
+def slurm_down():
+    """tests/cluster/slurm_down.sh: stops what slurm_up.sh started (by its pid files; munged only if
+    slurm_up.sh started it), whatever state the tests left."""
+    r = run(["bash", REPO / "tests" / "cluster" / "slurm_down.sh"], cwd=REPO, limit=120)
+    if r.returncode != 0:
+        print(f"slurm_down.sh exited with {r.returncode}: {r.stderr[-800:]}")
+
+
 @pytest.fixture(scope="module")
 def cluster():
-    """The test cluster up, its exports (SLURM_CONF, ...) in os.environ for the whole module."""
+    """The test cluster up, its exports (SLURM_CONF, ...) in os.environ for the whole module; stopped
+    again afterwards, however the tests ended (and when slurm_up.sh failed halfway)."""
     t0 = time.monotonic()
     try:
-        r = run(["bash", REPO / "tests" / "cluster" / "slurm_up.sh"], cwd=REPO, limit=300)
-    except subprocess.TimeoutExpired:
-        pytest.skip("tests/cluster/slurm_up.sh did not finish in 300 s")
-    if r.returncode != 0:
-        pytest.skip(f"tests/cluster/slurm_up.sh could not bring the test cluster up (exit {r.returncode}): "
-                    f"{r.stderr.strip()[-800:]}")
-    exports = dict(re.findall(r"^export (\w+)=(\S*)$", r.stdout, re.M))
-    assert "SLURM_CONF" in exports, r.stdout
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in exports.items():
-            mp.setenv(key, value)
-        mp.setenv("LABELWISE_SLURM_ACCOUNT", "labelwise-test")  # sbatch -A (not validated: no slurmdbd)
-        # `labelwise` and the venv's python for shell rules, srun steps and sbatch --export=ALL jobs
-        mp.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-        timed("cluster up", t0)
-        yield exports
+        try:
+            r = run(["bash", REPO / "tests" / "cluster" / "slurm_up.sh"], cwd=REPO, limit=300)
+        except subprocess.TimeoutExpired:
+            pytest.skip("tests/cluster/slurm_up.sh did not finish in 300 s")
+        if r.returncode != 0:
+            pytest.skip(f"tests/cluster/slurm_up.sh could not bring the test cluster up (exit {r.returncode}): "
+                        f"{r.stderr.strip()[-800:]}")
+        exports = dict(re.findall(r"^export (\w+)=(\S*)$", r.stdout, re.M))
+        assert "SLURM_CONF" in exports, r.stdout
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in exports.items():
+                mp.setenv(key, value)
+            mp.setenv("LABELWISE_SLURM_ACCOUNT", "labelwise-test")  # sbatch -A (not validated: no slurmdbd)
+            # `labelwise` and the venv's python for shell rules, srun steps and sbatch --export=ALL jobs
+            mp.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+            timed("cluster up", t0)
+            yield exports
+    finally:
+        slurm_down()
 
 
 class LocalRun:

@@ -388,6 +388,7 @@ def image_root(tmp_path) -> Path:
     split = np.zeros((16, 64, 3), dtype=np.uint8)
     split[:, :32, 0], split[:, 32:, 2] = 255, 255
     save(Image.fromarray(split), root / "cat" / "split.png")
+    save(Image.fromarray(split), root / "cat" / "split2.png")  # a class needs two images (the classifier holds one out)
     (root / ".thumbnails").mkdir()
     return root
 
@@ -397,7 +398,7 @@ def test_imagefolder(tmp_path, image_root, caplog):
         meta = prepare_dataset("imagefolder", tmp_path / "out", root=image_root, resolution=16, name="bugs")
     assert meta["class_names"] == ["ant", "bee", "cat"]
     assert (meta["dataset"], meta["channels"], meta["resolution"]) == ("bugs", 3, 16)
-    assert [(e["label"], e["name"], e["count"]) for e in meta["labels"]] == [(0, "ant", 3), (1, "bee", 2), (2, "cat", 1)]
+    assert [(e["label"], e["name"], e["count"]) for e in meta["labels"]] == [(0, "ant", 3), (1, "bee", 2), (2, "cat", 2)]
     assert sorted(meta["skipped_files"]) == ["ant/notes.txt", "bee/broken.png", "bee/cut.jpg"]
     warning = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     for name in ("notes.txt", "broken.png", "cut.jpg"):
@@ -418,9 +419,10 @@ def test_imagefolder(tmp_path, image_root, caplog):
 def test_imagefolder_grey_upscaled_to_rgb(tmp_path):
     root = tmp_path / "images"
     save(Image.new("L", (5, 9), 128), root / "only" / "grey.png")
+    save(Image.new("L", (9, 5), 128), root / "only" / "grey2.png")
     meta = prepare_dataset("imagefolder", tmp_path / "out", root=root, resolution=12)
     images, _ = read_shard(tmp_path / "out" / "meta.json", 0)
-    assert images.shape == (1, 3, 12, 12)
+    assert images.shape == (2, 3, 12, 12)
     np.testing.assert_array_equal(images, 128)
     assert meta["skipped_files"] == []
 

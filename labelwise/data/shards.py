@@ -24,8 +24,9 @@ import numpy as np
 from ..errors import LabelwiseError
 from ..images import ImageStream, images_sha256, read_attrs, read_images, write_images
 from ..io import write_json
+from ..paths import stored_name
 from ..progress import Progress
-from .sources import (SOURCES, RawData, check_source, class_files, imagefolder_classes, iter_class_images, load_source,
+from .sources import (MIN_IMAGES_PER_CLASS, SOURCES, RawData, check_source, class_files, imagefolder_classes, iter_class_images, load_source,
                       num_classes, warn_skipped)
 
 log = logging.getLogger("labelwise.data")
@@ -93,8 +94,9 @@ def prepare_label(out_dir: str | os.PathLike, root: str | os.PathLike, label: in
     _check_resolution(resolution)
     class_names = imagefolder_classes(root)
     label = select_labels([label], len(class_names), "imagefolder")[0]
-    name, root = class_names[label], Path(root)
-    folder = root / name
+    root = Path(root)
+    folder = root / class_names[label]
+    name = stored_name(class_names[label])  # as meta.json and the shard store it (non-UTF-8 bytes as \\xNN)
     files = class_files(folder)
     progress = Progress(f"label {label} ({name})", len(files), "files", log, progress_seconds)
     log.info("reading class %d (%s): %d file(s) in %s, %d thread(s)%s", label, name, len(files), folder, threads,
@@ -103,13 +105,24 @@ def prepare_label(out_dir: str | os.PathLike, root: str | os.PathLike, label: in
     stream = ImageStream(Path(out_dir) / shard, (3, resolution, resolution), label=label, class_name=name,
                          source="imagefolder", resolution=resolution, channels=3)
     skipped: list[tuple[Path, str]] = []
-    for images in iter_class_images(files, resolution, skipped, threads=threads, draft=jpeg_draft, progress=progress):
+    composited: list[Path] = []
+    for images in iter_class_images(files, resolution, skipped, threads=threads, draft=jpeg_draft, progress=progress,
+                                    composited=composited):
         stream.append(images)
     warn_skipped(skipped)
+    if composited:
+        log.warning("%s: %d image(s) with transparency; transparent pixels were composited onto black "
+                    "(labelwise/data/pixels.py)", folder, len(composited))
     if not stream.count:
         raise LabelwiseError(
             f"{folder}: no readable image for label {label} ({len(skipped)} unreadable file(s)); "
             "add images to it or drop the label from data.labels"
+        )
+    if stream.count < MIN_IMAGES_PER_CLASS:  # the label classifier holds one image per label out
+        raise LabelwiseError(
+            f"{folder}: only {stream.count} readable image for label {label}; every selected class needs at "
+            f"least {MIN_IMAGES_PER_CLASS} (the metrics' classifier trains on one and holds one out): add "
+            "images to it or drop the label from data.labels, then rerun the data stage"
         )
     relative = [path.relative_to(root).as_posix() for path, _ in skipped]
     stream.attrs.update(jpeg_draft=bool(jpeg_draft), skipped_files=json.dumps(relative))
@@ -127,7 +140,7 @@ def assemble_meta(out_dir: str | os.PathLike, root: str | os.PathLike, labels: l
     """
     out = Path(out_dir)
     _check_resolution(resolution)
-    class_names = imagefolder_classes(root)
+    class_names = [stored_name(n) for n in imagefolder_classes(root)]
     selected = select_labels(labels, len(class_names), "imagefolder")
     entries, skipped = [], []
     for label in selected:

@@ -9,13 +9,16 @@ Sources (`SOURCES`):
   They are read with a restricted unpickler (`labelwise.data.unpickle`), and no md5 check is made,
   so trimmed copies such as the shared cifar10-mini work.  32×32, 3 channels.
 * ``imagefolder`` -- ``root/<class>/<image files>``; classes are the sorted, non-hidden
-  sub-directory names.  Each image is converted to RGB, resized (bicubic) so its shorter side equals
-  the requested resolution, and centre-cropped to a square.  A class folder is read on its own
-  (`iter_class_images`), in chunks, decoded by a pool of threads (PIL releases the GIL while it
-  decodes and resizes), so one label's job needs one label's memory and no other folder.  With
-  ``jpeg_draft`` a JPEG is decoded at a reduced scale (libjpeg's DCT scaling, `Image.draft`) that
-  keeps its shorter side at least twice the resolution, before the same resize: about 1.6-2x
-  faster on ImageNet-sized JPEGs, but NOT the same pixels -- see `DRAFT_MARGIN`.
+  sub-directory names.  Each image is converted to 8-bit RGB (`labelwise.data.pixels`: 16-bit and
+  float images scaled, transparency composited onto black with a warning), resized (bicubic) so its
+  shorter side equals the requested resolution, and centre-cropped to a square.  A selected class
+  needs at least two readable images (the metrics' classifier holds one out).  Class names that are
+  not valid UTF-8 are stored with their undecodable bytes as ``\\xNN`` (`labelwise.paths.stored_name`).
+  A class folder is read on its own (`iter_class_images`), in chunks, decoded by a pool of threads
+  (PIL releases the GIL while it decodes and resizes), so one label's job needs one label's memory
+  and no other folder.  With ``jpeg_draft`` a JPEG is decoded at a reduced scale (libjpeg's DCT
+  scaling, `Image.draft`) that keeps its shorter side at least twice the resolution, before the same
+  resize: about 1.6-2x faster on ImageNet-sized JPEGs, but NOT the same pixels -- see `DRAFT_MARGIN`.
 
 Memory: mnist5k and CIFAR hold their raw images once (one uint8 copy, plus one batch file while it
 is read) and hand them out one label at a time (`RawData.images` is an iterator), so writing the
@@ -25,9 +28,9 @@ Unreadable files in an image folder: a file that is not an image or that PIL can
 SKIPPED, not fatal -- real-world folders collect stray notes, thumbnails and half-copied files, and
 one of them should not sink a whole run.  Every skipped file is listed in a logging warning and
 returned in `RawData.skipped_files` (recorded in meta.json as ``skipped_files``, as paths relative
-to the root), so nothing is dropped silently.  Hidden files (``.DS_Store``...) and nested
-directories are ignored outright.  A selected class folder without a single readable image is an
-error.
+to the root), so nothing is dropped silently; so is a symbolic link that cannot be followed (a loop,
+or a dangling link).  Hidden files (``.DS_Store``...) and nested directories are ignored outright.
+A selected class folder without a single readable image is an error.
 """
 from __future__ import annotations
 
@@ -47,6 +50,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import LabelwiseError
+from ..paths import stored_name
+from .pixels import to_rgb8
 from .unpickle import load_restricted
 
 log = logging.getLogger("labelwise.data")
@@ -56,6 +61,7 @@ SOURCES = ("mnist5k", "cifar10", "cifar100", "imagefolder")
 MNIST_RESOURCE = "data/data/mnist_5k.csv.gz"
 MNIST_SIDE = 28
 CIFAR_SIDE = 32
+MIN_IMAGES_PER_CLASS = 2
 
 # Everything PIL raises for a file it cannot decode: UnidentifiedImageError and truncated-data
 # errors are OSErrors, some plugins raise SyntaxError/ValueError on malformed headers.
@@ -381,17 +387,23 @@ def _draft(image: Image.Image, resolution: int) -> None:
         image.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
 
 
-def _read_image(path: Path, resolution: int, draft: bool = False) -> np.ndarray:
+def _read_image(path: Path, resolution: int, draft: bool = False) -> tuple[np.ndarray, bool]:
+    """The image as uint8 C×H×W and whether transparency was composited (labelwise.data.pixels)."""
     with Image.open(path) as image:
         if draft:
             _draft(image, resolution)
         # Honour the EXIF orientation tag (camera photos), then decode fully so corrupt data fails here.
-        rgb = ImageOps.exif_transpose(image).convert("RGB")
-    return np.asarray(square_image(rgb, resolution), dtype=np.uint8).transpose(2, 0, 1)
+        rgb, composited = to_rgb8(ImageOps.exif_transpose(image))
+    return np.asarray(square_image(rgb, resolution), dtype=np.uint8).transpose(2, 0, 1), composited
 
 
-def _decode(path: Path, resolution: int, draft: bool) -> np.ndarray | str:
-    """The image, or why it was skipped."""
+def _decode(path: Path, resolution: int, draft: bool) -> tuple[np.ndarray, bool] | str:
+    """The image and whether transparency was composited, or why it was skipped."""
+    if path.is_symlink() and not path.exists():  # a link loop or a dangling link: not silently dropped
+        try:
+            path.stat()
+        except OSError as exc:
+            return f"unreadable symbolic link ({exc.strerror})"
     try:
         return _read_image(path, resolution, draft)
     except _IMAGE_ERRORS as exc:
@@ -400,14 +412,16 @@ def _decode(path: Path, resolution: int, draft: bool) -> np.ndarray | str:
 
 def class_files(folder: Path) -> list[Path]:
     """The candidate image files of a class folder, sorted: OS metadata (.DS_Store) and nested
-    folders are not samples."""
-    return [path for path in sorted(folder.iterdir()) if not path.name.startswith(".") and path.is_file()]
+    folders are not samples; broken symbolic links (loops, dangling) are kept, to be reported as skipped."""
+    return [path for path in sorted(folder.iterdir())
+            if not path.name.startswith(".") and (path.is_file() or (path.is_symlink() and not path.exists()))]
 
 
 def iter_class_images(files: list[Path], resolution: int, skipped: list[tuple[Path, str]], *, threads: int = 1,
-                      draft: bool = False, progress=None) -> Iterator[np.ndarray]:
+                      draft: bool = False, progress=None, composited: list[Path] | None = None) -> Iterator[np.ndarray]:
     """Decode `files` in order, CHUNK at a time on `threads` threads; yield each chunk's readable images
-    (uint8 k×3×R×R, possibly empty) and append the unreadable files to `skipped` as (path, why)."""
+    (uint8 k×3×R×R, possibly empty), append the unreadable files to `skipped` as (path, why) and the
+    files whose transparency was composited onto black to `composited`."""
     pool = ThreadPoolExecutor(threads) if threads > 1 else None
     try:
         for start in range(0, len(files), CHUNK):
@@ -417,8 +431,11 @@ def iter_class_images(files: list[Path], resolution: int, skipped: list[tuple[Pa
             for path, result in zip(chunk, decoded):
                 if isinstance(result, str):
                     skipped.append((path, result))
-                else:
-                    images.append(result)
+                    continue
+                array, alpha = result
+                images.append(array)
+                if alpha and composited is not None:
+                    composited.append(path)
             if progress is not None:
                 progress.advance(len(chunk))
             yield np.stack(images) if images else np.empty((0, 3, resolution, resolution), np.uint8)

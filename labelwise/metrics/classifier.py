@@ -77,7 +77,8 @@ def _read_labelled(shard_paths_by_label: Mapping[int, os.PathLike]):
                                  "pass each label's own shard")
         if len(x) < 2:
             raise LabelwiseError(f"{path}: {len(x)} image(s) for label {label}; the classifier needs at least 2 "
-                                 "per label (one to train on, one to hold out)")
+                                 "per label (one to train on, one to hold out): add images to that class (or drop "
+                                 "the label from data.labels) and rerun the data stage (`labelwise prepare`)")
         channels.add(x.shape[1])
         images.append(x)
         targets.append(np.full(len(x), index, np.int64))

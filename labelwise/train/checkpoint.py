@@ -66,7 +66,8 @@ def save_checkpoint(directory: Path, iteration: int, state: dict) -> Path:
     """
     path = checkpoint_path(directory, iteration)
     previous = list_checkpoints(directory)
-    kept = f"the last good checkpoint {previous[0][1]} is kept" if previous else "no earlier checkpoint exists"
+    kept, resume = ((f"the last good checkpoint {previous[0][1]} is kept", "a rerun resumes from it") if previous
+                    else ("no earlier checkpoint exists", "a rerun starts this label from the beginning"))
     bad = nonfinite_tensors({k: state[k] for k in ("generator", "critic") if isinstance(state.get(k), dict)})
     if bad:
         raise LabelwiseError(
@@ -78,8 +79,7 @@ def save_checkpoint(directory: Path, iteration: int, state: dict) -> Path:
         save_torch(state, path)
     except (OSError, LabelwiseError) as exc:  # a failed write (disk full) reaches no checkpoint's name
         why = write_failure(path, exc) if isinstance(exc, OSError) else str(exc)
-        raise LabelwiseError(f"checkpoint at iteration {iteration} not saved: {why}; {kept} and a rerun resumes "
-                             "from it") from None
+        raise LabelwiseError(f"checkpoint at iteration {iteration} not saved: {why}; {kept} and {resume}") from None
     for _, old in list_checkpoints(directory)[KEEP:]:
         old.unlink(missing_ok=True)
     return path
@@ -160,7 +160,8 @@ def load_resumable(directory: Path, fingerprint: str, max_iteration: int) -> dic
 
 
 def _remove_stale_temporaries(directory: Path) -> None:
-    """Delete the half-written temporaries of killed runs (one label's directory has one writer: this process)."""
+    """Delete the half-written temporaries of killed runs (one label's directory has one writer, this
+    process: it holds the folder's lock, labelwise.train.writers)."""
     for folder in (Path(directory), Path(directory) / "snapshots"):
         if folder.is_dir():
             stale = [p for p in folder.iterdir() if (m := _TEMP_NAME.match(p.name)) and int(m.group(2)) != os.getpid()]

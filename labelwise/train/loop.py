@@ -36,6 +36,7 @@ from ..nets import ConditionalGenerator, Critic, Generator, ProjectionCritic, dc
 from .engine import PRECISIONS, autocast_forward, to_device
 from .checkpoint import (delete_checkpoints, list_snapshots, load_resumable, nonfinite_tensors, save_checkpoint,
                          save_snapshot, snapshot_path)
+from .writers import one_writer
 
 log = logging.getLogger("labelwise.train")
 
@@ -189,25 +190,30 @@ def checkpoint_state(fingerprint: str, iteration: int, elapsed: float, generator
 
 
 class _StopRequest:
-    """Turns SIGTERM (a scheduler's wall-time warning, scancel) into a checkpoint and a clean stop."""
+    """Turns SIGTERM (a scheduler's wall-time warning, scancel) and SIGINT (Ctrl-C) into a checkpoint
+    and a clean stop.  A second Ctrl-C while that checkpoint is written is ignored, so the job never
+    dies mid-write; SIGKILL remains for an immediate stop."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.signal = None
-        self._previous = None
+        self._previous = {}
 
     def __enter__(self):
         try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         except ValueError:  # not in the main thread: leave signals alone
-            self._previous = None
+            self._previous = {}
         return self
 
     def _handle(self, signum, frame):
-        self.signal = signum
+        if self.signal is None:
+            self.signal = signum
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
 
 
 class _Cadence:
@@ -272,6 +278,7 @@ def _divergence_error(who: str, what: str, kept: str, model: str) -> LabelwiseEr
                           "then rerun")
 
 
+@one_writer  # distinct outputs per label, and this job the only writer of its checkpoint folder
 def train_label(
     shard: str | Path | list,
     model: str,

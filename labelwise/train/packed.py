@@ -43,6 +43,7 @@ from ..nets import Critic, Generator, network_resolution
 from .engine import PRECISIONS, PackedIteration
 from .packed_layers import kernel_for, packed_conv
 from .checkpoint import delete_checkpoints, list_snapshots, load_resumable, save_checkpoint, save_snapshot
+from .writers import one_writer
 from .loop import (
     ALGORITHMS,
     LOG_COLUMNS,
@@ -253,6 +254,7 @@ def _resume_states(labels: list[_Label], outputs: list[Outputs], fingerprints: l
                  [lab.label for lab in labels], sorted(iterations), limit)
 
 
+@one_writer  # distinct outputs per label, and this job the only writer of its checkpoint folders
 def train_packed(
     shards: list[str | Path],
     model: str,

@@ -26,6 +26,8 @@ SOURCES = sorted([*(REPO / "labelwise").rglob("*.py"), *(REPO / "workflow" / "sc
 ALLOWED = {
     ("labelwise/device.py", "_try_lock"): "a GPU lock file held with flock, not an output; its content is a note",
     ("labelwise/cli.py", "setup_logging"): "a job's log file: appended as the job runs, so that it can be followed",
+    ("labelwise/train/writers.py", "checkpoint_lock"): "a checkpoint folder's lock file held with flock, not an output; "
+                                                       "its content names the holder",
 }
 WRITE_MODES = set("wax+")
 WRITE_FLAGS = {"O_WRONLY", "O_RDWR", "O_CREAT", "O_APPEND", "O_TRUNC"}

@@ -33,8 +33,9 @@ def outputs(root: Path) -> Outputs:
 
 
 def hidden(folder: Path) -> list[str]:
-    """Temporary files (atomic_path names them `.<stem>.tmp-<pid><suffix>`)."""
-    return sorted(p.name for p in folder.rglob(".*")) if folder.exists() else []
+    """Temporary files (atomic_path names them `.<stem>.tmp-<pid><suffix>`; the checkpoint folder's
+    `.lock` is not one)."""
+    return sorted(p.name for p in folder.rglob(".*.tmp-*")) if folder.exists() else []
 
 
 def same_weights(a: Path, b: Path) -> bool:
