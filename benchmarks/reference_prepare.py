@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from labelwise.data.pixels import to_rgb8
 from labelwise.images import write_images
 
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -32,7 +33,8 @@ def square_image(image: Image.Image, resolution: int) -> Image.Image:
 
 def read_image(path: Path, resolution: int) -> np.ndarray:
     with Image.open(path) as image:
-        rgb = ImageOps.exif_transpose(image).convert("RGB")
+        # The pixel rule of issue 16 (16-bit scaled, transparency onto black), which the pipeline applies too.
+        rgb, _ = to_rgb8(ImageOps.exif_transpose(image))
     return np.asarray(square_image(rgb, resolution), dtype=np.uint8).transpose(2, 0, 1)
 
 
