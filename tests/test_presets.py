@@ -59,4 +59,4 @@ def test_imagenet1k_preset_builds_a_1000_label_dag(tmp_path):
     result = snakemake(tmp_path, config, "--dry-run", "--quiet", "rules")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines() if len(line.split()) == 2}
-    assert rows.get("train") == "2000" and rows.get("sample") == "2000"
+    assert rows.get("train") == "2000" and rows.get("sample") == "2"  # sampling: one job per model
