@@ -41,7 +41,6 @@ rule real_stats:
         stats=expand(f"{DS}/stats/{{{{space}}}}/{{label}}.npz", label=LABELS),
     params:
         inception=inception_params,
-        labels=LABELS,
     threads: config["runtime"]["threads"]
     resources:
         gpu=evaluation_gpus,

@@ -93,11 +93,12 @@ def submitted(jobs: list[dict], local: set[str]) -> dict[str, int]:
     return counts
 
 
-def test_cifar10_preset_on_slurm_gives_every_evaluation_job_a_gpu_and_the_time_for_its_images(tmp_path):
+@pytest.mark.parametrize("device_args", [["--config", "runtime={device: cuda}"], []], ids=["cuda", "auto"])
+def test_cifar10_preset_on_slurm_gives_every_evaluation_job_a_gpu_and_the_time_for_its_images(tmp_path, device_args):
     env = checkout_copy(tmp_path, with_inception_weights=True)
-    # The command of issue 14's "Done when", as a user types it (no target: the default one).
-    jobs = dry_run(tmp_path, env, ["--profile", "profiles/slurm", "--configfile", "presets/cifar10.yaml",
-                                   "--config", "runtime={device: cuda}"])
+    # The command of issue 14's "Done when", as a user types it (no target: the default one); and
+    # without --config, the preset's device `auto`: the profile's set-resources give the GPU.
+    jobs = dry_run(tmp_path, env, ["--profile", "profiles/slurm", "--configfile", "presets/cifar10.yaml", *device_args])
     evaluation = [j for j in jobs if j["rule"] in EVALUATION_RULES]
     assert sorted({j["rule"] for j in evaluation}) == sorted(EVALUATION_RULES)
     # cifar10: 10 labels x 5,000 real images; 5,000 samples per label and model; two models.
@@ -159,3 +160,17 @@ def test_a_script_job_with_a_gpu_starts_again_behind_the_launcher(tmp_path):
         result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 1, result.stderr[-2000:]  # the stage's error status comes through
         assert record.read_text().splitlines() == [expected], (launcher, gpu)
+
+
+def test_on_the_cpu_the_wall_time_covers_inception_at_the_measured_cpu_rate(tmp_path):
+    """runtime.device cpu: no GPU asked for, and the wall time of an evaluation covers its 50,000
+    generated images at the 2.7 Inception images/s measured on one CPU thread (docs/benchmarks.md)."""
+    env = checkout_copy(tmp_path, with_inception_weights=True)
+    jobs = dry_run(tmp_path, env, ["--profile", "profiles/slurm", "--configfile", "presets/cifar10.yaml",
+                                   "--config", "runtime={device: cpu}"])
+    evaluate = [j for j in jobs if j["rule"] == "evaluate"]
+    assert len(evaluate) == 2
+    for job in evaluate:
+        assert int(job["resources"]["runtime"]) >= 50_000 / 2.7 / 60
+    # set-resources in profiles/slurm still reserve a GPU (resources are the profile's to set)
+    assert all(j["resources"].get("gpu") == "1" for j in evaluate)
