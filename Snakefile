@@ -2,12 +2,19 @@
 # Stages, one direction: prepare (shards) -> train (one job per model x label) -> sample ->
 # evaluate (classifier, real statistics, metrics) -> figures.
 # Usage: `make run` (or `snakemake --profile profiles/local`); configuration in config.yaml.
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
 configfile: "config.yaml"
+
+
+# `--sdm apptainer`: every job runs in this image, built from container/labelwise.def
+# (docs/environments.md); LABELWISE_CONTAINER names another image file or URI.
+container: os.environ.get("LABELWISE_CONTAINER", "labelwise.sif")
 
 
 include: "rules/common.smk"

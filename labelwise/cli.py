@@ -10,6 +10,7 @@
     labelwise curves  --config config.yaml --model wcgan      # figures/training_curves_wcgan.png|pdf
     labelwise compare --config config.yaml                    # figures/metrics_comparison.png|pdf
     labelwise table   --config config.yaml                    # paper/metrics_table.csv|md|tex
+    labelwise generate --config config.yaml --model wcgan --label 3 -n 16 --outdir my_images --grid
 
 Paths default to the pipeline's layout under --results (default: results/); the Snakemake rules
 pass explicit paths instead.  A LabelwiseError prints one `ERROR` log line, naming the culprit and the fix,
@@ -20,6 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -64,13 +68,37 @@ def run_guarded(fn, *args, **kwargs) -> int:
     return 0
 
 
+# Set in the process a launcher started, so that it runs the stage instead of launching again.
+LAUNCHED_ENV = "LABELWISE_LAUNCHED"
+
+
+def launch_command(smk) -> str | None:
+    """The command that reruns this script job behind `runtime.launcher` (`srun ...`, `jsrun ...`), or None.
+
+    Allocation mode (profiles/frontier, profiles/summit) runs Snakemake and its local jobs on a launch
+    or first node; a job that a profile gives a GPU (`gpu` resource: sampling, classifier, statistics,
+    evaluation) must run on a GPU of the allocation instead, as training does through the launcher in
+    its shell command.  A `script:` rule has no command to put a prefix in front of, so the script
+    starts itself again behind the launcher: Snakemake's copy of it (with the job's inputs, outputs
+    and params inside) lies in .snakemake/scripts/ of the working directory, on the shared file system.
+    """
+    launcher = str(smk.config.get("runtime", {}).get("launcher") or "").strip()
+    if not launcher or os.environ.get(LAUNCHED_ENV) or not int(smk.resources.get("gpu", 0) or 0):
+        return None
+    return f"{launcher} {shlex.quote(sys.executable)} {shlex.quote(os.path.abspath(sys.argv[0]))}"
+
+
 def snakemake_entry(smk, stage, torch: bool = True) -> None:
     """Entry point for `script:` rules: log to the rule's log file, run `stage(smk)`, exit 1 on bad input.
 
     Torch and the BLAS libraries get the rule's `threads` and no more: on a shared node, every
-    job spinning up one thread per core slows them all down several-fold.  torch=False: a stage
-    that never uses torch (data preparation: 1,000 jobs for ImageNet) skips importing it.
+    job spinning up one thread per core slows them all down several-fold.  In allocation mode a job
+    with a GPU runs behind the launcher (`launch_command`).  torch=False: a stage that never uses
+    torch (data preparation: 1,000 jobs for ImageNet) skips importing it.
     """
+    command = launch_command(smk)
+    if command is not None:
+        sys.exit(subprocess.call(command, shell=True, env={**os.environ, LAUNCHED_ENV: "1"}))
     from threadpoolctl import threadpool_limits
 
     setup_logging(smk.log[0] if smk.log else None)
@@ -299,6 +327,59 @@ def cmd_table(args) -> None:
                  caption=paper_table_caption(config, len(_labels(config))))
 
 
+def _generator_labels(path: Path) -> tuple[str | None, list[int]]:
+    """(model, labels) a generator file holds: one label, or a conditional model's labels."""
+    import torch
+
+    try:
+        payload = torch.load(_require([path], "train")[0], map_location="cpu", weights_only=True)
+        model = payload.get("model")
+        return model, [int(k) for k in payload["labels"]] if "labels" in payload else [int(payload["label"])]
+    except (KeyError, AttributeError, RuntimeError, ValueError) as exc:
+        raise LabelwiseError(f"{path}: not a labelwise generator file ({exc}); give a generators/<label>.pt of a run") from None
+
+
+def _generate_sources(args) -> tuple[str, list[tuple[Path, int]]]:
+    """The model name and the (generator file, label) pairs that `labelwise generate` draws from."""
+    wanted = None if args.label in (None, ["all"]) else args.label
+    if wanted is not None:
+        try:
+            wanted = [int(k) for k in wanted]
+        except ValueError:
+            raise LabelwiseError(f"generate --label takes label numbers or 'all', got {' '.join(args.label)}") from None
+    if args.generator:  # a given .pt: one label's generator, or the conditional model's
+        model, held = _generator_labels(Path(args.generator))
+        model = args.model or model or Path(args.generator).stem
+        missing = [k for k in (wanted or []) if k not in held]
+        if missing:
+            raise LabelwiseError(f"{args.generator} holds label(s) {held}, not {missing}; choose --label among them")
+        return model, [(Path(args.generator), k) for k in (wanted or held)]
+    if not args.config or not args.model:
+        raise LabelwiseError("generate needs --config and --model (the pipeline's generators) or --generator FILE.pt")
+    config = _config(args)
+    model, ds, labels = _model(args, config), _dataset_dir(args, config), _labels(config)
+    missing = [k for k in (wanted or []) if k not in labels]
+    if missing:
+        raise LabelwiseError(f"label(s) {missing} are not among the configured labels {labels} of {args.config}")
+    return model, [(ds / model / "generators" / f"{'all' if model == 'cgan' else k}.pt", k) for k in (wanted or labels)]
+
+
+def cmd_generate(args) -> None:
+    from .generate import generate_images
+
+    results, outdir = Path(args.results).resolve(), Path(args.outdir).resolve()
+    if outdir == results or results in outdir.parents:
+        raise LabelwiseError(f"--outdir {args.outdir} is inside the pipeline's results folder {args.results}; "
+                             "choose a folder outside it (generate never writes the pipeline's files)")
+    if args.n < 1:
+        raise LabelwiseError(f"generate -n must be at least 1, got {args.n}")
+    model, sources = _generate_sources(args)
+    paths = _require([p for p, _ in sources], f"train --model {model}" + ("" if model == "cgan" else " --label {stem}"))
+    written = generate_images(list(zip(paths, (k for _, k in sources))), model, args.n, args.seed, outdir,
+                              device=args.device, grid=args.grid, batch_size=args.batch_size)
+    log.info("wrote %d PNG file(s) to %s", len(written), outdir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="labelwise", description="Per-label GAN training: run a pipeline stage without Snakemake.")
     p.add_argument("--version", action="version", version=f"labelwise {__import__('labelwise').__version__}")
@@ -345,6 +426,18 @@ def build_parser() -> argparse.ArgumentParser:
     stage("curves", cmd_curves, "training curves of one model from its train logs, PNG and PDF", model=True)
     stage("compare", cmd_compare, "metrics comparison figure of every evaluated model, PNG and PDF")
     stage("table", cmd_table, "the papers' metrics table of every evaluated model: CSV, Markdown, LaTeX")
+
+    sp = stage("generate", cmd_generate, "N images per label from trained generators as PNG files (never touches results/)",
+               config_required=False)
+    sp.add_argument("--model", help="the model whose generators to use (with --config); with --generator: the file names' prefix")
+    sp.add_argument("--generator", help="a generator file (.pt) to use instead of the pipeline's (one label's, or the cgan's)")
+    sp.add_argument("--label", nargs="+", help="label number(s), or 'all' (default: all the configured or held labels)")
+    sp.add_argument("-n", type=int, default=16, help="images per label (default: 16)")
+    sp.add_argument("--seed", type=int, default=0, help="the same seed gives the same images (default: 0)")
+    sp.add_argument("--outdir", required=True, help="folder for <model>_label<k>_<i>.png (outside the results folder)")
+    sp.add_argument("--grid", action="store_true", help="also write <model>_grid.png: one row per label")
+    sp.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    sp.add_argument("--batch-size", type=int, default=256, help="images per generator call (default: 256)")
     return p
 
 

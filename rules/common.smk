@@ -10,6 +10,7 @@ from snakemake.utils import validate
 import labelwise.config
 import labelwise.paths
 import labelwise.plan
+import labelwise.walltime
 from labelwise.errors import LabelwiseError
 
 
@@ -17,6 +18,10 @@ def _config_error(message):
     # One line, before any job runs; Snakemake's own traceback would bury it.
     sys.exit(f"labelwise: config error: {message}")
 
+
+# envs/*.yaml install labelwise from ${LABELWISE_ROOT} (pip expands it): this checkout, wherever
+# Snakemake copies the env files and whatever the working directory (--sdm conda).
+os.environ["LABELWISE_ROOT"] = workflow.basedir
 
 # Snakemake's YAML readers keep the last of repeated keys, read `1e-4` as a string and an unquoted
 # `off` as False, and `--config models='{wcgan: {width: 8}}'` gives every nested number as a string.
@@ -110,11 +115,11 @@ def model_train_settings(model):
     return json.dumps(labelwise.plan.train_settings(config, model, len(LABELS)), sort_keys=True)
 
 
-def generator_of(wildcards):
+def generator_of(model, label):
     """The generator a label's samples come from: its own, or the one conditional model's."""
-    if wildcards.model == "cgan":
+    if model == "cgan":
         return f"{DS}/cgan/generators/all.pt"
-    return f"{DS}/{wildcards.model}/generators/{wildcards.label}.pt"
+    return f"{DS}/{model}/generators/{label}.pt"
 
 
 def train_logs_of(model):
@@ -141,8 +146,30 @@ def train_gpus(wildcards):
     return 1 if config["runtime"]["device"].startswith("cuda") else 0
 
 
+# Sampling and evaluation ask for a GPU the same way (rules/evaluate.smk, rule sample).
+evaluation_gpus = train_gpus
+
+
+def on_gpu(rule_name):
+    """Whether `rule_name`'s jobs compute on a GPU: runtime.device asks for CUDA, or it is `auto` and a
+    profile's set-resources gives the rule a GPU (profiles/slurm does)."""
+    device = config["runtime"]["device"]
+    given = workflow.resource_settings.overwrite_resources.get(rule_name, {}).get("gpu")
+    return device.startswith("cuda") or (device == "auto" and bool(getattr(given, "value", given)))
+
+
+def evaluation_runtime(rule_name, work):
+    """Resource `runtime` (minutes) of an evaluation rule: `work(wildcards)` (network -> images) at the
+    assumed rate of its device kind (labelwise.walltime); a profile's set-resources still wins."""
+    return lambda wildcards: labelwise.walltime.minutes(work(wildcards), on_gpu(rule_name))
+
+
+N_GENERATED = len(LABELS) * EVALUATION["samples_per_label"]  # per model
+REAL_PER_LABEL = labelwise.walltime.REAL_IMAGES_PER_LABEL[DATA["source"]]
+
+
 def real_stats_inputs(wildcards):
-    inputs = {"shard": f"{DS}/shards/{wildcards.label}.h5", "meta": META}
+    inputs = {"shards": expand(f"{DS}/shards/{{label}}.h5", label=LABELS), "meta": META}
     if wildcards.space == "classifier":
         inputs["classifier"] = f"{DS}/classifier/classifier.pt"
     return inputs
@@ -152,7 +179,7 @@ def inception_params(wildcards):
     """Only the Inception statistics depend on the Inception settings."""
     if wildcards.space != "inception":
         return {}
-    return {k: EVALUATION[k] for k in ("inception", "inception_weights")}
+    return {k: EVALUATION[k] for k in ("inception", "inception_weights", "feature_batch_size")}
 
 
 def samples_of(model):

@@ -1,6 +1,9 @@
 # Evaluation: a label classifier trained once per dataset, real-image feature statistics computed
-# once per feature space x label (reused by every model and rerun), then per-model metrics.
+# once per feature space for every label (reused by every model and rerun), then per-model metrics.
 # Only `evaluation.*` reaches these rules, so changing it never retrains a generator.
+# On a cluster each is one job on one GPU when runtime.device asks for CUDA (or a profile gives the
+# rule a GPU), with a wall time from the images it processes (labelwise.walltime): one job per
+# space or model rather than per label, so a run submits few of them.
 
 
 rule classifier:
@@ -15,6 +18,13 @@ rule classifier:
         epochs=config["evaluation"]["classifier_epochs"],
         seed=config["seed"],
     threads: config["runtime"]["threads"]
+    resources:
+        gpu=evaluation_gpus,
+        # forward and backward passes: about three forward passes per image and epoch
+        runtime=evaluation_runtime(
+            "classifier",
+            lambda w: {"classifier": 3 * EVALUATION["classifier_epochs"] * len(SHARDED_LABELS) * REAL_PER_LABEL},
+        ),
     log:
         f"logs/{DATASET}/classifier.log",
     benchmark:
@@ -29,14 +39,17 @@ rule real_stats:
     input:
         unpack(real_stats_inputs),
     output:
-        stats=f"{DS}/stats/{{space}}/{{label}}.npz",
+        stats=expand(f"{DS}/stats/{{{{space}}}}/{{label}}.npz", label=LABELS),
     params:
         inception=inception_params,
     threads: config["runtime"]["threads"]
+    resources:
+        gpu=evaluation_gpus,
+        runtime=evaluation_runtime("real_stats", lambda w: {w.space: len(LABELS) * REAL_PER_LABEL}),
     log:
-        f"logs/{DATASET}/stats/{{space}}/{{label}}.log",
+        f"logs/{DATASET}/stats/{{space}}.log",
     benchmark:
-        f"{DS}/benchmarks/stats/{{space}}/{{label}}.tsv"
+        f"{DS}/benchmarks/stats/{{space}}.tsv"
     conda:
         "../envs/evaluate.yaml"
     script:
@@ -62,6 +75,9 @@ rule evaluate:
         labels=LABELS,
         stats_dir=f"{DS}/stats",
     threads: config["runtime"]["threads"]
+    resources:
+        gpu=evaluation_gpus,
+        runtime=evaluation_runtime("evaluate", lambda w: {space: N_GENERATED for space in SPACES}),
     log:
         f"logs/{DATASET}/evaluate/{{model}}.log",
     benchmark:
@@ -92,6 +108,13 @@ rule snapshot_metrics:
         seed=config["seed"],
         stats_dir=f"{DS}/stats",
     threads: config["runtime"]["threads"]
+    resources:
+        gpu=evaluation_gpus,
+        # every snapshot: its samples drawn, then put through each feature space
+        runtime=evaluation_runtime(
+            "snapshot_metrics",
+            lambda w: {net: len(SNAPSHOTS) * N_GENERATED for net in ("generator", *SPACES)},
+        ),
     log:
         f"logs/{DATASET}/evaluate/fid_vs_time_{{model}}.log",
     benchmark:

@@ -1,4 +1,6 @@
 # Figures for people: the sample grid of each model (one row per label), PNG + PDF.
+# Every rule here takes seconds: localrules, run by the Snakemake process itself, never a cluster job
+# of their own waiting in a queue (a default run through profiles/slurm submitted 39 such jobs).
 
 
 rule sample_grid:
@@ -14,6 +16,7 @@ rule sample_grid:
     params:
         figures=config["figures"],
         dataset=DATASET,
+    localrule: True
     log:
         f"logs/{DATASET}/figures/samples_{{model}}.log",
     conda:
@@ -35,6 +38,7 @@ rule training_curves:
     params:
         figures=config["figures"],
         dataset=DATASET,
+    localrule: True
     log:
         f"logs/{DATASET}/figures/training_curves_{{model}}.log",
     conda:
@@ -56,6 +60,7 @@ rule metrics_comparison:
     params:
         figures=config["figures"],
         dataset=DATASET,
+    localrule: True
     log:
         f"logs/{DATASET}/figures/metrics_comparison.log",
     conda:
@@ -73,6 +78,7 @@ rule paper_table:
         tex=f"{DS}/paper/metrics_table.tex",
     params:
         caption=lambda w: labelwise.plan.paper_table_caption(config, len(LABELS)),
+    localrule: True
     log:
         f"logs/{DATASET}/figures/paper_table.log",
     conda:
@@ -102,6 +108,7 @@ rule fid_vs_time_figure:
     params:
         figures=config["figures"],
         dataset=DATASET,
+    localrule: True
     log:
         f"logs/{DATASET}/figures/fid_vs_time.log",
     conda:

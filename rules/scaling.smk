@@ -132,6 +132,7 @@ rule scaling_figure:
         dataset=DATASET,
         model=SCALING_MODEL,
         iterations=SCALING["iterations"],
+    localrule: True
     log:
         f"logs/{DATASET}/figures/weak_scaling.log",
     conda:

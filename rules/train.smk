@@ -115,18 +115,24 @@ rule train_cgan:
         + TRAIN_RUNTIME_ARGS + SNAPSHOTS_ARG + " 2> {log:q}"
 
 
+# One sampling job per model for all its labels: seconds of work on a GPU, so not a job per label.
 rule sample:
     input:
-        generator=generator_of,
+        generators=lambda w: [generator_of(w.model, k) for k in LABELS],
         meta=META,
     output:
-        samples=f"{DS}/{{model}}/samples/{{label}}.h5",
+        samples=expand(f"{DS}/{{{{model}}}}/samples/{{label}}.h5", label=LABELS),
     params:
+        labels=LABELS,
         n=config["evaluation"]["samples_per_label"],
         batch_size=config["evaluation"]["batch_size"],
         seed=config["seed"],
+    threads: config["runtime"]["threads"]
+    resources:
+        gpu=evaluation_gpus,
+        runtime=evaluation_runtime("sample", lambda w: {"generator": N_GENERATED}),
     log:
-        f"logs/{DATASET}/sample/{{model}}/{{label}}.log",
+        f"logs/{DATASET}/sample/{{model}}.log",
     conda:
         "../envs/train.yaml"
     script:

@@ -1,4 +1,5 @@
-"""Snakemake entry point of rule real_stats: one label's real images -> feature statistics (.npz)."""
+"""Snakemake entry point of rule real_stats: every selected label's real images -> feature statistics
+(.npz per label) in one feature space, the space opened once."""
 from labelwise.cli import snakemake_entry
 from labelwise.metrics.realstats import write_real_stats
 
@@ -13,8 +14,10 @@ def real_stats(smk):
         from labelwise.metrics.inception import InceptionSpace
 
         p = smk.params.inception
-        space, _ = InceptionSpace.from_settings("required", p["inception_weights"], device=device)
-    write_real_stats(smk.input.shard, smk.output.stats, space)
+        space, _ = InceptionSpace.from_settings("required", p["inception_weights"], device=device,
+                                                batch_size=p["feature_batch_size"])
+    for shard, out in zip(smk.input.shards, smk.output.stats):
+        write_real_stats(shard, out, space)
 
 
 snakemake_entry(snakemake, real_stats)  # noqa: F821 (injected by Snakemake)

@@ -1,4 +1,4 @@
-"""Snakemake entry point of rule sample (rules/train.smk): generator -> samples HDF5."""
+"""Snakemake entry point of rule sample (rules/train.smk): one model's generators -> a samples HDF5 per label."""
 import json
 
 from labelwise.cli import snakemake_entry
@@ -7,11 +7,10 @@ from labelwise.sample import sample_label
 
 def sample(smk):
     class_names = json.loads(open(smk.input.meta).read())["class_names"]
-    label = int(smk.wildcards.label)
     runtime = smk.config["runtime"]  # how to run, not what to compute: deliberately not a param
-    sample_label(smk.input.generator, smk.output.samples, smk.params.n, smk.params.seed, label=label,
-                 class_name=class_names[label], device=runtime["device"], threads=smk.threads,
-                 batch_size=smk.params.batch_size)
+    for label, generator, out in zip(smk.params.labels, smk.input.generators, smk.output.samples):
+        sample_label(generator, out, smk.params.n, smk.params.seed, label=label, class_name=class_names[label],
+                     device=runtime["device"], threads=smk.threads, batch_size=smk.params.batch_size)
 
 
 snakemake_entry(snakemake, sample)  # noqa: F821 (injected by Snakemake)
