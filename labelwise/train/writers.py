@@ -73,7 +73,9 @@ def checkpoint_lock(folder: str | os.PathLike) -> Iterator[None]:
     """Hold the exclusive lock of the checkpoint folder `folder` (created if missing) in this block."""
     folder = Path(folder)
     path = folder / LOCK_NAME
-    created = not folder.exists()
+    # The folders this call creates (the checkpoint folder and any missing parents, e.g. <model>/):
+    # removed again if the job leaves them without a checkpoint.
+    created = [d for d in (folder, *folder.parents) if not d.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -103,7 +105,8 @@ def checkpoint_lock(folder: str | os.PathLike) -> Iterator[None]:
             with contextlib.suppress(OSError):
                 if os.listdir(folder) == [LOCK_NAME]:
                     path.unlink()
-                    folder.rmdir()
+                    for directory in created:  # innermost first; stops at the first one not empty
+                        directory.rmdir()
         os.close(fd)  # releases the lock
 
 
