@@ -118,7 +118,8 @@ def test_cifar10_preset_on_slurm_gives_every_evaluation_job_a_gpu_and_the_time_f
         assert int(res["runtime"]) >= needed_minutes, f"{key}: {res['runtime']} min for {needed_minutes:.0f} min of work"
         assert int(res["runtime"]) <= 120, f"{key}: {res['runtime']} min is far more than a GPU needs"
     counts = submitted(jobs, local_rules(tmp_path))
-    assert counts == {"prepare": 1, "train": 20, "classifier": 1, "real_stats": 2, "sample": 2, "evaluate": 2}
+    # the preset packs its 10 labels into one training job per model (runtime.labels_per_job 40)
+    assert counts == {"prepare": 1, "train_labels_0_9": 2, "classifier": 1, "real_stats": 2, "sample": 2, "evaluate": 2}
 
 
 @pytest.mark.parametrize("labels_per_job", [1, 10])
