@@ -16,19 +16,10 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from labelwise.data.pixels import to_rgb8
+from labelwise.data.sources import square_image  # unchanged by issue 15: one copy
 from labelwise.images import write_images
 
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
-
-
-def square_image(image: Image.Image, resolution: int) -> Image.Image:
-    width, height = image.size
-    scale = resolution / min(width, height)
-    size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
-    if size != image.size:
-        image = image.resize(size, Image.BICUBIC)
-    left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
-    return image.crop((left, top, left + resolution, top + resolution))
 
 
 def read_image(path: Path, resolution: int) -> np.ndarray:
