@@ -46,6 +46,8 @@ def train_settings(config: dict, model: str, n_labels: int) -> dict:
     budget = dict(config["budget"])
     if not budget.get("snapshots"):
         budget.pop("snapshots", None)  # no snapshots: the same params (no rerun) as before the key existed
+    if budget.get("gflop") is None:
+        budget.pop("gflop", None)  # no compute budget: likewise
     if model == "cgan":
         budget["iterations"] *= n_labels
         if budget["minutes"]:
