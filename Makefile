@@ -6,11 +6,12 @@ PROFILE ?= profiles/local
 SNAKEMAKE_ARGS ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+QUALITY_ARGS ?=
 
 # Rules call the `labelwise` command: the venv's bin must come first on PATH.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: run test bench venv clean report
+.PHONY: run test bench quality venv clean report
 .DEFAULT_GOAL := run
 
 $(VENV)/.stamp: requirements.lock pyproject.toml tools/bootstrap_venv.sh tools/cpu_torchvision_shim.py
@@ -30,6 +31,12 @@ test: $(VENV)/.stamp
 # The benchmark suite (docs/benchmarks.md): medians and ratios against references, same run.
 bench: $(VENV)/.stamp
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+# Issue 13's comparison of GAN variants at equal compute (docs/quality.md): ≈ 40 CPU-minutes.
+quality: $(VENV)/.stamp
+	nice $(PY) benchmarks/quality.py --dataset mnist5k --gflop 3000 --labels 3 8 $(QUALITY_ARGS)
+	nice $(PY) benchmarks/quality.py --dataset cifar10-mini --gflop 2000 --labels 1 7 $(QUALITY_ARGS)
+	$(PY) benchmarks/quality.py --report
 
 clean:
 	rm -rf results logs .snakemake report.html
