@@ -82,7 +82,7 @@ def run_dataset(name: str, labels: list[int], gflop: float, seeds: list[int], ou
             for label in labels:
                 outs = Outputs(base / f"g{label}.pt", base / f"log{label}.csv", base / f"ckpt{label}",
                                base / f"snap{label}.pt")
-                if not outs.generator.is_file():
+                if not (outs.generator.is_file() and outs.snapshots.is_file()):
                     before = resource.getrusage(resource.RUSAGE_SELF).ru_utime
                     train_label(shards[label], model, model_settings,
                                 Budget(iterations=10**7, gflop=gflop, checkpoint_every=10**7, snapshots=SNAPSHOTS),
@@ -148,11 +148,17 @@ def report(files: list[Path], markdown: Path, figure: Path) -> None:
             xs = [p["gflop"] for p in runs[0]["curve"]]
             ys = [statistics.mean(r["curve"][i]["fid"] for r in runs) for i in range(len(xs))]
             ax.plot(xs, ys, marker="o", label=variant, linestyle="--" if v["model"] == "dccgan" else "-")
-        ax.set_title(f"{res['dataset']}, labels {res['labels']}")
         ax.set_xlabel("training compute per label (counted GFLOP)")
-        ax.set_ylabel("classifier FID (pooled over labels, lower is better)")
+        # Training time: the CPU seconds those FLOPs took here (user time of the training calls, so
+        # the machine's load does not enter), one thread.
+        runs = [r for v in res["variants"].values() for r in v["runs"] if r["train_cpu_seconds_this_run"] > 0]
+        if runs:
+            rate = sum(r["training"]["total"]["gflop"] for r in runs) / sum(r["train_cpu_seconds_this_run"] for r in runs)
+            top = ax.secondary_xaxis("top", functions=(lambda g, r=rate: g / r, lambda t, r=rate: t * r))
+            top.set_xlabel(f"training time per label (CPU seconds, 1 thread; {rate:.0f} GFLOP/s measured)")
+        ax.set_ylabel("classifier FID (pooled over labels; lower is better)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, title=f"{res['dataset']}, labels {res['labels']}", title_fontsize=8)
     fig.tight_layout()
     figure.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(figure.with_suffix(".png"), dpi=150)
