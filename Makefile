@@ -32,10 +32,13 @@ test: $(VENV)/.stamp
 bench: $(VENV)/.stamp
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
-# Issue 13's comparison of GAN variants at equal compute (docs/quality.md): ≈ 40 CPU-minutes.
+# Issue 13's comparison of GAN variants at equal compute (docs/quality.md): ≈ 25 CPU-minutes.
+QUALITY_VARIANTS = "W-CGAN" "W-CGAN + DiffAugment + EMA" "DC-CGAN"
 quality: $(VENV)/.stamp
-	nice $(PY) benchmarks/quality.py --dataset mnist5k --gflop 3000 --labels 3 8 $(QUALITY_ARGS)
-	nice $(PY) benchmarks/quality.py --dataset cifar10-mini --gflop 2000 --labels 1 7 $(QUALITY_ARGS)
+	nice $(PY) benchmarks/quality.py --dataset mnist5k --gflop 3000 --labels 3 8 \
+		--variants $(QUALITY_VARIANTS) "DC-CGAN + DiffAugment + EMA" $(QUALITY_ARGS)
+	nice $(PY) benchmarks/quality.py --dataset cifar10-mini --gflop 2000 --labels 1 7 \
+		--variants $(QUALITY_VARIANTS) $(QUALITY_ARGS)
 	$(PY) benchmarks/quality.py --report
 
 clean:
