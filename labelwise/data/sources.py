@@ -387,7 +387,7 @@ def _draft(image: Image.Image, resolution: int) -> None:
         image.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
 
 
-def _read_image(path: Path, resolution: int, draft: bool = False) -> tuple[np.ndarray, bool]:
+def read_image(path: Path, resolution: int, draft: bool = False) -> tuple[np.ndarray, bool]:
     """The image as uint8 C×H×W and whether transparency was composited (labelwise.data.pixels)."""
     with Image.open(path) as image:
         if draft:
@@ -405,7 +405,7 @@ def _decode(path: Path, resolution: int, draft: bool) -> tuple[np.ndarray, bool]
         except OSError as exc:
             return f"unreadable symbolic link ({exc.strerror})"
     try:
-        return _read_image(path, resolution, draft)
+        return read_image(path, resolution, draft)
     except _IMAGE_ERRORS as exc:
         return f"{type(exc).__name__}: {exc}"
 

@@ -62,7 +62,7 @@ def resolve_inception_weights(configured_path: str | os.PathLike | None) -> Path
     return None
 
 
-def _fetch_hint(target: Path) -> str:
+def fetch_hint(target: Path) -> str:
     return f"on a machine with internet: wget -O {target.name} {URL_INCEPTION_V3}, then copy the file to {target}"
 
 
@@ -87,7 +87,7 @@ def locate_weights(mode: str, configured_path: str | os.PathLike | None) -> tupl
     if mode == "required":
         raise LabelwiseError(
             f"Inception weights not found: {where} (evaluation.inception is 'required', and nothing is downloaded "
-            f"at run time). Fix: {put}; {_fetch_hint(target)}; or set evaluation.inception: auto to skip "
+            f"at run time). Fix: {put}; {fetch_hint(target)}; or set evaluation.inception: auto to skip "
             "Inception metrics"
         )
-    return None, f"Inception weights not found: {where}; to enable Inception metrics {put} ({_fetch_hint(target)})"
+    return None, f"Inception weights not found: {where}; to enable Inception metrics {put} ({fetch_hint(target)})"

@@ -153,7 +153,7 @@ class PackedIteration:
 
     def _capture(self, idx: torch.Tensor) -> None:
         """Capture `_body` in a CUDA graph; on any failure stay eager and say why, once."""
-        why = _graph_unsupported(self.opt_g, self.opt_d)
+        why = graph_unsupported(self.opt_g, self.opt_d)
         graph = None
         if why is None:
             try:
@@ -181,7 +181,8 @@ class PackedIteration:
         log.info("training iteration captured in a CUDA graph after %d eager iterations", self.eager_calls)
 
 
-def _graph_unsupported(*optimizers) -> str | None:
+def graph_unsupported(*optimizers) -> str | None:
+    """Why a training iteration with these optimizers cannot be captured in a CUDA graph; None if it can."""
     for opt in optimizers:
         if not all(group.get("capturable") for group in opt.param_groups):
             return "the optimizers were not built with capturable=True"

@@ -44,26 +44,19 @@ from .engine import PRECISIONS, PackedIteration
 from .packed_layers import kernel_for, packed_conv
 from .checkpoint import delete_checkpoints, list_snapshots, load_resumable, save_checkpoint, save_snapshot
 from .writers import one_writer
+from ..trainlog import LOG_COLUMNS, write_log
+from .common import Cadence, StopRequest, divergence_error, first_names, training_fingerprint
+from .generator_files import generator_payload, write_generator, write_snapshot_bundle
 from .loop import (
     ALGORITHMS,
-    LOG_COLUMNS,
     Budget,
     Outputs,
     TrainResult,
-    _Cadence,
-    _divergence_error,
-    _fingerprint,
-    _first_names,
-    _StopRequest,
     build_networks,
     checkpoint_state,
-    generator_payload,
     images_to_tensor,
     label_generators,
     read_label_shard,
-    write_generator,
-    write_log,
-    write_snapshot_bundle,
 )
 
 log = logging.getLogger("labelwise.train")
@@ -316,7 +309,7 @@ def train_packed(
     bs = int(settings["batch_size"])
     latent_dim = int(settings["latent_dim"])
     critic_steps = int(settings["critic_steps"])
-    fingerprints = [_fingerprint(model, settings, seed, lab.label, lab.sha256) for lab in group]
+    fingerprints = [training_fingerprint(model, settings, seed, lab.label, lab.sha256) for lab in group]
     nets = [build_networks(model, settings, channels, resolution, seed, lab.label, dev) for lab in group]
     gens, critics = [g for g, _ in nets], [c for _, c in nets]
     rngs = [label_generators(seed, lab.label, dev) for lab in group]
@@ -398,13 +391,13 @@ def train_packed(
         for j, out in enumerate(outputs):
             save_checkpoint(out.checkpoints, iteration, snapshot(iteration, j, g_sd, c_sd, og_sd, od_sd))
 
-    cadence = _Cadence(budget, start, progress_seconds, labels=k)
+    cadence = Cadence(budget, start, progress_seconds, labels=k)
     pending: list[torch.Tensor] = []  # per-iteration (4, K) diagnostics, reduced at each log point
     iteration, stopped_by = start, "iterations"
     take_snapshots(start)  # a checkpoint that sits exactly on a snapshot point not yet taken
     gen.train()
     critic.train()
-    with _StopRequest() as stop:
+    with StopRequest() as stop:
         while iteration < budget.iterations:
             t0 = time.monotonic()
             pending.append(step())
@@ -422,7 +415,7 @@ def train_packed(
                 bad = [j for j in range(k) if not bool(torch.isfinite(means[:2, j]).all())]
                 if bad:
                     detail = "; ".join(f"label {ids[j]}: d_loss={means[0, j].item()}, g_loss={means[1, j].item()}" for j in bad)
-                    raise _divergence_error(name, f"non-finite loss by iteration {iteration} ({detail})",
+                    raise divergence_error(name, f"non-finite loss by iteration {iteration} ({detail})",
                                             "the last good checkpoints are kept", model)
                 for j, lab in enumerate(group):
                     lab.rows.append((iteration, lab.elapsed, *means[:, j].tolist()))
@@ -431,8 +424,8 @@ def train_packed(
                 # snapshot, a checkpoint or a generator file.
                 bad = _nonfinite_by_label(k, {"generator": gen.state_dict(), "critic": critic.state_dict()})
                 if any(bad):
-                    detail = "; ".join(f"label {ids[j]}: {_first_names(b)}" for j, b in enumerate(bad) if b)
-                    raise _divergence_error(name, f"non-finite weights at iteration {iteration} ({detail})",
+                    detail = "; ".join(f"label {ids[j]}: {first_names(b)}" for j, b in enumerate(bad) if b)
+                    raise divergence_error(name, f"non-finite weights at iteration {iteration} ({detail})",
                                             "not checkpointed, the last good checkpoints are kept", model)
             take_snapshots(iteration)  # before the checkpoint: a resume from it finds the snapshot taken
             if checkpoint_due:
