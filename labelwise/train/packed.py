@@ -1,30 +1,11 @@
 """Packed training: K labels' GANs trained in one process as one batched computation.
 
-Nothing is shared between labels; packing only changes how the arithmetic is batched.  K copies of
-the per-label Generator/Critic become one module whose convolutions are K-label convolutions (the
-channel layout is (B, K*C, H, W) and channel block k is label k's network), computed as grouped
-convolutions (groups=K) or as one batched matrix product over the labels
-(`labelwise.train.packed_layers`, runtime.packed_kernel), so:
-
-* a K-label convolution applies label k's weights to label k's channels only;
-* BatchNorm2d over K*C channels normalises each channel over the batch, i.e. per label;
-* the losses (`labelwise.losses`) reduce over the batch dimension only, giving K per-label losses,
-  and the gradient penalty takes one norm per sample per label;
-* the optimised loss is the sum of the K losses, so each label's parameters get exactly the
-  gradient of its own loss, and Adam, being elementwise, is K independent Adams.
-
-Every label keeps its own seed (`label_seed`), its own two random streams drawn exactly as
-`train_label` draws them (batch indices from its own image count, noise and GP mixing weights), its
-own log, its own checkpoints and generator snapshots (budget.snapshots) in `train_label`'s format, so packed training of K labels gives
-the same weights as K separate `train_label` runs up to floating-point rounding (packed kernels
-sum in another order), and either can resume the other's checkpoints.  Outputs are the ordinary
-per-label generator files and log CSVs.
-
-What packing does change: all K labels advance in lock step, so one label's divergence (or a
-SIGTERM) stops the group, and the `minutes` budget is the group's wall clock.  On a CPU packing
-gains little — these networks are convolution-bound, and a grouped convolution costs about what
-its K separate ones cost (docs/benchmarks.md has the measurements); it is meant for devices that
-small per-label networks leave idle.
+`train_packed` trains K labels of a per-label model (runtime.labels_per_job) as one network of
+K-label convolutions (`labelwise.train.packed_layers`) with per-label batch norm, losses and Adam,
+one iteration at a time (`labelwise.train.engine.PackedIteration`).  Nothing passes between labels:
+each label keeps its seed, random streams, log, checkpoints and snapshots in `train_label`'s format,
+so it ends with the weights of its own `train_label` run up to rounding, and either resumes the
+other's checkpoints.  How and why: docs/packed-training.md.
 """
 from __future__ import annotations
 
