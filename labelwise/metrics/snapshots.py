@@ -1,15 +1,12 @@
 """FID along training: a model's generator snapshots (budget.snapshots) against the real statistics.
 
 For every snapshot point reached by all labels, evaluation.samples_per_label images per label are
-drawn from the snapshot with the same noise as the final samples (`sample.draw`), and compared with
-the cached real statistics of each label in every feature space (classifier; Inception when its
-weights are present): pooled FID and intra-FID, computed by the same code as metrics.json
-(`evaluate.space_metrics`).  Each point carries the training wall time at which it was taken: the
-mean over labels of the per-label jobs' elapsed seconds, or the conditional model's own.
-
-The curve also gets its end (`add_end_of_training`): the final generators' FIDs from the model's
-metrics.json at the training logs' last wall time, so it reaches the end of the budget whether or
-not a snapshot was taken there (and, under a minutes budget, wherever each job stopped).
+drawn from the snapshot with the same noise as the final samples (`sample.draw`) and compared with
+the cached real statistics in every feature space by the code of metrics.json
+(`evaluate.space_metrics`: pooled FID and intra-FID).  Each point carries the training wall time at
+which it was taken (the mean over labels of the per-label jobs' elapsed seconds, or the conditional
+model's own), and the curve ends at the final generators' FIDs from metrics.json at the training
+logs' last wall time (`add_end_of_training`), wherever each job stopped.
 """
 from __future__ import annotations
 
