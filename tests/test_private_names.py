@@ -26,11 +26,16 @@ def python_files() -> list[Path]:
 
 
 def project_top_names() -> set[str]:
-    """First components a project import can start with: the package, and the modules and packages
-    the scripts, benchmarks and tests import from their own folders (`harness`, `conftest`, `cases`)."""
-    names = {"labelwise"}
+    """First components a project import can start with: the top-level modules and packages of the
+    folders that are on sys.path when their code runs (`labelwise`; `harness` and `cases` of
+    benchmarks/, `conftest` and `test_train` of tests/), not the package's own submodules, whose
+    names (`io`, `stats`) are also the standard library's."""
+    names = set()
     for path in python_files():
-        names.add(path.stem if path.name != "__init__.py" else path.parent.name)
+        if not (path.parent / "__init__.py").exists():
+            names.add(path.stem)
+        elif not (path.parent.parent / "__init__.py").exists():
+            names.add(path.parent.name)
     return names
 
 
