@@ -29,8 +29,8 @@ from ..device import select_device, set_threads
 from ..errors import LabelwiseError
 from ..data.shards import read_shard_file
 from ..nets import ConditionalGenerator, Critic, Generator, ProjectionCritic, dcgan_init_, network_resolution
-from .engine import PRECISIONS, autocast_forward, to_device
 from ..trainlog import LOG_COLUMNS, write_log
+from .engine import PRECISIONS, autocast_forward, to_device
 from .checkpoint import (delete_checkpoints, list_snapshots, load_resumable, nonfinite_tensors, save_checkpoint,
                          save_snapshot)
 from .common import Cadence, StopRequest, divergence_error, first_names, training_fingerprint

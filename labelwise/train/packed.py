@@ -21,11 +21,11 @@ from .. import losses
 from ..device import select_device, set_threads
 from ..errors import LabelwiseError
 from ..nets import Critic, Generator, network_resolution
+from ..trainlog import LOG_COLUMNS, write_log
 from .engine import PRECISIONS, PackedIteration
 from .packed_layers import kernel_for, packed_conv
 from .checkpoint import delete_checkpoints, list_snapshots, load_resumable, save_checkpoint, save_snapshot
 from .writers import one_writer
-from ..trainlog import LOG_COLUMNS, write_log
 from .common import Cadence, StopRequest, divergence_error, first_names, training_fingerprint
 from .generator_files import generator_payload, write_generator, write_snapshot_bundle
 from .loop import (
