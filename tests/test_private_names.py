@@ -4,7 +4,8 @@ A name with a leading underscore is free to change with its module; a caller els
 (`from labelwise.x import _helper`) or reaches for it (`x._helper`, `monkeypatch.setattr(x, "_helper",
 ...)`) breaks silently when it does.  What another module needs is public, or the caller goes through
 the public API.  This test reads every Python file of labelwise/, workflow/scripts/, benchmarks/ and
-tests/ and the import lines of the Snakefile and rules/*.smk, and names each such use by file:line.
+tests/, and the import lines and dotted `labelwise.` names of the Snakefile and rules/*.smk, and
+names each such use by file:line.
 Dunder names (`__version__`) are public by convention; third-party modules (torch, snakemake) are not
 this project's to fix and are left out.
 """
@@ -29,7 +30,7 @@ def project_top_names() -> set[str]:
     """First components a project import can start with: the top-level modules and packages of the
     folders that are on sys.path when their code runs (`labelwise`; `harness` and `cases` of
     benchmarks/, `conftest` and `test_train` of tests/), not the package's own submodules, whose
-    names (`io`, `stats`) are also the standard library's."""
+    names can be the standard library's (`labelwise/io.py`)."""
     names = set()
     for path in python_files():
         if not (path.parent / "__init__.py").exists():
