@@ -1,20 +1,10 @@
 """The `labelwise` command line: every pipeline stage, runnable without Snakemake.
 
-    labelwise prepare --config config.yaml          # raw dataset -> results/<dataset>/shards/*.h5
-    labelwise train   --config config.yaml --model wcgan --label 3
-    labelwise train   --config config.yaml --model wcgan --label 0 1 2 3   # one packed job
-    labelwise sample  --config config.yaml --model wcgan --label 3
-    labelwise grid    --config config.yaml --model wcgan
-    labelwise classifier --config config.yaml                # the offline label classifier
-    labelwise evaluate --config config.yaml --model wcgan     # metrics.json + metrics.csv
-    labelwise curves  --config config.yaml --model wcgan      # figures/training_curves_wcgan.png|pdf
-    labelwise compare --config config.yaml                    # figures/metrics_comparison.png|pdf
-    labelwise table   --config config.yaml                    # paper/metrics_table.csv|md|tex
-    labelwise generate --config config.yaml --model wcgan --label 3 -n 16 --outdir my_images --grid
-
-Paths default to the pipeline's layout under --results (default: results/); the Snakemake rules
-pass explicit paths instead.  A LabelwiseError prints one `ERROR` log line, naming the culprit and the fix,
-and exits 1.
+Subcommands `prepare`, `train` (one label, or several labels as one packed job), `sample`, `grid`,
+`classifier`, `evaluate`, `curves`, `compare`, `table` and `generate` write what the rules write
+(`labelwise --help`; README, "Stages without Snakemake").  Paths default to the pipeline's layout
+under --results (default: results/); the Snakemake rules pass explicit paths instead.  A
+LabelwiseError prints one `ERROR` log line, naming the culprit and the fix, and exits 1.
 """
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ import yaml
 
 from harness import Row
 
-from .gpu import _save_partial, bench_device
+from .gpu import save_partial, bench_device
 
 NAME = "engine"
 DESCRIPTION = "packed training iteration: label-iterations/s for K labels, fp32/bf16, grouped/bmm, vs bf16 matmul"
@@ -193,7 +193,7 @@ def run(ctx) -> list:
             e = row.extra
             print(f"engine: {model} K={k} {label}: {e['label_iterations_per_s']:.1f} label-it/s, "
                   f"{100 * e['fraction_of_bf16_matmul']:.2f}% of the bf16 matmul ceiling", flush=True)
-            _save_partial(ctx, rows)
+            save_partial(ctx, rows)
     return rows
 
 

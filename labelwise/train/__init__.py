@@ -1,5 +1,7 @@
 """Per-label GAN training: the loop, its budget and its checkpoints; several labels packed into one computation."""
-from .loop import ALGORITHMS, LOG_COLUMNS, Budget, Outputs, TrainResult, label_seed, load_generator, train_label
+from ..trainlog import LOG_COLUMNS
+from .generator_files import load_generator
+from .loop import ALGORITHMS, Budget, Outputs, TrainResult, label_seed, train_label
 from .packed import train_packed
 
 __all__ = ["ALGORITHMS", "LOG_COLUMNS", "Budget", "Outputs", "TrainResult", "label_seed", "load_generator", "train_label",
