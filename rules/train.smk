@@ -4,18 +4,7 @@
 # With budget.snapshots, each job also writes its snapshot bundle (the command is unchanged without).
 # With runtime.labels_per_job K > 1, one job per model and pack of K labels instead (rules
 # train_labels_<first>_<last>): the same files per label, written by one packed process.
-SNAPSHOTS_ARG = " --snapshots {output.snapshots:q}" if SNAPSHOTS else ""
-LABELS_PER_JOB = config["runtime"]["labels_per_job"]
-CHANNELS_LAST_ARG = " --channels-last" if config["runtime"]["channels_last"] else ""
-# runtime.precision changes what training computes: bf16 is a param of the train rules (switching
-# retrains); fp32, the default, adds none, so results trained before the setting existed stay valid.
-PRECISION_PARAM = {"precision": "bf16"} if config["runtime"]["precision"] == "bf16" else {}
-TRAIN_RUNTIME_ARGS = (
-    " --device {config[runtime][device]} --threads {threads}"
-    " --progress-seconds {config[runtime][progress_seconds]}" + CHANNELS_LAST_ARG
-    + " --packed-kernel {config[runtime][packed_kernel]} --cuda-graph {config[runtime][cuda_graph]}"
-    + (" --precision bf16" if PRECISION_PARAM else "")
-)
+# The command: train_shell (rules/common.smk).
 
 
 if LABELS_PER_JOB == 1:
@@ -44,10 +33,7 @@ if LABELS_PER_JOB == 1:
             "../envs/train.yaml"
         # A shell rule (not script:) so that allocation mode can put the site launcher in front of it.
         shell:
-            "{LAUNCHER} labelwise train --model {wildcards.model} --label {wildcards.label}"
-            " --settings {params.settings:q} --shard {input.shard:q}"
-            " --generator {output.generator:q} --log {output.log:q} --checkpoints {params.checkpoints:q}"
-            + TRAIN_RUNTIME_ARGS + SNAPSHOTS_ARG + " 2> {log:q}"
+            train_shell("{wildcards.label}", "{input.shard:q}", "{output.generator:q}", "{output.log:q}")
 
 else:
     for pack in label_packs(LABELS, LABELS_PER_JOB):
@@ -80,39 +66,38 @@ else:
             conda:
                 "../envs/train.yaml"
             shell:
-                "{LAUNCHER} labelwise train --model {wildcards.model} --label {params.labels:q}"
-                " --settings {params.settings:q} --shard {input.shards:q}"
-                " --generator {output.generators:q} --log {output.logs:q} --checkpoints {params.checkpoints:q}"
-                + TRAIN_RUNTIME_ARGS + SNAPSHOTS_ARG + " 2> {log:q}"
+                train_shell("{params.labels:q}", "{input.shards:q}", "{output.generators:q}", "{output.logs:q}")
 
 
-rule train_cgan:
-    input:
-        shards=expand(f"{DS}/shards/{{label}}.h5", label=LABELS),
-        meta=META,
-    output:
-        generator=f"{DS}/cgan/generators/all.pt",
-        log=f"{DS}/cgan/train_logs/all.csv",
-        **({"snapshots": f"{DS}/cgan/snapshots/all.pt"} if SNAPSHOTS else {}),
-    params:
-        settings=lambda w: model_train_settings("cgan"),
-        checkpoints=f"{DS}/cgan/checkpoints/all",
-        **PRECISION_PARAM,
-    threads: config["runtime"]["threads"]
-    resources:
-        runtime=lambda w: model_runtime_minutes("cgan"),
-        gpu=train_gpus,
-    log:
-        f"logs/{DATASET}/train/cgan/all.log",
-    benchmark:
-        f"{DS}/benchmarks/train/cgan/all.tsv"
-    conda:
-        "../envs/train.yaml"
-    shell:
-        "{LAUNCHER} labelwise train --model cgan"
-        " --settings {params.settings:q} --shard {input.shards:q}"
-        " --generator {output.generator:q} --log {output.log:q} --checkpoints {params.checkpoints:q}"
-        + TRAIN_RUNTIME_ARGS + SNAPSHOTS_ARG + " 2> {log:q}"
+# A conditional model: one job trains its one network on every selected label's shard.
+for conditional_model in CONDITIONAL_MODELS:
+
+    rule:
+        name:
+            f"train_{conditional_model}"
+        input:
+            shards=expand(path("shard"), label=LABELS),
+            meta=META,
+        output:
+            generator=path("generator", model=conditional_model, label=labelwise.models.ALL),
+            log=path("train_log", model=conditional_model, label=labelwise.models.ALL),
+            **({"snapshots": path("snapshots", model=conditional_model, label=labelwise.models.ALL)} if SNAPSHOTS else {}),
+        params:
+            settings=lambda w, model=conditional_model: model_train_settings(model),
+            checkpoints=path("checkpoints", model=conditional_model, label=labelwise.models.ALL),
+            **PRECISION_PARAM,
+        threads: config["runtime"]["threads"]
+        resources:
+            runtime=lambda w, model=conditional_model: model_runtime_minutes(model),
+            gpu=train_gpus,
+        log:
+            path("log", job=f"train/{conditional_model}/{labelwise.models.ALL}"),
+        benchmark:
+            path("benchmark", job=f"train/{conditional_model}/{labelwise.models.ALL}")
+        conda:
+            "../envs/train.yaml"
+        shell:
+            train_shell(None, "{input.shards:q}", "{output.generator:q}", "{output.log:q}", model=conditional_model)
 
 
 # One sampling job per model for all its labels: seconds of work on a GPU, so not a job per label.
