@@ -96,7 +96,7 @@ def schema_file() -> str:
     schema = load_schema()
     if schema == yaml.safe_load(SCHEMA_PATH.read_text()):
         return str(SCHEMA_PATH)
-    written = Path(".snakemake", "labelwise", "config.schema.json")
+    written = Path(".snakemake", "labelwise", "config.schema.json").resolve()  # validate reads relative to rules/
     written.parent.mkdir(parents=True, exist_ok=True)
     written.write_text(json.dumps(schema, indent=1))
     return str(written)
