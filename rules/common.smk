@@ -52,9 +52,10 @@ LAUNCHER = config["runtime"]["launcher"]
 # LABELWISE_ALLOCATION: there a training job without the launcher would run on that node, not on a
 # GPU of the allocation. A `--config` on the command line replaces a profile's whole `config:` key,
 # launcher included: stop before any job instead.
-if os.environ.get("LABELWISE_ALLOCATION") and not LAUNCHER.strip():
+ALLOCATION = os.environ.get("LABELWISE_ALLOCATION")  # optional: no envvars directive
+if ALLOCATION and not LAUNCHER.strip():
     _config_error(
-        f"runtime.launcher is empty in a {os.environ['LABELWISE_ALLOCATION']} allocation, so training would run on "
+        f"runtime.launcher is empty in a {ALLOCATION} allocation, so training would run on "
         "the node that runs Snakemake. A --config on the command line replaces the profile's whole config: "
         "key: repeat the profile's launcher there (runtime='{launcher: ...}') or give your settings with "
         "--configfile instead"
@@ -122,6 +123,16 @@ def path(kind, **fields):
     """The pipeline's path of `kind` (labelwise.plan.LAYOUT) in this dataset's results tree; fields
     not given stay wildcards."""
     return labelwise.plan.layout(kind, ds=DS, logs=f"logs/{DATASET}", **fields)
+
+
+def results_dir_of(file, kind):
+    """The results tree a job's `file` (LAYOUT[kind]) lies in."""
+    return labelwise.plan.results_dir(file, kind)
+
+
+def stats_dir_of(wildcards, input):
+    """The real statistics' folder of an evaluation job, from its stats inputs."""
+    return labelwise.plan.layout("stats_dir", ds=results_dir_of(input.stats[0], "stats"))
 
 
 def generator_of(model, label):
@@ -220,19 +231,28 @@ def label_packs(labels, size):
     return [labels[i : i + size] for i in range(0, len(labels), size)]
 
 
-def inherit_profile_settings(rule_name, from_rule):
-    """--set-threads / --set-resources given for `from_rule` (a profile's `train:` entry) apply to
-    `rule_name` too, unless given for it: profiles name `train`, not the packed rules' per-pack names.
-    Snakemake keeps the parsed settings by rule name; tests/test_packed.py checks this through a dry run."""
+def pack_rule_name(pack):
+    return f"train_labels_{pack[0]}_{pack[-1]}"
+
+
+def inherit_profile_settings(rule_names, from_name):
+    """--set-threads / --set-resources given for `from_name` (a profile's `train:` entry) apply to
+    `rule_names` too, unless given for them: profiles name `train`, not the packed rules' per-pack names.
+    Snakemake has no API to declare this; its public ResourceSettings fields hold the settings by rule
+    name, and it reads them when it defines the first rule, so this runs before any rule is included.
+    tests/test_lint.py checks the result through a dry run."""
     settings = workflow.resource_settings
-    for parsed in (settings._parsed_overwrite_threads, settings._parsed_overwrite_resources):
-        if from_rule in parsed:
-            parsed.setdefault(rule_name, parsed[from_rule])
+    for field in ("overwrite_threads", "overwrite_resources"):
+        given = dict(getattr(settings, field))
+        if from_name in given:
+            setattr(settings, field, {**{name: given[from_name] for name in rule_names}, **given})
 
 
 # The training command of rules train, train_labels_*, train_<conditional model> and scaling_train.
 SNAPSHOTS_ARG = " --snapshots {output.snapshots:q}" if SNAPSHOTS else ""
 LABELS_PER_JOB = config["runtime"]["labels_per_job"]
+if LABELS_PER_JOB > 1:  # a profile's `train:` threads and resources
+    inherit_profile_settings([pack_rule_name(pack) for pack in label_packs(LABELS, LABELS_PER_JOB)], "train")
 CHANNELS_LAST_ARG = " --channels-last" if config["runtime"]["channels_last"] else ""
 # runtime.precision changes what training computes: bf16 is a param of the train rules (switching
 # retrains); fp32, the default, adds none, so results trained before the setting existed stay valid.

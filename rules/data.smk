@@ -12,7 +12,7 @@ if DATA["source"] == "imagefolder":
             shard=f"{DS}/shards/{{label}}.h5",
         params:
             data=prepare_label_params(),
-            out_dir=DS,
+            out_dir=lambda w, output: results_dir_of(output.shard, "shard"),
         threads: config["runtime"]["threads"]  # decoding threads
         log:
             f"logs/{DATASET}/prepare/{{label}}.log",
@@ -31,7 +31,7 @@ if DATA["source"] == "imagefolder":
         params:
             data=prepare_params(),
             name=DATASET,
-            out_dir=DS,
+            out_dir=lambda w, output: results_dir_of(output.meta, "meta"),
         log:
             f"logs/{DATASET}/prepare.log",
         benchmark:
@@ -50,7 +50,7 @@ else:
         params:
             data=prepare_params(),
             name=DATASET,
-            out_dir=DS,
+            out_dir=lambda w, output: results_dir_of(output.meta, "meta"),
         log:
             f"logs/{DATASET}/prepare.log",
         benchmark:

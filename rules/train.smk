@@ -37,12 +37,10 @@ if LABELS_PER_JOB == 1:
 
 else:
     for pack in label_packs(LABELS, LABELS_PER_JOB):
-        pack_rule = f"train_labels_{pack[0]}_{pack[-1]}"
-        inherit_profile_settings(pack_rule, "train")  # a profile's `train:` threads and resources
 
         rule:
             name:
-                pack_rule
+                pack_rule_name(pack)
             input:
                 shards=[f"{DS}/shards/{k}.h5" for k in pack],
                 meta=META,
