@@ -158,7 +158,7 @@ def _device(config) -> str:
 
 
 def _figure(ds: Path, stem: str) -> list[Path]:
-    return [Path(layout("figure", ds=ds, figure=stem, ext=ext)) for ext in ("png", "pdf")]
+    return [Path(layout("figure", ds=ds, name=stem, ext=ext)) for ext in ("png", "pdf")]
 
 
 def _evaluated(args, config) -> list[Path]:

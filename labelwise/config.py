@@ -90,6 +90,13 @@ def load_schema() -> dict:
     return schema
 
 
+def section_defaults(section: str) -> dict:
+    """The schema's default of every key of a top-level section (e.g. `evaluation`) that has one: the
+    one source of the defaults that code used without a config needs too."""
+    keys = load_schema()["properties"][section]["properties"]
+    return {k: copy.deepcopy(v["default"]) for k, v in keys.items() if "default" in v}
+
+
 def schema_file() -> str:
     """What the Snakefile gives `snakemake.utils.validate` (a path): the schema file itself when it
     names every registered model, else `load_schema()` written next to the Snakemake metadata."""

@@ -7,6 +7,7 @@ default paths, so a stage run by hand does what its Snakemake job does.  Torch-f
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from . import models
@@ -37,10 +38,15 @@ LAYOUT = {
     "classifier": "{ds}/classifier/classifier.pt",
     "classifier_summary": "{ds}/classifier/classifier.json",
     "stats_dir": "{ds}/stats",
-    "stats": "{ds}/stats/{space}/{label}.npz",
-    "figure": "{ds}/figures/{figure}.{ext}",
+    "stats": "{stats_dir}/{space}/{label}.npz",
+    "figure": "{ds}/figures/{name}.{ext}",
     "paper_table": "{ds}/paper/metrics_table.{ext}",
     "scaling": "{ds}/scaling/{model}",
+    "scaling_record": "{scaling}/k{k}/job{slot}.json",
+    "scaling_done": "{scaling}/k{k}/done",
+    "scaling_summary": "{scaling}/summary.csv",
+    "scaling_jobs": "{scaling}/jobs.csv",
+    "scaling_scratch": "{scaling}/scratch/k{k}/{slot}",
     "benchmark": "{ds}/benchmarks/{job}.tsv",
     "log": "{logs}/{job}.log",
 }
@@ -52,15 +58,20 @@ class _Wildcards(dict):
 
 
 def layout(kind: str, **fields) -> str:
-    """LAYOUT[kind] with `fields` filled in; fields not given stay as `{name}` wildcards."""
-    return LAYOUT[kind].format_map(_Wildcards({k: v.as_posix() if hasattr(v, "as_posix") else v
-                                               for k, v in fields.items()}))
+    """LAYOUT[kind] with `fields` filled in (a field that names another template, not given, is that
+    template filled the same way); fields not given stay as `{name}` wildcards."""
+    template = LAYOUT[kind]
+    for name in re.findall(r"\{(\w+)\}", template):
+        if name in LAYOUT and name not in fields:
+            fields[name] = layout(name, **fields)
+    return template.format_map(_Wildcards({k: v.as_posix() if hasattr(v, "as_posix") else v
+                                           for k, v in fields.items()}))
 
 
 def results_dir(path, kind: str) -> str:
     """The results tree {ds} that `path`, a file of LAYOUT[kind], lies in (a rule's params derived
     from its files rather than repeating the prefix)."""
-    levels = LAYOUT[kind].split("{ds}", 1)[1].count("/")
+    levels = layout(kind, ds="{ds}").split("{ds}", 1)[1].count("/")
     return Path(path).parents[levels - 1].as_posix()
 
 

@@ -45,6 +45,12 @@ try:  # every output lies under results/<dataset>/ or logs/<dataset>/: the name 
     labelwise.paths.dataset_dir("logs", DATASET)
 except LabelwiseError as exc:
     _config_error(exc)
+def path(kind, **fields):
+    """The pipeline's path of `kind` (labelwise.plan.LAYOUT) in this dataset's results tree; fields
+    not given stay wildcards."""
+    return labelwise.plan.layout(kind, ds=DS, logs=f"logs/{DATASET}", **fields)
+
+
 # Command prefix for training jobs (srun/jsrun in allocation mode). Not a param: changing how a
 # job is launched must not retrain anything.
 LAUNCHER = config["runtime"]["launcher"]
@@ -100,7 +106,7 @@ def prepare_label_params():
 
 
 # The completion marker of the data stage (rules/data.smk): an input of every rule that reads shards.
-META = ancient(f"{DS}/meta.json")
+META = ancient(path("meta"))
 
 
 PER_LABEL_MODELS = [m for m in MODELS if not labelwise.models.get(m).conditional]
@@ -117,12 +123,6 @@ def train_settings(wildcards):
 def model_train_settings(model):
     """Everything that shapes one model's training (labelwise.plan.train_settings), as JSON."""
     return json.dumps(labelwise.plan.train_settings(config, model, len(LABELS)), sort_keys=True)
-
-
-def path(kind, **fields):
-    """The pipeline's path of `kind` (labelwise.plan.LAYOUT) in this dataset's results tree; fields
-    not given stay wildcards."""
-    return labelwise.plan.layout(kind, ds=DS, logs=f"logs/{DATASET}", **fields)
 
 
 def results_dir_of(file, kind):
@@ -185,9 +185,9 @@ REAL_PER_LABEL = labelwise.walltime.REAL_IMAGES_PER_LABEL[DATA["source"]]
 
 
 def real_stats_inputs(wildcards):
-    inputs = {"shards": expand(f"{DS}/shards/{{label}}.h5", label=LABELS), "meta": META}
+    inputs = {"shards": expand(path("shard"), label=LABELS), "meta": META}
     if wildcards.space == "classifier":
-        inputs["classifier"] = f"{DS}/classifier/classifier.pt"
+        inputs["classifier"] = path("classifier")
     return inputs
 
 
@@ -199,7 +199,7 @@ def inception_params(wildcards):
 
 
 def samples_of(model):
-    return expand(f"{DS}/{model}/samples/{{label}}.h5", label=LABELS)
+    return expand(path("samples", model=model), label=LABELS)
 
 
 def snapshot_bundles_of(model):
@@ -210,19 +210,19 @@ def snapshot_bundles_of(model):
 def paper_outputs():
     """What `snakemake paper` adds to the default target: the table, FID against training time when
     budget.snapshots is set (and, where defined, the scaling study)."""
-    outputs = expand(f"{DS}/paper/metrics_table.{{ext}}", ext=("csv", "md", "tex"))
+    outputs = expand(path("paper_table"), ext=("csv", "md", "tex"))
     if SNAPSHOTS:
-        outputs += expand(f"{DS}/figures/fid_vs_time.{{ext}}", ext=("png", "pdf"))
+        outputs += expand(path("figure", name="fid_vs_time"), ext=("png", "pdf"))
     outputs += scaling_outputs()
     return outputs
 
 
 def all_outputs():
     return [
-        *expand(f"{DS}/figures/samples_{{model}}.{{ext}}", model=MODELS, ext=("png", "pdf")),
-        *expand(f"{DS}/figures/training_curves_{{model}}.{{ext}}", model=MODELS, ext=("png", "pdf")),
-        *expand(f"{DS}/figures/metrics_comparison.{{ext}}", ext=("png", "pdf")),
-        *expand(f"{DS}/{{model}}/metrics.json", model=MODELS),
+        *expand(path("figure", name="samples_{model}"), model=MODELS, ext=("png", "pdf")),
+        *expand(path("figure", name="training_curves_{model}"), model=MODELS, ext=("png", "pdf")),
+        *expand(path("figure", name="metrics_comparison"), ext=("png", "pdf")),
+        *expand(path("metrics"), model=MODELS),
     ]
 
 
@@ -281,7 +281,7 @@ def train_shell(label, shard, generator, log, checkpoints="{params.checkpoints:q
 SCALING = config["scaling"]
 SCALING_KS = sorted(SCALING["ks"])
 SCALING_MODEL = SCALING["model"] or next(iter(PER_LABEL_MODELS), None)
-SCALING_DIR = f"{DS}/scaling/{{model}}"
+SCALING_DIR = path("scaling")
 if SCALING_KS and SCALING["model"] is not None and SCALING["model"] not in PER_LABEL_MODELS:
     _config_error(
         f"config key scaling.model: {SCALING['model']!r} is not one of the configured per-label models "
@@ -293,7 +293,7 @@ def scaling_outputs():
     """The weak-scaling figure (PNG, PDF); nothing when scaling.ks is empty or no per-label model is configured."""
     if not SCALING_KS or SCALING_MODEL is None:
         return []
-    return expand(f"{DS}/figures/weak_scaling.{{ext}}", ext=("png", "pdf"))
+    return expand(path("figure", name="weak_scaling"), ext=("png", "pdf"))
 
 
 def scaling_label(wildcards):
@@ -313,15 +313,15 @@ def scaling_settings(wildcards):
 def scaling_train_inputs(wildcards):
     """The label's shard, and the barrier of the previous group: group k starts when that one is done."""
     k = int(wildcards.k)
-    inputs = {"shard": f"{DS}/shards/{scaling_label(wildcards)}.h5", "meta": META}
+    inputs = {"shard": path("shard", label=scaling_label(wildcards)), "meta": META}
     previous = [x for x in SCALING_KS if x < k]
     if previous:
-        inputs["previous_group"] = f"{DS}/scaling/{wildcards.model}/k{max(previous)}/done"
+        inputs["previous_group"] = path("scaling_done", model=wildcards.model, k=max(previous))
     return inputs
 
 
 def scaling_records(model, k):
-    return expand(f"{DS}/scaling/{model}/k{k}/job{{slot}}.json", slot=range(int(k)))
+    return expand(path("scaling_record", model=model, k=k), slot=range(int(k)))
 
 
 # scaling_train's command: `labelwise train` behind the launcher, inside a wrapper that times it and

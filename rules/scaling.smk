@@ -19,12 +19,12 @@ rule scaling_train:
     input:
         unpack(scaling_train_inputs),
     output:
-        record=f"{SCALING_DIR}/k{{k}}/job{{slot}}.json",
+        record=path("scaling_record"),
     params:
         label=scaling_label,
         settings=scaling_settings,
         # Scratch (not outputs): the generator, log and checkpoints of a timing run; nothing reads them.
-        scratch=lambda w: f"{DS}/scaling/{w.model}/scratch/k{w.k}/{w.slot}",
+        scratch=lambda w: path("scaling_scratch", model=w.model, k=w.k, slot=w.slot),
     threads: config["runtime"]["threads"]
     resources:
         runtime=60,  # minutes (a short fixed budget); a profile may set its own
@@ -33,7 +33,7 @@ rule scaling_train:
         k=r"\d+",
         slot=r"\d+",
     log:
-        f"logs/{DATASET}/scaling/{{model}}/k{{k}}/job{{slot}}.log",
+        path("log", job="scaling/{model}/k{k}/job{slot}"),
     conda:
         "../envs/train.yaml"
     # As rule train, inside the wrapper SCALING_JOB_COMMAND.
@@ -55,7 +55,7 @@ rule scaling_group_done:
     input:
         lambda w: scaling_records(w.model, w.k),
     output:
-        touch(f"{SCALING_DIR}/k{{k}}/done"),
+        touch(path("scaling_done")),
     wildcard_constraints:
         k=r"\d+",
     localrule: True
@@ -65,10 +65,10 @@ rule scaling_summary:
     input:
         records=lambda w: [r for k in SCALING_KS for r in scaling_records(w.model, k)],
     output:
-        summary=f"{SCALING_DIR}/summary.csv",
-        jobs=f"{SCALING_DIR}/jobs.csv",
+        summary=path("scaling_summary"),
+        jobs=path("scaling_jobs"),
     log:
-        f"logs/{DATASET}/scaling/{{model}}/summary.log",
+        path("log", job="scaling/{model}/summary"),
     localrule: True
     conda:
         "../envs/figures.yaml"
@@ -78,14 +78,14 @@ rule scaling_summary:
 
 rule scaling_figure:
     input:
-        summary=f"{DS}/scaling/{SCALING_MODEL}/summary.csv",
+        summary=path("scaling_summary", model=SCALING_MODEL),
     output:
         png=report(
-            f"{DS}/figures/weak_scaling.png",
+            path("figure", name="weak_scaling", ext="png"),
             category="Scaling",
             caption="../workflow/report/scaling.rst",
         ),
-        pdf=f"{DS}/figures/weak_scaling.pdf",
+        pdf=path("figure", name="weak_scaling", ext="pdf"),
     params:
         figures=config["figures"],
         dataset=DATASET,
@@ -93,7 +93,7 @@ rule scaling_figure:
         iterations=SCALING["iterations"],
     localrule: True
     log:
-        f"logs/{DATASET}/figures/weak_scaling.log",
+        path("log", job="figures/weak_scaling"),
     conda:
         "../envs/figures.yaml"
     script:

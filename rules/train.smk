@@ -10,25 +10,25 @@
 if LABELS_PER_JOB == 1:
     rule train:
         input:
-            shard=f"{DS}/shards/{{label}}.h5",
+            shard=path("shard"),
             meta=META,
         output:
-            generator=f"{DS}/{{model}}/generators/{{label}}.pt",
-            log=f"{DS}/{{model}}/train_logs/{{label}}.csv",
+            generator=path("generator"),
+            log=path("train_log"),
             # Only with budget.snapshots: the snapshots themselves stay in the checkpoint directory.
-            **({"snapshots": f"{DS}/{{model}}/snapshots/{{label}}.pt"} if SNAPSHOTS else {}),
+            **({"snapshots": path("snapshots")} if SNAPSHOTS else {}),
         params:
             settings=train_settings,
-            checkpoints=lambda w: f"{DS}/{w.model}/checkpoints/{w.label}",
+            checkpoints=lambda w: path("checkpoints", model=w.model, label=w.label),
             **PRECISION_PARAM,
         threads: config["runtime"]["threads"]
         resources:
             runtime=train_runtime_minutes,
             gpu=train_gpus,
         log:
-            f"logs/{DATASET}/train/{{model}}/{{label}}.log",
+            path("log", job="train/{model}/{label}"),
         benchmark:
-            f"{DS}/benchmarks/train/{{model}}/{{label}}.tsv"
+            path("benchmark", job="train/{model}/{label}")
         conda:
             "../envs/train.yaml"
         # A shell rule (not script:) so that allocation mode can put the site launcher in front of it.
@@ -42,25 +42,25 @@ else:
             name:
                 pack_rule_name(pack)
             input:
-                shards=[f"{DS}/shards/{k}.h5" for k in pack],
+                shards=[path("shard", label=k) for k in pack],
                 meta=META,
             output:
-                generators=[f"{DS}/{{model}}/generators/{k}.pt" for k in pack],
-                logs=[f"{DS}/{{model}}/train_logs/{k}.csv" for k in pack],
-                **({"snapshots": [f"{DS}/{{model}}/snapshots/{k}.pt" for k in pack]} if SNAPSHOTS else {}),
+                generators=[path("generator", label=k) for k in pack],
+                logs=[path("train_log", label=k) for k in pack],
+                **({"snapshots": [path("snapshots", label=k) for k in pack]} if SNAPSHOTS else {}),
             params:
                 settings=train_settings,
                 labels=pack,
-                checkpoints=lambda w, pack=pack: [f"{DS}/{w.model}/checkpoints/{k}" for k in pack],
+                checkpoints=lambda w, pack=pack: [path("checkpoints", model=w.model, label=k) for k in pack],
                 **PRECISION_PARAM,
             threads: config["runtime"]["threads"]
             resources:
                 runtime=train_runtime_minutes,
                 gpu=train_gpus,
             log:
-                f"logs/{DATASET}/train/{{model}}/labels_{pack[0]}-{pack[-1]}.log",
+                path("log", job=f"train/{{model}}/labels_{pack[0]}-{pack[-1]}"),
             benchmark:
-                f"{DS}/benchmarks/train/{{model}}/labels_{pack[0]}-{pack[-1]}.tsv"
+                path("benchmark", job=f"train/{{model}}/labels_{pack[0]}-{pack[-1]}")
             conda:
                 "../envs/train.yaml"
             shell:
@@ -104,7 +104,7 @@ rule sample:
         generators=lambda w: [generator_of(w.model, k) for k in LABELS],
         meta=META,
     output:
-        samples=expand(f"{DS}/{{{{model}}}}/samples/{{label}}.h5", label=LABELS),
+        samples=expand(path("samples", model="{{model}}"), label=LABELS),
     params:
         labels=LABELS,
         n=config["evaluation"]["samples_per_label"],
@@ -115,7 +115,7 @@ rule sample:
         gpu=evaluation_gpus,
         runtime=evaluation_runtime("sample", lambda w: {"generator": N_GENERATED}),
     log:
-        f"logs/{DATASET}/sample/{{model}}.log",
+        path("log", job="sample/{model}"),
     conda:
         "../envs/train.yaml"
     script:
