@@ -265,14 +265,15 @@ TRAIN_RUNTIME_ARGS = (
 )
 
 
-def train_shell(label, shard, generator, log, checkpoints="{params.checkpoints:q}", model="{wildcards.model}",
+def train_shell(label, shard, generator, train_log, checkpoints="{params.checkpoints:q}", model="{wildcards.model}",
                 snapshots=SNAPSHOTS_ARG, command="{LAUNCHER} labelwise train"):
     """The shell command (a Snakemake format string) that trains `model` on `label`'s shard(s): the
     arguments are the rule's placeholders; `label` None for a conditional model (all labels)."""
     label_arg = "" if label is None else f" --label {label}"
     return (
         f"{command} --model {model}{label_arg} --settings {{params.settings:q}} --shard {shard}"
-        f" --generator {generator} --log {log} --checkpoints {checkpoints}{TRAIN_RUNTIME_ARGS}{snapshots} 2> {{log:q}}"
+        f" --generator {generator} --log {train_log} --checkpoints {checkpoints}{TRAIN_RUNTIME_ARGS}{snapshots}"
+        " 2> {log:q}"
     )
 
 
