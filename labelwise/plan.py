@@ -8,7 +8,6 @@ default paths, so a stage run by hand does what its Snakemake job does.  Torch-f
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from . import models
 from .errors import LabelwiseError
@@ -66,13 +65,6 @@ def layout(kind: str, **fields) -> str:
             fields[name] = layout(name, **fields)
     return template.format_map(_Wildcards({k: v.as_posix() if hasattr(v, "as_posix") else v
                                            for k, v in fields.items()}))
-
-
-def results_dir(path, kind: str) -> str:
-    """The results tree {ds} that `path`, a file of LAYOUT[kind], lies in (a rule's params derived
-    from its files rather than repeating the prefix)."""
-    levels = layout(kind, ds="{ds}").split("{ds}", 1)[1].count("/")
-    return Path(path).parents[levels - 1].as_posix()
 
 
 def model_files(model: str, labels) -> list:

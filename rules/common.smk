@@ -125,16 +125,6 @@ def model_train_settings(model):
     return json.dumps(labelwise.plan.train_settings(config, model, len(LABELS)), sort_keys=True)
 
 
-def results_dir_of(file, kind):
-    """The results tree a job's `file` (LAYOUT[kind]) lies in."""
-    return labelwise.plan.results_dir(file, kind)
-
-
-def stats_dir_of(wildcards, input):
-    """The real statistics' folder of an evaluation job, from its stats inputs."""
-    return labelwise.plan.layout("stats_dir", ds=results_dir_of(input.stats[0], "stats"))
-
-
 def generator_of(model, label):
     """The generator a label's samples come from: its own, or the one conditional model's."""
     return path("generator", model=model, label=labelwise.plan.model_files(model, [label])[0])

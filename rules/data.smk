@@ -12,7 +12,7 @@ if DATA["source"] == "imagefolder":
             shard=path("shard"),
         params:
             data=prepare_label_params(),
-            out_dir=lambda w, output: results_dir_of(output.shard, "shard"),
+            out_dir=DS,
         threads: config["runtime"]["threads"]  # decoding threads
         log:
             path("log", job="prepare/{label}"),
@@ -31,7 +31,7 @@ if DATA["source"] == "imagefolder":
         params:
             data=prepare_params(),
             name=DATASET,
-            out_dir=lambda w, output: results_dir_of(output.meta, "meta"),
+            out_dir=DS,
         log:
             path("log", job="prepare"),
         benchmark:
@@ -50,7 +50,7 @@ else:
         params:
             data=prepare_params(),
             name=DATASET,
-            out_dir=lambda w, output: results_dir_of(output.meta, "meta"),
+            out_dir=DS,
         log:
             path("log", job="prepare"),
         benchmark:

@@ -73,7 +73,7 @@ rule evaluate:
     params:
         evaluation=config["evaluation"],
         labels=LABELS,
-        stats_dir=stats_dir_of,
+        stats_dir=path("stats_dir"),
     threads: config["runtime"]["threads"]
     resources:
         gpu=evaluation_gpus,
@@ -106,7 +106,7 @@ rule snapshot_metrics:
         evaluation=config["evaluation"],
         labels=LABELS,
         seed=config["seed"],
-        stats_dir=stats_dir_of,
+        stats_dir=path("stats_dir"),
     threads: config["runtime"]["threads"]
     resources:
         gpu=evaluation_gpus,

@@ -27,14 +27,14 @@ def test_an_unlisted_finding_is_reported_with_its_place():
         "      Asserting existence ...\n"
         "Lints for rule train (line 11, /x/rules/train.smk):\n"
         "    * Shell command directly uses variable LAUNCHER from outside of the rule:\n"
-        "Lints for rule evaluate (line 59, /x/rules/evaluate.smk):\n"
-        "    * Param stats_dir is a prefix of input or output file but hardcoded:\n"
+        "Lints for snakefile /x/rules/train.smk:\n"
+        "    * Path composition with '+' in line 50:\n"
     )
     found = snakemake_lint.findings(report)
     assert len(found) == 3
     rows = snakemake_lint.deliberate((REPO / "docs" / "lint.md").read_text())
     assert snakemake_lint.unlisted(found, rows) == [
-        ("evaluate", "Param stats_dir is a prefix of input or output file but hardcoded")]
+        ("/x/rules/train.smk", "Path composition with '+'")]
 
 
 def test_a_profiles_train_settings_reach_the_packed_rules(tmp_path):

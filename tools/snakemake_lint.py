@@ -22,7 +22,7 @@ def deliberate(text: str) -> list[tuple[re.Pattern, re.Pattern]]:
         cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
         if len(cells) == 3 and cells[0].startswith("`") and cells[1].startswith("`"):
             where, finding = (c.strip("`").replace("\\|", "|") for c in cells[:2])
-            rows.append((re.compile(where), re.compile(re.escape(finding))))
+            rows.append((re.compile(where), re.compile(finding)))
     return rows
 
 
@@ -33,7 +33,7 @@ def findings(output: str) -> list[tuple[str, str]]:
         head = re.match(r"Lints for (?:snakefile (.+)|rule (\S+) \(.*\)):$", line)
         if head:
             where = head.group(1) or head.group(2)
-        elif where and (item := re.match(r"    \* (.+?)(?: in line \d+\.)?:$", line)):
+        elif where and (item := re.match(r"    \* (.+?)(?: in line \d+\.?)?:$", line)):
             found.append((where, item.group(1)))
     return found
 
