@@ -10,7 +10,7 @@ BENCH_ARGS ?=
 # Rules call the `labelwise` command: the venv's bin must come first on PATH.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: run test bench venv clean report
+.PHONY: run test bench venv clean report lint-snakemake
 .DEFAULT_GOAL := run
 
 $(VENV)/.stamp: requirements.lock pyproject.toml tools/bootstrap_venv.sh tools/cpu_torchvision_shim.py
@@ -30,6 +30,10 @@ test: $(VENV)/.stamp
 # The benchmark suite (docs/benchmarks.md): medians and ratios against references, same run.
 bench: $(VENV)/.stamp
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+# `snakemake --lint`, failing on findings not listed as deliberate in docs/lint.md.
+lint-snakemake: $(VENV)/.stamp
+	$(PY) tools/snakemake_lint.py
 
 clean:
 	rm -rf results logs .snakemake report.html

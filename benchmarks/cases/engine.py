@@ -81,7 +81,8 @@ def build_iteration(model: str, settings: dict, k: int, kernel: str, precision: 
     """A PackedIteration of K copies of one label's networks on synthetic images (speed does not depend
     on the weights' or the pixels' values)."""
     from labelwise.train.engine import PackedIteration
-    from labelwise.train.loop import ALGORITHMS, build_networks, label_generators
+    from labelwise import models
+    from labelwise.train.loop import build_networks, label_generators
     from labelwise.train.packed import PackedCritic, PackedGenerator
 
     gen, critic = build_networks(model, settings, 3, 32, 0, 0, "cpu")
@@ -96,7 +97,7 @@ def build_iteration(model: str, settings: dict, k: int, kernel: str, precision: 
     pc.train()
     return PackedIteration(pg, pc, opt_g, opt_d, pool, [images_per_label] * k, rngs,
                            batch_size=int(settings["batch_size"]), latent_dim=int(settings["latent_dim"]),
-                           critic_steps=int(settings["critic_steps"]), wgan=ALGORITHMS[model]["loss"] == "wgan-gp",
+                           critic_steps=int(settings["critic_steps"]), wgan=models.get(model).loss == "wgan-gp",
                            gp_lambda=float(settings.get("gp_lambda", 10.0)), precision=precision,
                            cuda_graph=cuda_graph)
 

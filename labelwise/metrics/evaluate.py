@@ -17,6 +17,7 @@ from typing import Mapping
 
 import numpy as np
 
+from ..config import section_defaults
 from ..device import select_device
 from ..errors import LabelwiseError
 from ..images import read_images
@@ -26,15 +27,11 @@ from .realstats import FeatureSpace, RealStats, compute_real_stats, real_stats, 
 
 log = logging.getLogger("labelwise.metrics")
 
-DEFAULT_SETTINGS = {
-    "inception": "auto",  # auto | required | off
-    "inception_weights": None,  # path; None: the torch hub cache
-    "is_splits": S.IS_SPLITS,
-    "kid_subsets": S.KID_SUBSETS,
-    "kid_subset_size": S.KID_SUBSET_SIZE,  # capped at the smaller n of each comparison
-    "rng_seed": S.RNG_SEED,  # IS shuffling and KID subsets (torch-fidelity's default)
-    "feature_batch_size": 50,
-}
+# The evaluation settings the metrics read: the config's keys with the schema's defaults (their one
+# source) and rng_seed, the seed of IS shuffling and KID subsets (torch-fidelity's; not a config key).
+_DEFAULTS = section_defaults("evaluation") | {"rng_seed": S.RNG_SEED}
+DEFAULT_SETTINGS = {k: _DEFAULTS[k] for k in ("inception", "inception_weights", "is_splits", "kid_subsets",
+                                              "kid_subset_size", "rng_seed", "feature_batch_size")}
 
 NOTES = {
     "fid_small_n": (

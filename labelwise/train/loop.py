@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import losses
+from .. import losses, models
 from ..device import select_device, set_threads
 from ..errors import LabelwiseError
 from ..data.shards import read_shard_file
@@ -39,13 +39,6 @@ from .writers import one_writer
 
 log = logging.getLogger("labelwise.train")
 
-# What each model name means: its loss and the parts of the architecture it fixes.
-ALGORITHMS = {
-    "wcgan": {"loss": "wgan-gp", "critic_norm": "none", "init": "pytorch"},
-    "dccgan": {"loss": "bce", "critic_norm": "batch", "init": "dcgan"},
-    # One class-conditional WGAN-GP over all selected labels: the serial approach the papers compare with.
-    "cgan": {"loss": "wgan-gp", "critic_norm": "none", "init": "pytorch", "conditional": True},
-}
 # The conditional model's seed slot: derived like a label's, from a value no label index takes.
 CONDITIONAL_SEED_LABEL = 2**31 - 1
 
@@ -140,16 +133,16 @@ def build_networks(model: str, settings: dict, channels: int, resolution: int, s
                    device, num_classes: int | None = None) -> tuple[Generator, Critic]:
     """The label's freshly initialised generator and critic (shared with packed training);
     for the conditional model, its networks over `num_classes` classes."""
-    algo = ALGORITHMS[model]
+    algo = models.get(model)  # its loss and the parts of the architecture it fixes
     # Networks are built from the label's seed, so a fresh start is reproducible too.
     torch.manual_seed(label_seed(seed, label))
     width, latent_dim = int(settings["width"]), int(settings["latent_dim"])
-    if algo.get("conditional"):
+    if algo.conditional:
         gen = ConditionalGenerator(latent_dim, channels, resolution, width, num_classes).to(device)
         return gen, ProjectionCritic(channels, resolution, width, num_classes).to(device)
     gen = Generator(latent_dim, channels, resolution, width).to(device)
-    critic = Critic(channels, resolution, width, norm=algo["critic_norm"]).to(device)
-    if algo["init"] == "dcgan":
+    critic = Critic(channels, resolution, width, norm=algo.critic_norm).to(device)
+    if algo.init == "dcgan":
         dcgan_init_(gen)
         dcgan_init_(critic)
     return gen, critic
@@ -198,17 +191,15 @@ def train_label(
 ) -> TrainResult:
     """Train `model` with `settings` on one label's shard; write generator + log CSV.
 
-    'wcgan' and 'dccgan' take one shard; 'cgan' takes the list of all selected labels' shards and
+    a per-label model takes one shard; a conditional one (labelwise.models) takes the list of all selected labels' shards and
     trains one class-conditional generator over them.  `channels_last` runs the convolutions in
     NHWC layout (faster on CPUs, docs/benchmarks.md; results differ only by rounding).  `precision`
     'bf16' runs the forward passes under bf16 autocast (`labelwise.train.engine.autocast_forward`).
     """
     if precision not in PRECISIONS:
         raise LabelwiseError(f"runtime.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if model not in ALGORITHMS:
-        raise LabelwiseError(f"unknown model {model!r}; known models: {', '.join(ALGORITHMS)}")
-    algo = ALGORITHMS[model]
-    conditional = bool(algo.get("conditional"))
+    algo = models.get(model)
+    conditional = algo.conditional
     set_threads(threads)
     dev = select_device(device)
     if conditional:
@@ -288,7 +279,7 @@ def train_label(
 
     take_snapshot(start)  # a checkpoint that sits exactly on a snapshot point not yet taken
 
-    wgan = algo["loss"] == "wgan-gp"
+    wgan = algo.loss == "wgan-gp"
     gp_lambda = float(settings.get("gp_lambda", 10.0))
     cadence = Cadence(budget, start, progress_seconds)
     pending: list[torch.Tensor] = []  # per-iteration diagnostics, reduced at each log point

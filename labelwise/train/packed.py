@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .. import losses
+from .. import models
 from ..device import select_device, set_threads
 from ..errors import LabelwiseError
 from ..nets import Critic, Generator, network_resolution
@@ -29,7 +30,6 @@ from .writers import one_writer
 from .common import Cadence, StopRequest, divergence_error, first_names, training_fingerprint
 from .generator_files import generator_payload, write_generator, write_snapshot_bundle
 from .loop import (
-    ALGORITHMS,
     Budget,
     Outputs,
     TrainResult,
@@ -256,15 +256,13 @@ def train_packed(
     convolutions; `precision` ('fp32', 'bf16') and `cuda_graph` ('auto': on CUDA, 'off') shape the
     iteration (`labelwise.train.engine`).  None of them changes the checkpoint format.
     """
-    if model not in ALGORITHMS:
-        raise LabelwiseError(f"unknown model {model!r}; known models: {', '.join(ALGORITHMS)}")
+    algo = models.get(model)
     if not shards or len(shards) != len(outputs) or (labels is not None and len(labels) != len(shards)):
         raise LabelwiseError(f"train_packed needs one Outputs (and label, if given) per shard; got {len(shards)} shards, "
                              f"{len(outputs)} outputs, {'no' if labels is None else len(labels)} labels")
-    algo = ALGORITHMS[model]
-    if algo.get("conditional"):
+    if algo.conditional:
         raise LabelwiseError(f"{model} is one conditional network over all labels; packed training is for the "
-                             f"per-label models ({', '.join(m for m, a in ALGORITHMS.items() if not a.get('conditional'))})")
+                             f"per-label models ({', '.join(models.per_label())})")
     set_threads(threads)
     dev = select_device(device)
     group = [_Label(shard, None if labels is None else labels[i], dev) for i, shard in enumerate(shards)]
@@ -339,7 +337,7 @@ def train_packed(
     counts = [lab.data.shape[0] for lab in group]
     for lab in group:
         del lab.data
-    wgan = algo["loss"] == "wgan-gp"
+    wgan = algo.loss == "wgan-gp"
     step = PackedIteration(gen, critic, opt_g, opt_d, pool, counts, rngs, batch_size=bs, latent_dim=latent_dim,
                            critic_steps=critic_steps, wgan=wgan, gp_lambda=float(settings.get("gp_lambda", 10.0)),
                            precision=precision, cuda_graph=graph)
