@@ -10,7 +10,7 @@ BENCH_ARGS ?=
 # Rules call the `labelwise` command: the venv's bin must come first on PATH.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: run test bench venv clean report lint-snakemake
+.PHONY: run test lint lint-snakemake bench venv clean report
 .DEFAULT_GOAL := run
 
 $(VENV)/.stamp: requirements.lock pyproject.toml tools/bootstrap_venv.sh tools/cpu_torchvision_shim.py
@@ -26,6 +26,13 @@ report: $(VENV)/.stamp
 
 test: $(VENV)/.stamp
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Linters and formatters (settings in pyproject.toml), run by .ci/run before the tests.
+# `ruff format . && snakefmt Snakefile rules` applies the formats.
+lint: lint-snakemake
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/snakefmt --check Snakefile rules
 
 # The benchmark suite (docs/benchmarks.md): medians and ratios against references, same run.
 bench: $(VENV)/.stamp
