@@ -11,7 +11,7 @@ QUALITY_ARGS ?=
 # Rules call the `labelwise` command: the venv's bin must come first on PATH.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: run test bench quality venv clean report
+.PHONY: run test lint lint-snakemake bench quality venv clean report
 .DEFAULT_GOAL := run
 
 $(VENV)/.stamp: requirements.lock pyproject.toml tools/bootstrap_venv.sh tools/cpu_torchvision_shim.py
@@ -28,9 +28,20 @@ report: $(VENV)/.stamp
 test: $(VENV)/.stamp
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Linters and formatters (settings in pyproject.toml), run by .ci/run before the tests.
+# `ruff format . && snakefmt Snakefile rules` applies the formats.
+lint: lint-snakemake
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/snakefmt --check Snakefile rules
+
 # The benchmark suite (docs/benchmarks.md): medians and ratios against references, same run.
 bench: $(VENV)/.stamp
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+# `snakemake --lint`, failing on findings not listed as deliberate in docs/lint.md.
+lint-snakemake: $(VENV)/.stamp
+	$(PY) tools/snakemake_lint.py
 
 # Issue 13's comparison of GAN variants at equal compute (docs/quality.md): ≈ 25 CPU-minutes.
 QUALITY_VARIANTS = "W-CGAN" "W-CGAN + DiffAugment + EMA" "DC-CGAN"

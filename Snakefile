@@ -21,7 +21,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
-include: "rules/scaling.smk"  # before figures.smk: `rule paper` takes scaling_outputs()
+include: "rules/scaling.smk"
 include: "rules/figures.smk"
 
 

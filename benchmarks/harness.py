@@ -73,7 +73,8 @@ def compare(case: str, reference: tuple[str, Timed], candidates: dict[str, Timed
     return rows
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), for the results' machine record."""
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):
@@ -100,7 +101,7 @@ def machine() -> dict:
         except Exception as exc:  # noqa: BLE001 - a machine fact, not worth failing the run for
             gpu = {"gpu": f"unreadable ({exc})"}
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "logical_cpus": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "python": platform.python_version(),

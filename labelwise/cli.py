@@ -1,20 +1,10 @@
 """The `labelwise` command line: every pipeline stage, runnable without Snakemake.
 
-    labelwise prepare --config config.yaml          # raw dataset -> results/<dataset>/shards/*.h5
-    labelwise train   --config config.yaml --model wcgan --label 3
-    labelwise train   --config config.yaml --model wcgan --label 0 1 2 3   # one packed job
-    labelwise sample  --config config.yaml --model wcgan --label 3
-    labelwise grid    --config config.yaml --model wcgan
-    labelwise classifier --config config.yaml                # the offline label classifier
-    labelwise evaluate --config config.yaml --model wcgan     # metrics.json + metrics.csv
-    labelwise curves  --config config.yaml --model wcgan      # figures/training_curves_wcgan.png|pdf
-    labelwise compare --config config.yaml                    # figures/metrics_comparison.png|pdf
-    labelwise table   --config config.yaml                    # paper/metrics_table.csv|md|tex
-    labelwise generate --config config.yaml --model wcgan --label 3 -n 16 --outdir my_images --grid
-
-Paths default to the pipeline's layout under --results (default: results/); the Snakemake rules
-pass explicit paths instead.  A LabelwiseError prints one `ERROR` log line, naming the culprit and the fix,
-and exits 1.
+Subcommands `prepare`, `train` (one label, or several labels as one packed job), `sample`, `grid`,
+`classifier`, `evaluate`, `curves`, `compare`, `table` and `generate` write what the rules write
+(`labelwise --help`; README, "Stages without Snakemake").  Paths default to the pipeline's layout
+under --results (default: results/); the Snakemake rules pass explicit paths instead.  A
+LabelwiseError prints one `ERROR` log line, naming the culprit and the fix, and exits 1.
 """
 from __future__ import annotations
 
@@ -29,7 +19,8 @@ from pathlib import Path
 
 from .errors import LabelwiseError
 from .io import file_system_failure
-from .plan import dataset_name, ordered_models, paper_table_caption, selected_labels, train_settings
+from . import models
+from .plan import dataset_name, layout, model_files, ordered_models, paper_table_caption, selected_labels, train_settings
 
 log = logging.getLogger("labelwise")
 
@@ -157,16 +148,16 @@ def _device(config) -> str:
 
 
 def _figure(ds: Path, stem: str) -> list[Path]:
-    return [ds / "figures" / f"{stem}.{ext}" for ext in ("png", "pdf")]
+    return [Path(layout("figure", ds=ds, name=stem, ext=ext)) for ext in ("png", "pdf")]
 
 
 def _evaluated(args, config) -> list[Path]:
     """The configured models' metrics.json files that exist, in the papers' order (as rules/common.smk)."""
     ds = _dataset_dir(args, config)
-    models = ordered_models(config["models"])
-    paths = [ds / m / "metrics.json" for m in models if (ds / m / "metrics.json").is_file()]
+    names = ordered_models(config["models"])
+    paths = [p for p in (Path(layout("metrics", ds=ds, model=m)) for m in names) if p.is_file()]
     if not paths:
-        raise LabelwiseError(f"no {ds}/<model>/metrics.json for models {models}; "
+        raise LabelwiseError(f"no {ds}/<model>/metrics.json for models {names}; "
                              "run `labelwise evaluate --model M` first")
     return paths
 
@@ -201,35 +192,33 @@ def cmd_train(args) -> None:
         base = _dataset_dir(args, config)
     else:
         raise LabelwiseError("train needs --config (or --settings with explicit paths)")
-    if args.model == "cgan":
-        names: list = ["all"]  # the one conditional model's files
-    elif not args.label:
+    conditional = models.get(args.model).conditional
+    if not conditional and not args.label:
         raise LabelwiseError(f"train --model {args.model} needs --label")
-    else:
-        names = list(args.label)
-    per_name = {"generator": "generators/{}.pt", "log": "train_logs/{}.csv", "checkpoints": "checkpoints/{}"}
+    names = model_files(args.model, args.label)  # a conditional model: its one set of files
+    per_name = {"generator": "generator", "log": "train_log", "checkpoints": "checkpoints"}  # -> LAYOUT
     with_snapshots = bool(args.snapshots or (base is not None and settings["budget"].get("snapshots")))
     if with_snapshots:
-        per_name["snapshots"] = "snapshots/{}.pt"
+        per_name["snapshots"] = "snapshots"
 
     def paths(key: str) -> list[Path]:
         given = getattr(args, key)
         if given is None:
-            return [base / args.model / per_name[key].format(n) for n in names]
+            return [Path(layout(per_name[key], ds=base, model=args.model, label=n)) for n in names]
         if len(given) != len(names):
             raise LabelwiseError(f"train: --{key} needs one path per label ({len(names)}), got {len(given)}")
         return [Path(g) for g in given]
 
     columns = {key: paths(key) for key in per_name}
     outputs = [Outputs(**{key: columns[key][i] for key in per_name}) for i in range(len(names))]
-    if args.model == "cgan":  # one conditional model over every given shard (default: the selected labels')
-        shards = args.shard or [base / "shards" / f"{k}.h5" for k in _labels(config)]
+    if conditional:  # one conditional model over every given shard (default: the selected labels')
+        shards = args.shard or [Path(layout("shard", ds=base, label=k)) for k in _labels(config)]
     elif args.shard:
         if len(args.shard) != len(names):
             raise LabelwiseError(f"train: --shard needs one shard per label ({len(names)}), got {len(args.shard)}")
         shards = args.shard
     else:
-        shards = [base / "shards" / f"{n}.h5" for n in names]
+        shards = [Path(layout("shard", ds=base, label=n)) for n in names]
     common = dict(
         device=args.device or runtime.get("device", "auto"), threads=args.threads or runtime.get("threads"),
         progress_seconds=args.progress_seconds or runtime.get("progress_seconds", 10),
@@ -239,7 +228,7 @@ def cmd_train(args) -> None:
     packing = dict(packed_kernel=args.packed_kernel or runtime.get("packed_kernel", "auto"),
                    cuda_graph=args.cuda_graph or runtime.get("cuda_graph", "auto"))
     budget, seed = Budget(**settings["budget"]), int(settings["seed"])
-    if args.model == "cgan":
+    if conditional:
         train_label(shards, args.model, settings["model"], budget, seed, outputs[0], **common)
     elif len(names) == 1:
         train_label(shards[0], args.model, settings["model"], budget, seed, outputs[0], label=names[0], **common)
@@ -247,16 +236,22 @@ def cmd_train(args) -> None:
         train_packed(shards, args.model, settings["model"], budget, seed, outputs, labels=names, **common, **packing)
 
 
+def _train_command(model: str, label) -> str:
+    """The `labelwise` stage that writes a model's generator or log of `label`, for _require's hint."""
+    return f"train --model {model}" + ("" if models.get(model).conditional else f" --label {label}")
+
+
 def cmd_sample(args) -> None:
     from .sample import sample_label
 
     config = _config(args)
     ds, model = _dataset_dir(args, config), _model(args, config)
-    meta = json.loads(_require([ds / "meta.json"], "prepare")[0].read_text())
-    generator = ds / model / "generators" / f"{'all' if model == 'cgan' else args.label}.pt"  # cgan: one for all labels
+    meta = json.loads(_require([Path(layout("meta", ds=ds))], "prepare")[0].read_text())
+    name = model_files(model, [args.label])[0]  # a conditional model: one generator for all labels
+    generator = Path(layout("generator", ds=ds, model=model, label=name))
     evaluation = config["evaluation"]
-    sample_label(_require([generator], f"train --model {model}" + ("" if model == "cgan" else f" --label {args.label}"))[0],
-                 ds / model / "samples" / f"{args.label}.h5", evaluation["samples_per_label"], config["seed"],
+    sample_label(_require([generator], _train_command(model, args.label))[0],
+                 Path(layout("samples", ds=ds, model=model, label=args.label)), evaluation["samples_per_label"], config["seed"],
                  label=args.label, class_name=meta["class_names"][args.label], device=config["runtime"]["device"],
                  threads=config["runtime"]["threads"], batch_size=evaluation["batch_size"])
 
@@ -266,7 +261,7 @@ def cmd_grid(args) -> None:
 
     config = _config(args)
     ds, model = _dataset_dir(args, config), _model(args, config)
-    samples = _require([ds / model / "samples" / f"{k}.h5" for k in _labels(config)],
+    samples = _require([Path(layout("samples", ds=ds, model=model, label=k)) for k in _labels(config)],
                        f"sample --model {model} --label {{stem}}")  # the configured labels, as the rule
     sample_grid(samples, _figure(ds, f"samples_{model}"), columns=config["figures"]["grid_columns"],
                 dpi=config["figures"]["dpi"], title=f"{MODEL_TITLES.get(model, model)} samples, {dataset_name(config)}")
@@ -278,8 +273,8 @@ def cmd_classifier(args) -> None:
     config = _config(args)
     ds = _dataset_dir(args, config)
     labels = _labels(config, sharded=True)
-    shards = _require([ds / "shards" / f"{k}.h5" for k in labels], "prepare")
-    train_classifier(dict(zip(labels, shards)), ds / "classifier" / "classifier.pt",
+    shards = _require([Path(layout("shard", ds=ds, label=k)) for k in labels], "prepare")
+    train_classifier(dict(zip(labels, shards)), Path(layout("classifier", ds=ds)),
                      epochs=config["evaluation"]["classifier_epochs"], seed=config["seed"], device=_device(config))
 
 
@@ -289,13 +284,13 @@ def cmd_evaluate(args) -> None:
 
     config = _config(args)
     ds, model, labels = _dataset_dir(args, config), _model(args, config), _labels(config)
-    shards = _require([ds / "shards" / f"{k}.h5" for k in labels], "prepare")
-    samples = _require([ds / model / "samples" / f"{k}.h5" for k in labels],
+    shards = _require([Path(layout("shard", ds=ds, label=k)) for k in labels], "prepare")
+    samples = _require([Path(layout("samples", ds=ds, model=model, label=k)) for k in labels],
                        f"sample --model {model} --label {{stem}}")
-    classifier = _require([ds / "classifier" / "classifier.pt"], "classifier")[0]
-    metrics = evaluate_model(model, dict(zip(labels, samples)), dict(zip(labels, shards)), stats_dir=ds / "stats",
+    classifier = _require([Path(layout("classifier", ds=ds))], "classifier")[0]
+    metrics = evaluate_model(model, dict(zip(labels, samples)), dict(zip(labels, shards)), stats_dir=Path(layout("stats_dir", ds=ds)),
                              classifier_path=classifier, settings=config["evaluation"], device=_device(config))
-    write_metrics(metrics, ds / model / "metrics.json", ds / model / "metrics.csv")
+    write_metrics(metrics, Path(layout("metrics", ds=ds, model=model)), Path(layout("metrics_table", ds=ds, model=model)))
 
 
 def cmd_curves(args) -> None:
@@ -303,9 +298,8 @@ def cmd_curves(args) -> None:
 
     config = _config(args)
     ds, model = _dataset_dir(args, config), _model(args, config)
-    names = ["all"] if model == "cgan" else _labels(config)
-    logs = _require([ds / model / "train_logs" / f"{n}.csv" for n in names],
-                    f"train --model {model}" + ("" if model == "cgan" else " --label {stem}"))
+    logs = _require([Path(layout("train_log", ds=ds, model=model, label=n)) for n in model_files(model, _labels(config))],
+                    _train_command(model, "{stem}"))
     training_curves(logs, _figure(ds, f"training_curves_{model}"), dpi=config["figures"]["dpi"],
                     title=f"{MODEL_TITLES.get(model, model)} training, {dataset_name(config)}")
 
@@ -361,7 +355,8 @@ def _generate_sources(args) -> tuple[str, list[tuple[Path, int]]]:
     missing = [k for k in (wanted or []) if k not in labels]
     if missing:
         raise LabelwiseError(f"label(s) {missing} are not among the configured labels {labels} of {args.config}")
-    return model, [(ds / model / "generators" / f"{'all' if model == 'cgan' else k}.pt", k) for k in (wanted or labels)]
+    return model, [(Path(layout("generator", ds=ds, model=model, label=model_files(model, [k])[0])), k)
+                   for k in (wanted or labels)]
 
 
 def cmd_generate(args) -> None:
@@ -374,7 +369,7 @@ def cmd_generate(args) -> None:
     if args.n < 1:
         raise LabelwiseError(f"generate -n must be at least 1, got {args.n}")
     model, sources = _generate_sources(args)
-    paths = _require([p for p, _ in sources], f"train --model {model}" + ("" if model == "cgan" else " --label {stem}"))
+    paths = _require([p for p, _ in sources], _train_command(model, "{stem}"))
     written = generate_images(list(zip(paths, (k for _, k in sources))), model, args.n, args.seed, outdir,
                               device=args.device, grid=args.grid, batch_size=args.batch_size)
     log.info("wrote %d PNG file(s) to %s", len(written), outdir)

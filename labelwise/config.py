@@ -8,12 +8,14 @@ what is allowed, e.g. "config key budget.iterations: -5 is less than the minimum
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 
 import jsonschema
 import yaml
 
+from . import models
 from .errors import LabelwiseError, brief_repr
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
@@ -70,7 +72,41 @@ def check_config_files(paths) -> None:
 
 
 def load_schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    """The schema file with every registered model (labelwise.models) under `models:`: a model the
+    file does not name takes the settings section of the model its entry names (Model.settings), and
+    scaling.model accepts the per-label models."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    sections = schema["properties"]["models"]["properties"]
+    unknown = [name for name in sections if name not in models.REGISTRY]
+    if unknown:
+        raise LabelwiseError(f"{SCHEMA_PATH}: models {unknown} are not in the registry labelwise.models; register them")
+    for entry in models.REGISTRY.values():
+        if entry.name not in sections:
+            if entry.schema_section not in sections:
+                raise LabelwiseError(f"model {entry.name!r}: its settings section {entry.schema_section!r} is not "
+                                     f"under models: in {SCHEMA_PATH}; name one of {', '.join(sections)}")
+            sections[entry.name] = dict(copy.deepcopy(sections[entry.schema_section]), description=entry.title)
+    schema["properties"]["scaling"]["properties"]["model"]["enum"] = [*models.per_label(), None]
+    return schema
+
+
+def section_defaults(section: str) -> dict:
+    """The schema's default of every key of a top-level section (e.g. `evaluation`) that has one: the
+    one source of the defaults that code used without a config needs too."""
+    keys = load_schema()["properties"][section]["properties"]
+    return {k: copy.deepcopy(v["default"]) for k, v in keys.items() if "default" in v}
+
+
+def schema_file() -> str:
+    """What the Snakefile gives `snakemake.utils.validate` (a path): the schema file itself when it
+    names every registered model, else `load_schema()` written next to the Snakemake metadata."""
+    schema = load_schema()
+    if schema == yaml.safe_load(SCHEMA_PATH.read_text()):
+        return str(SCHEMA_PATH)
+    written = Path(".snakemake", "labelwise", "config.schema.json").resolve()  # validate reads relative to rules/
+    written.parent.mkdir(parents=True, exist_ok=True)
+    written.write_text(json.dumps(schema, indent=1))
+    return str(written)
 
 
 def _with_defaults(validator_class):

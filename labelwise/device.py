@@ -4,8 +4,8 @@ On a machine with several GPUs and no scheduler (a workstation running `snakemak
 nothing tells concurrent jobs apart: Snakemake assigns no GPU, and every process would pick
 `cuda:0`. `select_device` therefore claims a free GPU *slot* for its process — an exclusive,
 non-blocking `flock` on a per-GPU lock file, tried in device order — and keeps it until the
-process ends (the kernel drops a flock with the last descriptor, so even a SIGKILLed job frees its
-slot). When a scheduler has already narrowed the job to one GPU (Slurm's gres, `srun --gpus=1`,
+process ends or calls `release_gpu_claim` (the kernel drops a flock with the last descriptor, so
+even a SIGKILLed job frees its slot). When a scheduler has already narrowed the job to one GPU (Slurm's gres, `srun --gpus=1`,
 `jsrun -g1`: `CUDA_VISIBLE_DEVICES` lists one device), that GPU is simply `cuda:0`.
 """
 from __future__ import annotations
@@ -136,6 +136,15 @@ def _claimed_cuda_device() -> torch.device:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
         log.info("claimed GPU slot %d of %d (CUDA_VISIBLE_DEVICES=%s; lock %s)", index, n, visible, handle.name)
     return torch.device(f"cuda:{_claimed[0]}")
+
+
+def release_gpu_claim() -> None:
+    """Give back the GPU slot this process claimed (its lock file is closed), so that another job can
+    take it before this process ends; the next `select_device` claims afresh.  Nothing to do without one."""
+    global _claimed
+    if _claimed is not None:
+        _claimed[1].close()
+        _claimed = None
 
 
 def select_device(requested: str = "auto") -> torch.device:

@@ -1,16 +1,13 @@
 """Atomic file output: every file labelwise writes appears whole under its final name or not at all.
 
-Writers get a temporary sibling path (same directory, so the final rename is atomic on POSIX),
-and the rename happens only when the writer returned without error; on error the temporary file is
-removed.  A killed process can leave a `*.tmp-<pid>` file behind, never a truncated final file.
-
-A write that fails in the file system (disk full, quota, read-only or vanished folder) is a
-LabelwiseError naming the final path and the fix, not a traceback.  That needs the bytes to reach
-the disk through Python's own file writes: torch.save and h5py write through C/C++ code that reports
-a full disk as a cryptic RuntimeError ("unexpected pos 704 vs 598", "Disable slist on flush dest
-failure failed"), even when handed a Python file object, and h5py can crash the interpreter while
-cleaning up after it.  So `save_torch` (and `labelwise.images.write_images`) serialise in memory and
-write the bytes with `write_bytes`.
+Writers get a temporary sibling path (same directory, so the final rename is atomic on POSIX), and
+the rename happens only when the writer returned without error; a killed process can leave a
+`*.tmp-<pid>` file behind, never a truncated final file.  A write that fails in the file system
+(disk full, quota, read-only or vanished folder) is a LabelwiseError naming the final path and the
+fix, which needs the bytes to reach the disk through Python's own file writes: torch.save and h5py
+report a full disk from C/C++ as a cryptic RuntimeError ("unexpected pos 704 vs 598"), and h5py can
+crash the interpreter cleaning up after it.  So `save_torch` (and `labelwise.images.write_images`)
+serialise in memory and write the bytes with `write_bytes`.
 """
 from __future__ import annotations
 

@@ -1,12 +1,11 @@
 """Adversarial losses: WGAN-GP (Gulrajani et al. 2017) and the non-saturating BCE loss of DCGAN.
 
-Each critic loss returns the loss to minimise and a dict of detached diagnostics for the log
-(the Wasserstein estimate E[D(real)] - E[D(fake)] and the gradient penalty for WGAN-GP).
-
-Every mean is over the batch dimension (the first) only, and the gradient penalty takes its norm
-over each sample's image (the last three dimensions).  For one network (critic scores of shape
-(B,)) the losses are scalars; for packed training (`labelwise.train.packed`: images (B, K, C, H, W),
-scores (B, K)) they are K per-label losses, each exactly the loss that label's own network gets.
+Each critic loss returns the loss to minimise and a dict of detached diagnostics for the log (the
+Wasserstein estimate E[D(real)] - E[D(fake)] and the gradient penalty for WGAN-GP).  Every mean is
+over the batch dimension (the first) only, and the gradient penalty takes its norm over each
+sample's image (the last three dimensions): for one network (scores (B,)) the losses are scalars,
+for packed training (images (B, K, C, H, W), scores (B, K)) K per-label losses, each exactly the
+loss that label's own network gets.
 """
 from __future__ import annotations
 

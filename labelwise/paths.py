@@ -1,23 +1,14 @@
 """Output paths and user-supplied names: every path labelwise writes stays inside its results tree.
 
-Two rules, one place:
-
-* `safe_name` is the one rule for a user string that becomes a path component (today `data.name`):
-  1 to NAME_MAX_CHARS characters of ``A-Z a-z 0-9 _ . -``, starting with a letter, digit or ``_``.
-  So it is never ``.``, ``..``, a hidden or option-like name (``-rf``), never holds a separator,
-  a shell metacharacter or a quote (it passes through a shell unquoted), and is far below any file
-  system's 255-byte name limit.  The config schema's `data.name` pattern is the same rule
-  (tests/faults/test_fault_names.py checks that they agree; the schema's `$` admits a trailing newline,
-  which `safe_name` refuses: both the Snakefile and the command line build the folder through it).
-* `inside(root, *parts)` joins `parts` under `root` and refuses (LabelwiseError) any result that
-  is not strictly inside `root`, judged on the normalised path (``..``, absolute parts, empty
-  parts).  Symbolic links the user made (results on scratch storage) are left alone: the check is
-  about what labelwise builds, not where the user points it.
-
-Names that only reach files' contents, figures and logs (class names, which come from folder names)
-are never made into paths: shards are named by label index.  `stored_name` is how such a name is
-kept (HDF5 attributes and JSON need valid UTF-8; a folder name need not be), and figures draw it as
-plain text, never as math or LaTeX (labelwise.plots.save_figure).
+`safe_name` is the one rule for a user string that becomes a path component (today `data.name`): 1
+to NAME_MAX_CHARS characters of ``A-Z a-z 0-9 _ . -``, starting with a letter, digit or ``_`` —
+never ``.``, ``..``, hidden, option-like, a separator, a shell metacharacter or a quote; the config
+schema's `data.name` pattern is the same rule (tests/faults/test_fault_names.py checks that they
+agree).  `inside(root, *parts)` joins `parts` under `root` and refuses any result not strictly
+inside it, judged on the normalised path; symbolic links the user made are left alone.  Names that
+only reach files' contents, figures and logs (class names, from folder names) are never made into
+paths (shards are named by label index): `stored_name` is how such a name is kept in HDF5 and JSON,
+which need valid UTF-8 where a folder name need not be.
 """
 from __future__ import annotations
 

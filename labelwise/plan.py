@@ -7,15 +7,70 @@ default paths, so a stage run by hand does what its Snakemake job does.  Torch-f
 """
 from __future__ import annotations
 
+import re
+
+from . import models
 from .errors import LabelwiseError
 
-# The papers' order (per-label W-CGAN, DC-CGAN, then the single CGAN) in every table and figure,
-# whatever order config files and --config merged the models in.
-MODEL_ORDER = ("wcgan", "dccgan", "cgan")
+
+def ordered_models(names) -> list[str]:
+    """The papers' order (the registry's: per-label models, then the single CGAN) in every table and
+    figure, whatever order config files and --config merged the models in."""
+    return models.ordered(names)
 
 
-def ordered_models(models) -> list[str]:
-    return sorted(models, key=lambda m: (list(MODEL_ORDER) + [m]).index(m))
+# Every file the pipeline writes, one template each, under the dataset's results tree {ds}
+# (results/<dataset>) or its log tree {logs} (logs/<dataset>).  The rules fill {ds} and leave the
+# other fields as Snakemake wildcards; the command line and the metrics code fill them all.  A
+# conditional model's generator, log, snapshots and checkpoints take labelwise.models.ALL as {label}.
+LAYOUT = {
+    "meta": "{ds}/meta.json",
+    "shard": "{ds}/shards/{label}.h5",
+    "generator": "{ds}/{model}/generators/{label}.pt",
+    "train_log": "{ds}/{model}/train_logs/{label}.csv",
+    "snapshots": "{ds}/{model}/snapshots/{label}.pt",
+    "checkpoints": "{ds}/{model}/checkpoints/{label}",
+    "samples": "{ds}/{model}/samples/{label}.h5",
+    "metrics": "{ds}/{model}/metrics.json",
+    "metrics_table": "{ds}/{model}/metrics.csv",
+    "fid_vs_time": "{ds}/{model}/fid_vs_time.{ext}",
+    "classifier": "{ds}/classifier/classifier.pt",
+    "classifier_summary": "{ds}/classifier/classifier.json",
+    "stats_dir": "{ds}/stats",
+    "stats": "{stats_dir}/{space}/{label}.npz",
+    "figure": "{ds}/figures/{name}.{ext}",
+    "paper_table": "{ds}/paper/metrics_table.{ext}",
+    "scaling": "{ds}/scaling/{model}",
+    "scaling_record": "{scaling}/k{k}/job{slot}.json",
+    "scaling_done": "{scaling}/k{k}/done",
+    "scaling_summary": "{scaling}/summary.csv",
+    "scaling_jobs": "{scaling}/jobs.csv",
+    "scaling_scratch": "{scaling}/scratch/k{k}/{slot}",
+    "benchmark": "{ds}/benchmarks/{job}.tsv",
+    "log": "{logs}/{job}.log",
+}
+
+
+class _Wildcards(dict):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"  # left for Snakemake to fill
+
+
+def layout(kind: str, **fields) -> str:
+    """LAYOUT[kind] with `fields` filled in (a field that names another template, not given, is that
+    template filled the same way); fields not given stay as `{name}` wildcards."""
+    template = LAYOUT[kind]
+    for name in re.findall(r"\{(\w+)\}", template):
+        if name in LAYOUT and name not in fields:
+            fields[name] = layout(name, **fields)
+    return template.format_map(_Wildcards({k: v.as_posix() if hasattr(v, "as_posix") else v
+                                           for k, v in fields.items()}))
+
+
+def model_files(model: str, labels) -> list:
+    """What a model's generator, log and snapshot files are named by (LAYOUT's {label}): its labels,
+    or the one name of a conditional model's files."""
+    return models.file_names(model, labels)
 
 
 def dataset_name(config: dict) -> str:
@@ -40,15 +95,18 @@ def selected_labels(config: dict) -> tuple[list[int], list[int]]:
     return labels, labels if data["source"] == "imagefolder" else list(range(n))
 
 
-def train_settings(config: dict, model: str, n_labels: int) -> dict:
+def train_settings(config: dict, model: str, n_labels: int, budget: dict | None = None) -> dict:
     """Everything that shapes one model's training: its section, the budget and the seed.  The
-    single conditional GAN gets the sum of the per-label jobs' budgets (the papers' comparison)."""
+    single conditional GAN gets the sum of the per-label jobs' budgets (the papers' comparison).
+    `budget`: this one instead of config's (the scaling study's short fixed budget), as given."""
+    if budget is not None:
+        return {"model": config["models"][model], "budget": budget, "seed": config["seed"]}
     budget = dict(config["budget"])
     if not budget.get("snapshots"):
         budget.pop("snapshots", None)  # no snapshots: the same params (no rerun) as before the key existed
     if budget.get("gflop") is None:
         budget.pop("gflop", None)  # no compute budget: likewise
-    if model == "cgan":
+    if models.get(model).conditional:
         budget["iterations"] *= n_labels
         if budget["minutes"]:
             budget["minutes"] *= n_labels

@@ -17,17 +17,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from . import models  # noqa: E402
 from .images import read_images  # noqa: E402
 from .io import atomic_path  # noqa: E402
 from .trainlog import read_train_log  # noqa: E402
 
-MODEL_TITLES = {"wcgan": "W-CGAN (per-label WGAN-GP)", "dccgan": "DC-CGAN (per-label DCGAN)", "cgan": "single CGAN"}
-# One colour per model in every figure, whatever the order or subset of models a run has.
-MODEL_COLORS = {"wcgan": "C0", "dccgan": "C1", "cgan": "C2"}
+# Titles and colours: labelwise.models, one colour per model in every figure, whatever the order or
+# subset of models a run has.
+MODEL_TITLES = {name: entry.title for name, entry in models.REGISTRY.items()}
 
 
 def model_color(model: str, index: int) -> str:
-    return MODEL_COLORS.get(model, f"C{3 + index}")
+    return models.REGISTRY[model].color if model in models.REGISTRY else f"C{3 + index}"
 
 
 def save_figure(fig, outputs) -> None:

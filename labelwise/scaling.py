@@ -1,25 +1,10 @@
 """Weak scaling of per-label training: k labels trained at once, one GPU (or core set) each.
 
-The papers' scaling study: every job gets the same fixed work (one label, a fixed number of
-generator iterations), k jobs run concurrently, and the *time to solution* (the makespan: first
-job launched to last job finished) is compared with k = 1. Ideal weak scaling keeps it flat, i.e.
-an efficiency T1/Tk of 1.
-
-Three pieces, used by rules/scaling.smk:
-
-* `python -m labelwise.scaling job --record R.json --k K --slot I --launched T -- <labelwise train
-  arguments>` runs exactly `labelwise train <arguments>` in this process (the same settings JSON
-  mechanism as rule train, under the same launcher) and writes one job record R.json: wall-clock
-  timestamps, host, device, CUDA_VISIBLE_DEVICES, iterations, seconds. Its checkpoint directory
-  is emptied first, so every record times a run from scratch, never a resumed one.
-* `group_stats` / `summary_rows` turn the records of each k into one row: makespan, per-job
-  times, efficiency, and whether the k jobs really ran at the same time (`overlap`: the latest
-  start came before the earliest end; `max_concurrent`: the most jobs running at one instant).
-* `scaling_figure`: time to solution and efficiency against k (log2 axis), warning about groups
-  that did not run concurrently.
-
-Timestamps are `time.time()` (epoch seconds) taken on the node that runs the job; across nodes
-they are as good as the cluster's clock synchronisation (NTP: milliseconds).
+For rules/scaling.smk: `python -m labelwise.scaling job` runs one timed `labelwise train` from
+scratch and writes its job record (timestamps, host, device); `write_summary` turns the records into
+one row per k (time to solution, i.e. the makespan, efficiency T1/Tk, and whether the k jobs really
+overlapped); `scaling_figure` draws time to solution and efficiency against k.  The study's design
+and what each piece records: docs/scaling.md.
 """
 from __future__ import annotations
 

@@ -1,11 +1,16 @@
-"""Reading the training log CSVs that `labelwise.train.loop.write_log` writes (iteration,
-wall_seconds, losses, ...): one reader for the figures, the FID-against-time curve and the
-weak-scaling job records.  numpy only, so that figure and evaluation jobs need no torch for it."""
+"""The training log CSV (iteration, wall_seconds, losses, ...): written by both training loops, read
+by the figures, the FID-against-time curve and the weak-scaling job records.  numpy only, so that
+figure and evaluation jobs need no torch for it."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
+
+from .io import atomic_path
+
+LOG_COLUMNS = ("iteration", "wall_seconds", "d_loss", "g_loss", "gradient_penalty", "wasserstein_estimate")
 
 
 def read_train_log(path) -> dict[str, np.ndarray]:
@@ -28,3 +33,12 @@ def last_log_row(path) -> tuple[int | None, float | None]:
         return None, None
     cells = lines[-1].split(",")
     return int(float(cells[0])), float(cells[1])
+
+
+def write_log(path, rows) -> None:
+    """The training log CSV of `rows` ((iteration, wall_seconds, losses...) each; NaN -> empty cell)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(",".join(LOG_COLUMNS) + "\n")
+            for r in rows:
+                f.write(f"{int(r[0])},{r[1]:.3f}," + ",".join("" if math.isnan(v) else f"{v:.6g}" for v in r[2:]) + "\n")

@@ -8,6 +8,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 import labelwise.config
+import labelwise.models
 import labelwise.paths
 import labelwise.plan
 import labelwise.walltime
@@ -31,7 +32,7 @@ except LabelwiseError as exc:
     _config_error(exc)
 labelwise.config.read_yaml_values(config)
 try:
-    validate(config, str(labelwise.config.SCHEMA_PATH))  # fills the schema's defaults
+    validate(config, labelwise.config.schema_file())  # fills the schema's defaults
 except WorkflowError:
     _config_error(labelwise.config.explain_error(config) or "config does not match the schema")
 
@@ -44,6 +45,12 @@ try:  # every output lies under results/<dataset>/ or logs/<dataset>/: the name 
     labelwise.paths.dataset_dir("logs", DATASET)
 except LabelwiseError as exc:
     _config_error(exc)
+def path(kind, **fields):
+    """The pipeline's path of `kind` (labelwise.plan.LAYOUT) in this dataset's results tree; fields
+    not given stay wildcards."""
+    return labelwise.plan.layout(kind, ds=DS, logs=f"logs/{DATASET}", **fields)
+
+
 # Command prefix for training jobs (srun/jsrun in allocation mode). Not a param: changing how a
 # job is launched must not retrain anything.
 LAUNCHER = config["runtime"]["launcher"]
@@ -51,9 +58,10 @@ LAUNCHER = config["runtime"]["launcher"]
 # LABELWISE_ALLOCATION: there a training job without the launcher would run on that node, not on a
 # GPU of the allocation. A `--config` on the command line replaces a profile's whole `config:` key,
 # launcher included: stop before any job instead.
-if os.environ.get("LABELWISE_ALLOCATION") and not LAUNCHER.strip():
+ALLOCATION = os.environ.get("LABELWISE_ALLOCATION")  # optional: no envvars directive
+if ALLOCATION and not LAUNCHER.strip():
     _config_error(
-        f"runtime.launcher is empty in a {os.environ['LABELWISE_ALLOCATION']} allocation, so training would run on "
+        f"runtime.launcher is empty in a {ALLOCATION} allocation, so training would run on "
         "the node that runs Snakemake. A --config on the command line replaces the profile's whole config: "
         "key: repeat the profile's launcher there (runtime='{launcher: ...}') or give your settings with "
         "--configfile instead"
@@ -98,10 +106,12 @@ def prepare_label_params():
 
 
 # The completion marker of the data stage (rules/data.smk): an input of every rule that reads shards.
-META = ancient(f"{DS}/meta.json")
+META = ancient(path("meta"))
 
 
-PER_LABEL_MODELS = [m for m in MODELS if m != "cgan"]
+PER_LABEL_MODELS = [m for m in MODELS if not labelwise.models.get(m).conditional]
+# Every registered conditional model has its training rule, configured or not (a path asks for it).
+CONDITIONAL_MODELS = [m for m in labelwise.models.names() if labelwise.models.get(m).conditional]
 # budget.snapshots: training also bundles its generator snapshots, evaluated as FID vs training time.
 SNAPSHOTS = list(config["budget"]["snapshots"])
 
@@ -117,15 +127,11 @@ def model_train_settings(model):
 
 def generator_of(model, label):
     """The generator a label's samples come from: its own, or the one conditional model's."""
-    if model == "cgan":
-        return f"{DS}/cgan/generators/all.pt"
-    return f"{DS}/{model}/generators/{label}.pt"
+    return path("generator", model=model, label=labelwise.plan.model_files(model, [label])[0])
 
 
 def train_logs_of(model):
-    if model == "cgan":
-        return [f"{DS}/cgan/train_logs/all.csv"]
-    return expand(f"{DS}/{model}/train_logs/{{label}}.csv", label=LABELS)
+    return [path("train_log", model=model, label=k) for k in labelwise.plan.model_files(model, LABELS)]
 
 
 def train_runtime_minutes(wildcards):
@@ -135,7 +141,7 @@ def train_runtime_minutes(wildcards):
 def model_runtime_minutes(model):
     """Scheduler wall time for a training job: its minutes budget plus margin, else a generous default."""
     minutes = config["budget"]["minutes"]
-    if minutes and model == "cgan":
+    if minutes and labelwise.models.get(model).conditional:
         minutes *= len(LABELS)
     return int(minutes * 1.25) + 10 if minutes else 24 * 60
 
@@ -169,9 +175,9 @@ REAL_PER_LABEL = labelwise.walltime.REAL_IMAGES_PER_LABEL[DATA["source"]]
 
 
 def real_stats_inputs(wildcards):
-    inputs = {"shards": expand(f"{DS}/shards/{{label}}.h5", label=LABELS), "meta": META}
+    inputs = {"shards": expand(path("shard"), label=LABELS), "meta": META}
     if wildcards.space == "classifier":
-        inputs["classifier"] = f"{DS}/classifier/classifier.pt"
+        inputs["classifier"] = path("classifier")
     return inputs
 
 
@@ -183,33 +189,30 @@ def inception_params(wildcards):
 
 
 def samples_of(model):
-    return expand(f"{DS}/{model}/samples/{{label}}.h5", label=LABELS)
+    return expand(path("samples", model=model), label=LABELS)
 
 
 def snapshot_bundles_of(model):
-    """The training jobs' snapshot bundles (budget.snapshots), in LABELS order; cgan: its one bundle."""
-    if model == "cgan":
-        return [f"{DS}/cgan/snapshots/all.pt"]
-    return expand(f"{DS}/{model}/snapshots/{{label}}.pt", label=LABELS)
+    """The training jobs' snapshot bundles (budget.snapshots), in LABELS order; a conditional model: its one bundle."""
+    return [path("snapshots", model=model, label=k) for k in labelwise.plan.model_files(model, LABELS)]
 
 
 def paper_outputs():
     """What `snakemake paper` adds to the default target: the table, FID against training time when
     budget.snapshots is set (and, where defined, the scaling study)."""
-    outputs = expand(f"{DS}/paper/metrics_table.{{ext}}", ext=("csv", "md", "tex"))
+    outputs = expand(path("paper_table"), ext=("csv", "md", "tex"))
     if SNAPSHOTS:
-        outputs += expand(f"{DS}/figures/fid_vs_time.{{ext}}", ext=("png", "pdf"))
-    if "scaling_outputs" in globals():
-        outputs += scaling_outputs()
+        outputs += expand(path("figure", name="fid_vs_time"), ext=("png", "pdf"))
+    outputs += scaling_outputs()
     return outputs
 
 
 def all_outputs():
     return [
-        *expand(f"{DS}/figures/samples_{{model}}.{{ext}}", model=MODELS, ext=("png", "pdf")),
-        *expand(f"{DS}/figures/training_curves_{{model}}.{{ext}}", model=MODELS, ext=("png", "pdf")),
-        *expand(f"{DS}/figures/metrics_comparison.{{ext}}", ext=("png", "pdf")),
-        *expand(f"{DS}/{{model}}/metrics.json", model=MODELS),
+        *expand(path("figure", name="samples_{model}"), model=MODELS, ext=("png", "pdf")),
+        *expand(path("figure", name="training_curves_{model}"), model=MODELS, ext=("png", "pdf")),
+        *expand(path("figure", name="metrics_comparison"), ext=("png", "pdf")),
+        *expand(path("metrics"), model=MODELS),
     ]
 
 
@@ -218,11 +221,103 @@ def label_packs(labels, size):
     return [labels[i : i + size] for i in range(0, len(labels), size)]
 
 
-def inherit_profile_settings(rule_name, from_rule):
-    """--set-threads / --set-resources given for `from_rule` (a profile's `train:` entry) apply to
-    `rule_name` too, unless given for it: profiles name `train`, not the packed rules' per-pack names.
-    Snakemake keeps the parsed settings by rule name; tests/test_packed.py checks this through a dry run."""
+def pack_rule_name(pack):
+    return f"train_labels_{pack[0]}_{pack[-1]}"
+
+
+def inherit_profile_settings(rule_names, from_name):
+    """--set-threads / --set-resources given for `from_name` (a profile's `train:` entry) apply to
+    `rule_names` too, unless given for them: profiles name `train`, not the packed rules' per-pack names.
+    Snakemake has no API to declare this; its public ResourceSettings fields hold the settings by rule
+    name, and it reads them when it defines the first rule, so this runs before any rule is included.
+    tests/test_lint.py checks the result through a dry run."""
     settings = workflow.resource_settings
-    for parsed in (settings._parsed_overwrite_threads, settings._parsed_overwrite_resources):
-        if from_rule in parsed:
-            parsed.setdefault(rule_name, parsed[from_rule])
+    for field in ("overwrite_threads", "overwrite_resources"):
+        given = dict(getattr(settings, field))
+        if from_name in given:
+            setattr(settings, field, {**{name: given[from_name] for name in rule_names}, **given})
+
+
+# The training command of rules train, train_labels_*, train_<conditional model> and scaling_train.
+SNAPSHOTS_ARG = " --snapshots {output.snapshots:q}" if SNAPSHOTS else ""
+LABELS_PER_JOB = config["runtime"]["labels_per_job"]
+if LABELS_PER_JOB > 1:  # a profile's `train:` threads and resources
+    inherit_profile_settings([pack_rule_name(pack) for pack in label_packs(LABELS, LABELS_PER_JOB)], "train")
+CHANNELS_LAST_ARG = " --channels-last" if config["runtime"]["channels_last"] else ""
+# runtime.precision changes what training computes: bf16 is a param of the train rules (switching
+# retrains); fp32, the default, adds none, so results trained before the setting existed stay valid.
+PRECISION_PARAM = {"precision": "bf16"} if config["runtime"]["precision"] == "bf16" else {}
+TRAIN_RUNTIME_ARGS = (
+    " --device {config[runtime][device]} --threads {threads}"
+    f" --progress-seconds {{config[runtime][progress_seconds]}}{CHANNELS_LAST_ARG}"
+    " --packed-kernel {config[runtime][packed_kernel]} --cuda-graph {config[runtime][cuda_graph]}"
+    f"{' --precision bf16' if PRECISION_PARAM else ''}"
+)
+
+
+def train_shell(label, shard, generator, train_log, checkpoints="{params.checkpoints:q}", model="{wildcards.model}",
+                snapshots=SNAPSHOTS_ARG, command="{LAUNCHER} labelwise train"):
+    """The shell command (a Snakemake format string) that trains `model` on `label`'s shard(s): the
+    arguments are the rule's placeholders; `label` None for a conditional model (all labels)."""
+    label_arg = "" if label is None else f" --label {label}"
+    return (
+        f"{command} --model {model}{label_arg} --settings {{params.settings:q}} --shard {shard}"
+        f" --generator {generator} --log {train_log} --checkpoints {checkpoints}{TRAIN_RUNTIME_ARGS}{snapshots}"
+        " 2> {log:q}"
+    )
+
+
+
+# Weak scaling (rules/scaling.smk).
+SCALING = config["scaling"]
+SCALING_KS = sorted(SCALING["ks"])
+SCALING_MODEL = SCALING["model"] or next(iter(PER_LABEL_MODELS), None)
+SCALING_DIR = path("scaling")
+if SCALING_KS and SCALING["model"] is not None and SCALING["model"] not in PER_LABEL_MODELS:
+    _config_error(
+        f"config key scaling.model: {SCALING['model']!r} is not one of the configured per-label models "
+        f"({', '.join(PER_LABEL_MODELS) or 'none'}); add it under models: or choose another"
+    )
+
+
+def scaling_outputs():
+    """The weak-scaling figure (PNG, PDF); nothing when scaling.ks is empty or no per-label model is configured."""
+    if not SCALING_KS or SCALING_MODEL is None:
+        return []
+    return expand(path("figure", name="weak_scaling"), ext=("png", "pdf"))
+
+
+def scaling_label(wildcards):
+    return LABELS[int(wildcards.slot) % len(LABELS)]
+
+
+def scaling_settings(wildcards):
+    """The model's own settings with the scaling budget (iterations only, no minutes cap), as rule train's JSON."""
+    budget = {
+        "iterations": SCALING["iterations"],
+        "minutes": None,
+        "checkpoint_every": SCALING["checkpoint_every"] or config["budget"]["checkpoint_every"],
+    }
+    return json.dumps(labelwise.plan.train_settings(config, wildcards.model, len(LABELS), budget=budget), sort_keys=True)
+
+
+def scaling_train_inputs(wildcards):
+    """The label's shard, and the barrier of the previous group: group k starts when that one is done."""
+    k = int(wildcards.k)
+    inputs = {"shard": path("shard", label=scaling_label(wildcards)), "meta": META}
+    previous = [x for x in SCALING_KS if x < k]
+    if previous:
+        inputs["previous_group"] = path("scaling_done", model=wildcards.model, k=max(previous))
+    return inputs
+
+
+def scaling_records(model, k):
+    return expand(path("scaling_record", model=model, k=k), slot=range(int(k)))
+
+
+# scaling_train's command: `labelwise train` behind the launcher, inside a wrapper that times it and
+# writes the record; `launched` is taken before the launcher, so step start-up counts in the makespan.
+SCALING_JOB_COMMAND = (
+    "launched=$(date +%s.%N); {LAUNCHER} python -m labelwise.scaling job --record {output.record:q}"
+    " --k {wildcards.k} --slot {wildcards.slot} --launched $launched --"
+)

@@ -9,15 +9,15 @@ if DATA["source"] == "imagefolder":
 
     rule prepare_label:
         output:
-            shard=f"{DS}/shards/{{label}}.h5",
+            shard=path("shard"),
         params:
             data=prepare_label_params(),
             out_dir=DS,
         threads: config["runtime"]["threads"]  # decoding threads
         log:
-            f"logs/{DATASET}/prepare/{{label}}.log",
+            path("log", job="prepare/{label}"),
         benchmark:
-            f"{DS}/benchmarks/prepare/{{label}}.tsv"
+            path("benchmark", job="prepare/{label}")
         conda:
             "../envs/data.yaml"
         script:
@@ -25,17 +25,17 @@ if DATA["source"] == "imagefolder":
 
     rule prepare:
         input:
-            shards=expand(f"{DS}/shards/{{label}}.h5", label=SHARDED_LABELS),
+            shards=expand(path("shard"), label=SHARDED_LABELS),
         output:
-            meta=f"{DS}/meta.json",
+            meta=path("meta"),
         params:
             data=prepare_params(),
             name=DATASET,
             out_dir=DS,
         log:
-            f"logs/{DATASET}/prepare.log",
+            path("log", job="prepare"),
         benchmark:
-            f"{DS}/benchmarks/prepare.tsv"
+            path("benchmark", job="prepare")
         conda:
             "../envs/data.yaml"
         script:
@@ -45,16 +45,16 @@ else:
 
     rule prepare:
         output:
-            meta=f"{DS}/meta.json",
-            shards=expand(f"{DS}/shards/{{label}}.h5", label=SHARDED_LABELS),
+            meta=path("meta"),
+            shards=expand(path("shard"), label=SHARDED_LABELS),
         params:
             data=prepare_params(),
             name=DATASET,
             out_dir=DS,
         log:
-            f"logs/{DATASET}/prepare.log",
+            path("log", job="prepare"),
         benchmark:
-            f"{DS}/benchmarks/prepare.tsv"
+            path("benchmark", job="prepare")
         conda:
             "../envs/data.yaml"
         script:

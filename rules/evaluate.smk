@@ -8,11 +8,11 @@
 
 rule classifier:
     input:
-        shards=expand(f"{DS}/shards/{{label}}.h5", label=SHARDED_LABELS),
+        shards=expand(path("shard"), label=SHARDED_LABELS),
         meta=META,
     output:
-        weights=f"{DS}/classifier/classifier.pt",
-        summary=f"{DS}/classifier/classifier.json",
+        weights=path("classifier"),
+        summary=path("classifier_summary"),
     params:
         labels=SHARDED_LABELS,
         epochs=config["evaluation"]["classifier_epochs"],
@@ -26,9 +26,9 @@ rule classifier:
             lambda w: {"classifier": 3 * EVALUATION["classifier_epochs"] * len(SHARDED_LABELS) * REAL_PER_LABEL},
         ),
     log:
-        f"logs/{DATASET}/classifier.log",
+        path("log", job="classifier"),
     benchmark:
-        f"{DS}/benchmarks/classifier.tsv"
+        path("benchmark", job="classifier")
     conda:
         "../envs/evaluate.yaml"
     script:
@@ -39,7 +39,7 @@ rule real_stats:
     input:
         unpack(real_stats_inputs),
     output:
-        stats=expand(f"{DS}/stats/{{{{space}}}}/{{label}}.npz", label=LABELS),
+        stats=expand(path("stats", space="{{space}}"), label=LABELS),
     params:
         inception=inception_params,
     threads: config["runtime"]["threads"]
@@ -47,9 +47,9 @@ rule real_stats:
         gpu=evaluation_gpus,
         runtime=evaluation_runtime("real_stats", lambda w: {w.space: len(LABELS) * REAL_PER_LABEL}),
     log:
-        f"logs/{DATASET}/stats/{{space}}.log",
+        path("log", job="stats/{space}"),
     benchmark:
-        f"{DS}/benchmarks/stats/{{space}}.tsv"
+        path("benchmark", job="stats/{space}")
     conda:
         "../envs/evaluate.yaml"
     script:
@@ -59,13 +59,13 @@ rule real_stats:
 rule evaluate:
     input:
         samples=lambda w: samples_of(w.model),
-        shards=expand(f"{DS}/shards/{{label}}.h5", label=LABELS),
-        stats=expand(f"{DS}/stats/{{space}}/{{label}}.npz", space=SPACES, label=LABELS),
-        classifier=f"{DS}/classifier/classifier.pt",
+        shards=expand(path("shard"), label=LABELS),
+        stats=expand(path("stats"), space=SPACES, label=LABELS),
+        classifier=path("classifier"),
     output:
-        metrics=f"{DS}/{{model}}/metrics.json",
+        metrics=path("metrics"),
         table=report(
-            f"{DS}/{{model}}/metrics.csv",
+            path("metrics_table"),
             category="Metrics",
             subcategory="{model}",
             caption="../workflow/report/metrics_table.rst",
@@ -73,15 +73,15 @@ rule evaluate:
     params:
         evaluation=config["evaluation"],
         labels=LABELS,
-        stats_dir=f"{DS}/stats",
+        stats_dir=path("stats_dir"),
     threads: config["runtime"]["threads"]
     resources:
         gpu=evaluation_gpus,
         runtime=evaluation_runtime("evaluate", lambda w: {space: N_GENERATED for space in SPACES}),
     log:
-        f"logs/{DATASET}/evaluate/{{model}}.log",
+        path("log", job="evaluate/{model}"),
     benchmark:
-        f"{DS}/benchmarks/evaluate/{{model}}.tsv"
+        path("benchmark", job="evaluate/{model}")
     conda:
         "../envs/evaluate.yaml"
     script:
@@ -94,19 +94,19 @@ rule evaluate:
 rule snapshot_metrics:
     input:
         bundles=lambda w: snapshot_bundles_of(w.model),
-        metrics=f"{DS}/{{model}}/metrics.json",  # the curve's end: the final generators' FIDs
+        metrics=path("metrics"),  # the curve's end: the final generators' FIDs
         logs=lambda w: train_logs_of(w.model),
-        shards=expand(f"{DS}/shards/{{label}}.h5", label=LABELS),
-        stats=expand(f"{DS}/stats/{{space}}/{{label}}.npz", space=SPACES, label=LABELS),
-        classifier=f"{DS}/classifier/classifier.pt",
+        shards=expand(path("shard"), label=LABELS),
+        stats=expand(path("stats"), space=SPACES, label=LABELS),
+        classifier=path("classifier"),
     output:
-        json=f"{DS}/{{model}}/fid_vs_time.json",
-        csv=f"{DS}/{{model}}/fid_vs_time.csv",
+        json=path("fid_vs_time", ext="json"),
+        csv=path("fid_vs_time", ext="csv"),
     params:
         evaluation=config["evaluation"],
         labels=LABELS,
         seed=config["seed"],
-        stats_dir=f"{DS}/stats",
+        stats_dir=path("stats_dir"),
     threads: config["runtime"]["threads"]
     resources:
         gpu=evaluation_gpus,
@@ -116,9 +116,9 @@ rule snapshot_metrics:
             lambda w: {net: len(SNAPSHOTS) * N_GENERATED for net in ("generator", *SPACES)},
         ),
     log:
-        f"logs/{DATASET}/evaluate/fid_vs_time_{{model}}.log",
+        path("log", job="evaluate/fid_vs_time_{model}"),
     benchmark:
-        f"{DS}/benchmarks/evaluate/fid_vs_time_{{model}}.tsv"
+        path("benchmark", job="evaluate/fid_vs_time_{model}")
     conda:
         "../envs/evaluate.yaml"
     script:

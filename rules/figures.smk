@@ -8,17 +8,17 @@ rule sample_grid:
         samples=lambda w: samples_of(w.model),
     output:
         png=report(
-            f"{DS}/figures/samples_{{model}}.png",
+            path("figure", name="samples_{model}", ext="png"),
             category="Samples",
             caption="../workflow/report/sample_grid.rst",
         ),
-        pdf=f"{DS}/figures/samples_{{model}}.pdf",
+        pdf=path("figure", name="samples_{model}", ext="pdf"),
     params:
         figures=config["figures"],
         dataset=DATASET,
     localrule: True
     log:
-        f"logs/{DATASET}/figures/samples_{{model}}.log",
+        path("log", job="figures/samples_{model}"),
     conda:
         "../envs/figures.yaml"
     script:
@@ -30,17 +30,17 @@ rule training_curves:
         logs=lambda w: train_logs_of(w.model),
     output:
         png=report(
-            f"{DS}/figures/training_curves_{{model}}.png",
+            path("figure", name="training_curves_{model}", ext="png"),
             category="Training",
             caption="../workflow/report/training_curves.rst",
         ),
-        pdf=f"{DS}/figures/training_curves_{{model}}.pdf",
+        pdf=path("figure", name="training_curves_{model}", ext="pdf"),
     params:
         figures=config["figures"],
         dataset=DATASET,
     localrule: True
     log:
-        f"logs/{DATASET}/figures/training_curves_{{model}}.log",
+        path("log", job="figures/training_curves_{model}"),
     conda:
         "../envs/figures.yaml"
     script:
@@ -49,20 +49,20 @@ rule training_curves:
 
 rule metrics_comparison:
     input:
-        metrics=expand(f"{DS}/{{model}}/metrics.json", model=MODELS),
+        metrics=expand(path("metrics"), model=MODELS),
     output:
         png=report(
-            f"{DS}/figures/metrics_comparison.png",
+            path("figure", name="metrics_comparison", ext="png"),
             category="Metrics",
             caption="../workflow/report/metrics_comparison.rst",
         ),
-        pdf=f"{DS}/figures/metrics_comparison.pdf",
+        pdf=path("figure", name="metrics_comparison", ext="pdf"),
     params:
         figures=config["figures"],
         dataset=DATASET,
     localrule: True
     log:
-        f"logs/{DATASET}/figures/metrics_comparison.log",
+        path("log", job="figures/metrics_comparison"),
     conda:
         "../envs/figures.yaml"
     script:
@@ -71,16 +71,16 @@ rule metrics_comparison:
 
 rule paper_table:
     input:
-        metrics=expand(f"{DS}/{{model}}/metrics.json", model=MODELS),
+        metrics=expand(path("metrics"), model=MODELS),
     output:
-        csv=report(f"{DS}/paper/metrics_table.csv", category="Paper", caption="../workflow/report/paper_table.rst"),
-        md=f"{DS}/paper/metrics_table.md",
-        tex=f"{DS}/paper/metrics_table.tex",
+        csv=report(path("paper_table", ext="csv"), category="Paper", caption="../workflow/report/paper_table.rst"),
+        md=path("paper_table", ext="md"),
+        tex=path("paper_table", ext="tex"),
     params:
         caption=lambda w: labelwise.plan.paper_table_caption(config, len(LABELS)),
     localrule: True
     log:
-        f"logs/{DATASET}/figures/paper_table.log",
+        path("log", job="figures/paper_table"),
     conda:
         "../envs/figures.yaml"
     script:
@@ -97,20 +97,20 @@ rule paper:
 
 rule fid_vs_time_figure:
     input:
-        runs=expand(f"{DS}/{{model}}/fid_vs_time.json", model=MODELS),
+        runs=expand(path("fid_vs_time", ext="json"), model=MODELS),
     output:
         png=report(
-            f"{DS}/figures/fid_vs_time.png",
+            path("figure", name="fid_vs_time", ext="png"),
             category="Metrics",
             caption="../workflow/report/fid_vs_time.rst",
         ),
-        pdf=f"{DS}/figures/fid_vs_time.pdf",
+        pdf=path("figure", name="fid_vs_time", ext="pdf"),
     params:
         figures=config["figures"],
         dataset=DATASET,
     localrule: True
     log:
-        f"logs/{DATASET}/figures/fid_vs_time.log",
+        path("log", job="figures/fid_vs_time"),
     conda:
         "../envs/figures.yaml"
     script:

@@ -11,64 +11,20 @@
 # The groups run one after another, never interleaved (which would spoil every makespan): the jobs
 # of group k depend on the barrier of the previous k in the list. Job `slot` of group k trains label
 # LABELS[slot mod n] (n selected labels), so k may exceed n (ImageNet-1k: 1,000 labels, 2,048 GPUs).
-# Not part of `rule all`; `snakemake paper` builds it (scaling_outputs()).
-
-SCALING = config["scaling"]
-SCALING_KS = sorted(SCALING["ks"])
-SCALING_MODEL = SCALING["model"] or next(iter(PER_LABEL_MODELS), None)
-SCALING_DIR = f"{DS}/scaling/{{model}}"
-if SCALING_KS and SCALING["model"] is not None and SCALING["model"] not in PER_LABEL_MODELS:
-    _config_error(
-        f"config key scaling.model: {SCALING['model']!r} is not one of the configured per-label models "
-        f"({', '.join(PER_LABEL_MODELS) or 'none'}); add it under models: or choose another"
-    )
-
-
-def scaling_outputs():
-    """The weak-scaling figure (PNG, PDF); nothing when scaling.ks is empty or no per-label model is configured."""
-    if not SCALING_KS or SCALING_MODEL is None:
-        return []
-    return expand(f"{DS}/figures/weak_scaling.{{ext}}", ext=("png", "pdf"))
-
-
-def scaling_label(wildcards):
-    return LABELS[int(wildcards.slot) % len(LABELS)]
-
-
-def scaling_settings(wildcards):
-    """The model's own settings with the scaling budget (iterations only, no minutes cap), as rule train's JSON."""
-    budget = {
-        "iterations": SCALING["iterations"],
-        "minutes": None,
-        "checkpoint_every": SCALING["checkpoint_every"] or config["budget"]["checkpoint_every"],
-    }
-    return json.dumps({"model": config["models"][wildcards.model], "budget": budget, "seed": config["seed"]}, sort_keys=True)
-
-
-def scaling_train_inputs(wildcards):
-    """The label's shard, and the barrier of the previous group: group k starts when that one is done."""
-    k = int(wildcards.k)
-    inputs = {"shard": f"{DS}/shards/{scaling_label(wildcards)}.h5", "meta": META}
-    previous = [x for x in SCALING_KS if x < k]
-    if previous:
-        inputs["previous_group"] = f"{DS}/scaling/{wildcards.model}/k{max(previous)}/done"
-    return inputs
-
-
-def scaling_records(model, k):
-    return expand(f"{DS}/scaling/{model}/k{k}/job{{slot}}.json", slot=range(int(k)))
+# Not part of `rule all`; `snakemake paper` builds it (scaling_outputs()). Settings and helpers:
+# rules/common.smk.
 
 
 rule scaling_train:
     input:
         unpack(scaling_train_inputs),
     output:
-        record=f"{SCALING_DIR}/k{{k}}/job{{slot}}.json",
+        record=path("scaling_record"),
     params:
         label=scaling_label,
         settings=scaling_settings,
         # Scratch (not outputs): the generator, log and checkpoints of a timing run; nothing reads them.
-        scratch=lambda w: f"{DS}/scaling/{w.model}/scratch/k{w.k}/{w.slot}",
+        scratch=lambda w: path("scaling_scratch", model=w.model, k=w.k, slot=w.slot),
     threads: config["runtime"]["threads"]
     resources:
         runtime=60,  # minutes (a short fixed budget); a profile may set its own
@@ -77,17 +33,20 @@ rule scaling_train:
         k=r"\d+",
         slot=r"\d+",
     log:
-        f"logs/{DATASET}/scaling/{{model}}/k{{k}}/job{{slot}}.log",
+        path("log", job="scaling/{model}/k{k}/job{slot}"),
     conda:
         "../envs/train.yaml"
-    # As rule train: `labelwise train` behind the launcher, inside a wrapper that times it and writes
-    # the record; `launched` is taken before the launcher, so step start-up counts in the makespan.
+    # As rule train, inside the wrapper SCALING_JOB_COMMAND.
     shell:
-        "launched=$(date +%s.%N); {LAUNCHER} python -m labelwise.scaling job --record {output.record:q}"
-        " --k {wildcards.k} --slot {wildcards.slot} --launched $launched --"
-        " --model {wildcards.model} --label {params.label:q} --settings {params.settings:q} --shard {input.shard:q}"
-        " --generator {params.scratch:q}/generator.pt --log {params.scratch:q}/train_log.csv"
-        " --checkpoints {params.scratch:q}/checkpoints" + TRAIN_RUNTIME_ARGS + " 2> {log:q}"
+        train_shell(
+            "{params.label:q}",
+            "{input.shard:q}",
+            "{params.scratch:q}/generator.pt",
+            "{params.scratch:q}/train_log.csv",
+            checkpoints="{params.scratch:q}/checkpoints",
+            snapshots="",
+            command=SCALING_JOB_COMMAND,
+        )
 
 
 # The barrier of group k: a touched file once all its k jobs are done (a shell-less rule, so no code
@@ -96,7 +55,7 @@ rule scaling_group_done:
     input:
         lambda w: scaling_records(w.model, w.k),
     output:
-        touch(f"{SCALING_DIR}/k{{k}}/done"),
+        touch(path("scaling_done")),
     wildcard_constraints:
         k=r"\d+",
     localrule: True
@@ -106,10 +65,10 @@ rule scaling_summary:
     input:
         records=lambda w: [r for k in SCALING_KS for r in scaling_records(w.model, k)],
     output:
-        summary=f"{SCALING_DIR}/summary.csv",
-        jobs=f"{SCALING_DIR}/jobs.csv",
+        summary=path("scaling_summary"),
+        jobs=path("scaling_jobs"),
     log:
-        f"logs/{DATASET}/scaling/{{model}}/summary.log",
+        path("log", job="scaling/{model}/summary"),
     localrule: True
     conda:
         "../envs/figures.yaml"
@@ -119,14 +78,14 @@ rule scaling_summary:
 
 rule scaling_figure:
     input:
-        summary=f"{DS}/scaling/{SCALING_MODEL}/summary.csv",
+        summary=path("scaling_summary", model=SCALING_MODEL),
     output:
         png=report(
-            f"{DS}/figures/weak_scaling.png",
+            path("figure", name="weak_scaling", ext="png"),
             category="Scaling",
             caption="../workflow/report/scaling.rst",
         ),
-        pdf=f"{DS}/figures/weak_scaling.pdf",
+        pdf=path("figure", name="weak_scaling", ext="pdf"),
     params:
         figures=config["figures"],
         dataset=DATASET,
@@ -134,7 +93,7 @@ rule scaling_figure:
         iterations=SCALING["iterations"],
     localrule: True
     log:
-        f"logs/{DATASET}/figures/weak_scaling.log",
+        path("log", job="figures/weak_scaling"),
     conda:
         "../envs/figures.yaml"
     script:

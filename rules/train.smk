@@ -4,115 +4,98 @@
 # With budget.snapshots, each job also writes its snapshot bundle (the command is unchanged without).
 # With runtime.labels_per_job K > 1, one job per model and pack of K labels instead (rules
 # train_labels_<first>_<last>): the same files per label, written by one packed process.
-SNAPSHOTS_ARG = " --snapshots {output.snapshots:q}" if SNAPSHOTS else ""
-LABELS_PER_JOB = config["runtime"]["labels_per_job"]
-CHANNELS_LAST_ARG = " --channels-last" if config["runtime"]["channels_last"] else ""
-# runtime.precision changes what training computes: bf16 is a param of the train rules (switching
-# retrains); fp32, the default, adds none, so results trained before the setting existed stay valid.
-PRECISION_PARAM = {"precision": "bf16"} if config["runtime"]["precision"] == "bf16" else {}
-TRAIN_RUNTIME_ARGS = (
-    " --device {config[runtime][device]} --threads {threads}"
-    " --progress-seconds {config[runtime][progress_seconds]}" + CHANNELS_LAST_ARG
-    + " --packed-kernel {config[runtime][packed_kernel]} --cuda-graph {config[runtime][cuda_graph]}"
-    + (" --precision bf16" if PRECISION_PARAM else "")
-)
+# The command: train_shell (rules/common.smk).
 
 
 if LABELS_PER_JOB == 1:
     rule train:
         input:
-            shard=f"{DS}/shards/{{label}}.h5",
+            shard=path("shard"),
             meta=META,
         output:
-            generator=f"{DS}/{{model}}/generators/{{label}}.pt",
-            log=f"{DS}/{{model}}/train_logs/{{label}}.csv",
+            generator=path("generator"),
+            log=path("train_log"),
             # Only with budget.snapshots: the snapshots themselves stay in the checkpoint directory.
-            **({"snapshots": f"{DS}/{{model}}/snapshots/{{label}}.pt"} if SNAPSHOTS else {}),
+            **({"snapshots": path("snapshots")} if SNAPSHOTS else {}),
         params:
             settings=train_settings,
-            checkpoints=lambda w: f"{DS}/{w.model}/checkpoints/{w.label}",
+            checkpoints=lambda w: path("checkpoints", model=w.model, label=w.label),
             **PRECISION_PARAM,
         threads: config["runtime"]["threads"]
         resources:
             runtime=train_runtime_minutes,
             gpu=train_gpus,
         log:
-            f"logs/{DATASET}/train/{{model}}/{{label}}.log",
+            path("log", job="train/{model}/{label}"),
         benchmark:
-            f"{DS}/benchmarks/train/{{model}}/{{label}}.tsv"
+            path("benchmark", job="train/{model}/{label}")
         conda:
             "../envs/train.yaml"
         # A shell rule (not script:) so that allocation mode can put the site launcher in front of it.
         shell:
-            "{LAUNCHER} labelwise train --model {wildcards.model} --label {wildcards.label}"
-            " --settings {params.settings:q} --shard {input.shard:q}"
-            " --generator {output.generator:q} --log {output.log:q} --checkpoints {params.checkpoints:q}"
-            + TRAIN_RUNTIME_ARGS + SNAPSHOTS_ARG + " 2> {log:q}"
+            train_shell("{wildcards.label}", "{input.shard:q}", "{output.generator:q}", "{output.log:q}")
 
 else:
     for pack in label_packs(LABELS, LABELS_PER_JOB):
-        pack_rule = f"train_labels_{pack[0]}_{pack[-1]}"
-        inherit_profile_settings(pack_rule, "train")  # a profile's `train:` threads and resources
 
         rule:
             name:
-                pack_rule
+                pack_rule_name(pack)
             input:
-                shards=[f"{DS}/shards/{k}.h5" for k in pack],
+                shards=[path("shard", label=k) for k in pack],
                 meta=META,
             output:
-                generators=[f"{DS}/{{model}}/generators/{k}.pt" for k in pack],
-                logs=[f"{DS}/{{model}}/train_logs/{k}.csv" for k in pack],
-                **({"snapshots": [f"{DS}/{{model}}/snapshots/{k}.pt" for k in pack]} if SNAPSHOTS else {}),
+                generators=[path("generator", label=k) for k in pack],
+                logs=[path("train_log", label=k) for k in pack],
+                **({"snapshots": [path("snapshots", label=k) for k in pack]} if SNAPSHOTS else {}),
             params:
                 settings=train_settings,
                 labels=pack,
-                checkpoints=lambda w, pack=pack: [f"{DS}/{w.model}/checkpoints/{k}" for k in pack],
+                checkpoints=lambda w, pack=pack: [path("checkpoints", model=w.model, label=k) for k in pack],
                 **PRECISION_PARAM,
             threads: config["runtime"]["threads"]
             resources:
                 runtime=train_runtime_minutes,
                 gpu=train_gpus,
             log:
-                f"logs/{DATASET}/train/{{model}}/labels_{pack[0]}-{pack[-1]}.log",
+                path("log", job=f"train/{{model}}/labels_{pack[0]}-{pack[-1]}"),
             benchmark:
-                f"{DS}/benchmarks/train/{{model}}/labels_{pack[0]}-{pack[-1]}.tsv"
+                path("benchmark", job=f"train/{{model}}/labels_{pack[0]}-{pack[-1]}")
             conda:
                 "../envs/train.yaml"
             shell:
-                "{LAUNCHER} labelwise train --model {wildcards.model} --label {params.labels:q}"
-                " --settings {params.settings:q} --shard {input.shards:q}"
-                " --generator {output.generators:q} --log {output.logs:q} --checkpoints {params.checkpoints:q}"
-                + TRAIN_RUNTIME_ARGS + SNAPSHOTS_ARG + " 2> {log:q}"
+                train_shell("{params.labels:q}", "{input.shards:q}", "{output.generators:q}", "{output.logs:q}")
 
 
-rule train_cgan:
-    input:
-        shards=expand(f"{DS}/shards/{{label}}.h5", label=LABELS),
-        meta=META,
-    output:
-        generator=f"{DS}/cgan/generators/all.pt",
-        log=f"{DS}/cgan/train_logs/all.csv",
-        **({"snapshots": f"{DS}/cgan/snapshots/all.pt"} if SNAPSHOTS else {}),
-    params:
-        settings=lambda w: model_train_settings("cgan"),
-        checkpoints=f"{DS}/cgan/checkpoints/all",
-        **PRECISION_PARAM,
-    threads: config["runtime"]["threads"]
-    resources:
-        runtime=lambda w: model_runtime_minutes("cgan"),
-        gpu=train_gpus,
-    log:
-        f"logs/{DATASET}/train/cgan/all.log",
-    benchmark:
-        f"{DS}/benchmarks/train/cgan/all.tsv"
-    conda:
-        "../envs/train.yaml"
-    shell:
-        "{LAUNCHER} labelwise train --model cgan"
-        " --settings {params.settings:q} --shard {input.shards:q}"
-        " --generator {output.generator:q} --log {output.log:q} --checkpoints {params.checkpoints:q}"
-        + TRAIN_RUNTIME_ARGS + SNAPSHOTS_ARG + " 2> {log:q}"
+# A conditional model: one job trains its one network on every selected label's shard.
+for conditional_model in CONDITIONAL_MODELS:
+
+    rule:
+        name:
+            f"train_{conditional_model}"
+        input:
+            shards=expand(path("shard"), label=LABELS),
+            meta=META,
+        output:
+            generator=path("generator", model=conditional_model, label=labelwise.models.ALL),
+            log=path("train_log", model=conditional_model, label=labelwise.models.ALL),
+            **({"snapshots": path("snapshots", model=conditional_model, label=labelwise.models.ALL)} if SNAPSHOTS else {}),
+        params:
+            settings=lambda w, model=conditional_model: model_train_settings(model),
+            checkpoints=path("checkpoints", model=conditional_model, label=labelwise.models.ALL),
+            **PRECISION_PARAM,
+        threads: config["runtime"]["threads"]
+        resources:
+            runtime=lambda w, model=conditional_model: model_runtime_minutes(model),
+            gpu=train_gpus,
+        log:
+            path("log", job=f"train/{conditional_model}/{labelwise.models.ALL}"),
+        benchmark:
+            path("benchmark", job=f"train/{conditional_model}/{labelwise.models.ALL}")
+        conda:
+            "../envs/train.yaml"
+        shell:
+            train_shell(None, "{input.shards:q}", "{output.generator:q}", "{output.log:q}", model=conditional_model)
 
 
 # One sampling job per model for all its labels: seconds of work on a GPU, so not a job per label.
@@ -121,7 +104,7 @@ rule sample:
         generators=lambda w: [generator_of(w.model, k) for k in LABELS],
         meta=META,
     output:
-        samples=expand(f"{DS}/{{{{model}}}}/samples/{{label}}.h5", label=LABELS),
+        samples=expand(path("samples", model="{{model}}"), label=LABELS),
     params:
         labels=LABELS,
         n=config["evaluation"]["samples_per_label"],
@@ -132,7 +115,7 @@ rule sample:
         gpu=evaluation_gpus,
         runtime=evaluation_runtime("sample", lambda w: {"generator": N_GENERATED}),
     log:
-        f"logs/{DATASET}/sample/{{model}}.log",
+        path("log", job="sample/{model}"),
     conda:
         "../envs/train.yaml"
     script:

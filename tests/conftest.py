@@ -1,7 +1,9 @@
 """Shared fixtures: tiny shards and tiny training settings that run in seconds on a CPU."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -48,6 +50,34 @@ def kill_after_checkpoints(proc, checkpoint_dir: Path, count: int, timeout: floa
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def workflow_rules(snakefile: Path, configfiles: list[Path], workdir: Path) -> list[dict]:
+    """Every rule Snakemake parses from `snakefile`: name, basedir, conda env file, script, shell
+    command and whether it runs inside Snakemake (localrules, rules without a command).
+
+    Snakemake 9's public API lists rule names only (`WorkflowApi.list_rules` prints them); the
+    parsed rules sit behind `WorkflowApi._workflow` and local rules in `Workflow._localrules`. Tests
+    read them here, in this one place, and nowhere else in labelwise touches a private Snakemake
+    attribute (tests/test_private_names.py, tools/snakemake_lint.py). What depends on them is also
+    checked by behaviour: the jobs a dry run submits (test_cluster_jobs), the envs that build.
+    """
+    code = (
+        "import json\nfrom pathlib import Path\n"
+        "from snakemake.api import SnakemakeApi\n"
+        "from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings\n"
+        "with SnakemakeApi(OutputSettings()) as api:\n"
+        f"    wf = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=Path({str(snakefile)!r}),\n"
+        f"                      config_settings=ConfigSettings(configfiles=[Path(p) for p in {[str(p) for p in configfiles]!r}]),\n"
+        f"                      workdir=Path({str(workdir)!r}))\n"
+        "    w = wf._workflow\n"
+        "    print(json.dumps([{'name': r.name, 'basedir': str(r.basedir), 'env': r.conda_env, 'script': r.script,\n"
+        "                       'shell': r.shellcmd,\n"
+        "                       'local': r.group is None and (r.name in w._localrules or r.norun)} for r in w.rules]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, workflow_rules
 
 CHECKOUT = ("Snakefile", "config.yaml", "rules", "workflow", "envs", "profiles", "presets")
 EVALUATION_RULES = ("sample", "classifier", "real_stats", "evaluate")
@@ -70,19 +70,8 @@ def dry_run(tmp_path: Path, env: dict, args: list[str]) -> list[dict]:
 
 def local_rules(workdir: Path) -> set[str]:
     """The rules that run inside Snakemake (localrules, rules without a command such as `all`)."""
-    code = (
-        "from pathlib import Path\n"
-        "from snakemake.api import SnakemakeApi\n"
-        "from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings\n"
-        "with SnakemakeApi(OutputSettings()) as api:\n"
-        f"    wf = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=Path('Snakefile'),\n"
-        "                      config_settings=ConfigSettings(configfiles=[Path('config.yaml')]), workdir=Path('.'))\n"
-        "    w = wf._workflow\n"
-        "    print(sorted(r.name for r in w.rules if r.group is None and (r.name in w._localrules or r.norun)))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return set(eval(result.stdout.strip().splitlines()[-1]))
+    rules = workflow_rules(workdir / "Snakefile", [workdir / "config.yaml"], workdir)
+    return {r["name"] for r in rules if r["local"]}
 
 
 def submitted(jobs: list[dict], local: set[str]) -> dict[str, int]:

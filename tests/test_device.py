@@ -166,13 +166,12 @@ def fake_gpus(monkeypatch, tmp_path):
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
         monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: (_ for _ in ()).throw(RuntimeError("no CUDA")))
-        monkeypatch.setattr(lw_device, "_claimed", None)
+        lw_device.release_gpu_claim()
         monkeypatch.setenv("LABELWISE_GPU_LOCK_DIR", str(tmp_path / "locks"))
         return tmp_path / "locks"
 
     yield make
-    if lw_device._claimed is not None:
-        lw_device._claimed[1].close()
+    lw_device.release_gpu_claim()
 
 
 def test_select_device_claims_one_slot_per_process(fake_gpus):
@@ -184,6 +183,10 @@ def test_select_device_claims_one_slot_per_process(fake_gpus):
         assert select_device("cuda:2") == torch.device("cuda:2")  # an explicit index is taken as given
         with pytest.raises(LabelwiseError, match="only 3 CUDA device"):
             select_device("cuda:3")
+        lw_device.release_gpu_claim()  # slot 1 is free again: the next claim gets it
+        index, again = claim_gpu(3, locks)
+        again.close()
+        assert index == 1
     finally:
         other.close()
 

@@ -16,7 +16,6 @@ import ast
 import functools
 import importlib.metadata
 import re
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, workflow_rules
 
 DISPATCHER = "labelwise.cli"
 
@@ -145,21 +144,7 @@ def third_party_imports(path: Path, module: str | None = None, names=None, seen=
 
 def rules() -> list[dict]:
     """name, env file, script and shell command of every rule, read by Snakemake itself."""
-    code = (
-        "import json\nfrom pathlib import Path\n"
-        "from snakemake.api import SnakemakeApi\n"
-        "from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings\n"
-        "with SnakemakeApi(OutputSettings()) as api:\n"
-        f"    wf = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=Path({str(REPO / 'Snakefile')!r}),\n"
-        f"                      config_settings=ConfigSettings(configfiles=[Path({str(REPO / 'config.yaml')!r})]))\n"
-        "    print(json.dumps([{'name': r.name, 'basedir': str(r.basedir), 'env': r.conda_env, 'script': r.script,\n"
-        "                       'shell': r.shellcmd} for r in wf._workflow.rules]))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert result.returncode == 0, result.stderr[-3000:]
-    import json
-
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return workflow_rules(REPO / "Snakefile", [REPO / "config.yaml"], REPO)
 
 
 def entry_points(rule: dict) -> list[tuple[Path, str | None, set | None]]:

@@ -305,7 +305,7 @@ def test_sigkill_and_rerun_ends_bit_identical(tmp_path, shards, tiny_settings, k
 def test_snapshots_match_separate_runs_and_survive_a_resume(tmp_path, shards, tiny_settings):
     """budget.snapshots: each label's snapshots and bundle as train_label writes them."""
     from labelwise.train.checkpoint import list_snapshots
-    from labelwise.train.loop import load_snapshots
+    from labelwise.train.generator_files import load_snapshots
 
     budget = Budget(iterations=8, checkpoint_every=4, snapshots=[0.25, 0.5, 1.0])  # at 2, 4, 8
     with_bundles = lambda outs: [Outputs(o.generator, o.log, o.checkpoints, o.generator.with_suffix(".snap.pt"))  # noqa: E731

@@ -149,11 +149,11 @@ def test_indices_drawn_at_once_are_each_labels_stream_step_by_step(tiny_settings
 
 def test_cuda_graph_setting_is_never_used_on_the_cpu(tiny_settings, caplog):
     """cuda_graph=True on the CPU: plain eager iterations, the same numbers as without it, no capture."""
-    from labelwise.train.engine import _graph_unsupported
+    from labelwise.train.engine import graph_unsupported
 
     eager, graphed = _iteration(tiny_settings, cuda_graph=False), _iteration(tiny_settings, cuda_graph=True)
     for _ in range(4):  # past the 3 eager iterations a CUDA device would capture after
         torch.testing.assert_close(graphed(), eager(), rtol=0, atol=0, equal_nan=True)
     assert graphed.graph is None and not graphed.graph_wanted and "CUDA graph" not in caplog.text
     # A capture needs Adam with capturable=True; without it the reason is stated.
-    assert _graph_unsupported(graphed.opt_g) == "the optimizers were not built with capturable=True"
+    assert graph_unsupported(graphed.opt_g) == "the optimizers were not built with capturable=True"

@@ -25,7 +25,7 @@ from PIL import Image
 
 from conftest import REPO
 from labelwise.data import assemble_meta, load_meta, prepare_dataset, prepare_label, read_shard
-from labelwise.data.sources import DRAFT_MARGIN, _read_image
+from labelwise.data.sources import DRAFT_MARGIN, read_image
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import reference_prepare  # noqa: E402  (benchmarks/: the pre-issue-15 single job)
@@ -255,8 +255,8 @@ def test_jpeg_draft_stays_within_its_documented_tolerance(tmp_path):
     differs = []
     for name, path in draft_samples(tmp_path).items():
         for resolution in (32, 64, 128):
-            full = _read_image(path, resolution)[0].astype(int)
-            draft = _read_image(path, resolution, draft=True)[0].astype(int)
+            full = read_image(path, resolution)[0].astype(int)
+            draft = read_image(path, resolution, draft=True)[0].astype(int)
             diff = np.abs(full - draft)
             assert diff.mean() <= DRAFT_MEAN and diff.max() <= DRAFT_MAX, (name, resolution, diff.mean(), diff.max())
             with Image.open(path) as image:
@@ -271,7 +271,7 @@ def test_jpeg_draft_is_off_by_default_and_leaves_other_formats_alone(tmp_path):
     array = rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)
     png = tmp_path / "a.png"
     Image.fromarray(array).save(png)
-    np.testing.assert_array_equal(_read_image(png, 32, draft=True)[0], _read_image(png, 32)[0])
+    np.testing.assert_array_equal(read_image(png, 32, draft=True)[0], read_image(png, 32)[0])
     root = tmp_path / "images" / "only"
     root.mkdir(parents=True)
     (root / "a.jpg").write_bytes(jpeg_bytes(array))

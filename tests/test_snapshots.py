@@ -10,7 +10,7 @@ from labelwise.errors import LabelwiseError
 from labelwise.train import Budget, Outputs, load_generator, train_label
 from labelwise.train import loop
 from labelwise.train.checkpoint import list_checkpoints, list_snapshots
-from labelwise.train.loop import load_snapshots, snapshot_generator
+from labelwise.train.generator_files import load_snapshots, snapshot_generator
 
 
 def outputs(root, bundle=True):

@@ -146,7 +146,7 @@ def test_shard_of_another_label_is_rejected(tmp_path, make_shard, tiny_settings)
         train_label(make_shard(label=3), "wcgan", tiny_settings, Budget(iterations=2), 0, outputs(tmp_path), label=4)
 
 
-def _train_cmd(shard, root, settings, budget):
+def train_cmd(shard, root, settings, budget):
     blob = json.dumps({"model": settings, "budget": budget, "seed": 0})
     return [sys.executable, "-m", "labelwise.cli", "train", "--model", "wcgan", "--label", "0", "--settings", blob, "--shard", str(shard),
             "--generator", str(root / "g.pt"), "--log", str(root / "log.csv"), "--checkpoints", str(root / "ckpt"),
@@ -159,16 +159,16 @@ def test_sigkill_and_rerun_ends_bit_identical(tmp_path, make_shard, tiny_setting
     settings = dict(tiny_settings, width=8)
     budget = {"iterations": 300, "checkpoint_every": 20}
     straight = tmp_path / "straight"
-    subprocess.run(_train_cmd(shard, straight, settings, budget), check=True, capture_output=True)
+    subprocess.run(train_cmd(shard, straight, settings, budget), check=True, capture_output=True)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(shard, killed, settings, budget), stderr=subprocess.PIPE)
+    proc = subprocess.Popen(train_cmd(shard, killed, settings, budget), stderr=subprocess.PIPE)
     kill_after_checkpoints(proc, killed / "ckpt", 2, timeout=60)
     done = list_checkpoints(killed / "ckpt")[0][0]
     assert 0 < done < budget["iterations"], "the kill must land mid-run"
     assert not (killed / "g.pt").exists()
 
-    rerun = subprocess.run(_train_cmd(shard, killed, settings, budget), capture_output=True, text=True, check=True)
+    rerun = subprocess.run(train_cmd(shard, killed, settings, budget), capture_output=True, text=True, check=True)
     assert f"resuming from checkpoint at iteration {done}" in rerun.stderr
     assert_same_weights(weights(straight / "g.pt"), weights(killed / "g.pt"))
 
@@ -177,7 +177,7 @@ def test_sigterm_saves_checkpoint_and_exits_with_one_line(tmp_path, make_shard, 
     shard = make_shard(label=0)
     root = tmp_path
     budget = {"iterations": 100000, "checkpoint_every": 100000}
-    proc = subprocess.Popen(_train_cmd(shard, root, tiny_settings, budget), stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(train_cmd(shard, root, tiny_settings, budget), stderr=subprocess.PIPE, text=True)
     seen = []
     for line in proc.stderr:  # wait for training to be under way (its first progress line)
         seen.append(line)

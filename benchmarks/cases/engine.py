@@ -37,7 +37,7 @@ from labelwise.train.compute import count_flops  # the one FLOP counter: budget.
 
 from harness import Row
 
-from .gpu import _save_partial, bench_device
+from .gpu import save_partial, bench_device
 
 NAME = "engine"
 DESCRIPTION = "packed training iteration: label-iterations/s for K labels, fp32/bf16, grouped/bmm, vs bf16 matmul"
@@ -83,7 +83,8 @@ def build_iteration(model: str, settings: dict, k: int, kernel: str, precision: 
     """A PackedIteration of K copies of one label's networks on synthetic images (speed does not depend
     on the weights' or the pixels' values)."""
     from labelwise.train.engine import PackedIteration
-    from labelwise.train.loop import ALGORITHMS, build_networks, label_generators
+    from labelwise import models
+    from labelwise.train.loop import build_networks, label_generators
     from labelwise.train.packed import PackedCritic, PackedGenerator
 
     gen, critic = build_networks(model, settings, 3, 32, 0, 0, "cpu")
@@ -98,7 +99,7 @@ def build_iteration(model: str, settings: dict, k: int, kernel: str, precision: 
     pc.train()
     return PackedIteration(pg, pc, opt_g, opt_d, pool, [images_per_label] * k, rngs,
                            batch_size=int(settings["batch_size"]), latent_dim=int(settings["latent_dim"]),
-                           critic_steps=int(settings["critic_steps"]), wgan=ALGORITHMS[model]["loss"] == "wgan-gp",
+                           critic_steps=int(settings["critic_steps"]), wgan=models.get(model).loss == "wgan-gp",
                            gp_lambda=float(settings.get("gp_lambda", 10.0)), precision=precision,
                            cuda_graph=cuda_graph)
 
@@ -170,7 +171,7 @@ def run(ctx) -> list:
             e = row.extra
             print(f"engine: {model} K={k} {label}: {e['label_iterations_per_s']:.1f} label-it/s, "
                   f"{100 * e['fraction_of_bf16_matmul']:.2f}% of the bf16 matmul ceiling", flush=True)
-            _save_partial(ctx, rows)
+            save_partial(ctx, rows)
     return rows
 
 

@@ -66,7 +66,7 @@ import numpy as np
 import torch
 import yaml
 
-from harness import Row, _cpu_model, compare
+from harness import Row, cpu_model, compare
 
 from .plain import PlainGAN
 
@@ -124,7 +124,7 @@ def _device_info(dev: torch.device) -> dict:
         except Exception:  # noqa: BLE001
             pass
     else:
-        info["device_name"] = _cpu_model()
+        info["device_name"] = cpu_model()
     return info
 
 
@@ -199,11 +199,11 @@ def run(ctx) -> list:
         for row in new:
             row.extra = {**row.extra, "device_info": info, "synthetic_images_per_label": sizes["images"]}
         rows += new
-        _save_partial(ctx, rows)
+        save_partial(ctx, rows)
     return rows
 
 
-def _save_partial(ctx, rows: list[Row]) -> None:
+def save_partial(ctx, rows: list[Row]) -> None:
     """With $LABELWISE_BENCH_PARTIAL set, the rows so far are written there after each part: a
     run stopped by a time limit before run.py writes its results still leaves them."""
     path = os.environ.get("LABELWISE_BENCH_PARTIAL")

@@ -1,17 +1,9 @@
 """Any decoded image as 8-bit RGB, by one stated rule (the image-folder reader's conversion).
 
-PIL's own `convert("RGB")` clips 16- and 32-bit pixels to 255 (a 16-bit greyscale PNG, mode
-`I;16`, came out with two grey levels) and drops transparency without a word.  The rule here:
-
-* 16-bit integer modes (`I;16`, `I;16L`, `I;16B`, `I;16N`) are scaled from 0..65535 to 0..255
-  (v / 257, rounded); mode `I` (32-bit integers: what some PNG/TIFF decoders give for 16-bit data)
-  is read as 16-bit the same way, values outside 0..65535 clipped.
-* Floating-point images (mode `F`) are scaled from 0..1 to 0..255; one with values outside [0, 1]
-  has no stated range and is refused (ValueError: the reader skips the file and says why).
-* Transparency (an alpha channel, or a palette or colour key marked transparent) is composited onto
-  black, the background the training networks pad with, and reported: `to_rgb8` returns True for
-  an image that had any pixel less than opaque, and the reader logs one warning per class.
-* Every other mode (1, L, P, RGB, RGBX, CMYK, YCbCr, LAB, HSV) goes through PIL's conversion.
+PIL's own `convert("RGB")` clips 16- and 32-bit pixels to 255 and drops transparency without a
+word; `to_rgb8` scales 16-bit and float images to 0..255 (refusing floats outside [0, 1]),
+composites transparency onto black (the background the networks pad with) and reports that it did,
+and leaves every other mode to PIL.  The rule mode by mode: docs/data-sources.md ("Pixels").
 """
 from __future__ import annotations
 

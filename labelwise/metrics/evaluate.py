@@ -18,6 +18,7 @@ from typing import Mapping
 
 import numpy as np
 
+from ..config import section_defaults
 from ..device import select_device
 from ..errors import LabelwiseError
 from ..images import read_images
@@ -27,15 +28,11 @@ from .realstats import FeatureSpace, RealStats, compute_real_stats, real_stats, 
 
 log = logging.getLogger("labelwise.metrics")
 
-DEFAULT_SETTINGS = {
-    "inception": "auto",  # auto | required | off
-    "inception_weights": None,  # path; None: the torch hub cache
-    "is_splits": S.IS_SPLITS,
-    "kid_subsets": S.KID_SUBSETS,
-    "kid_subset_size": S.KID_SUBSET_SIZE,  # capped at the smaller n of each comparison
-    "rng_seed": S.RNG_SEED,  # IS shuffling and KID subsets (torch-fidelity's default)
-    "feature_batch_size": 50,
-}
+# The evaluation settings the metrics read: the config's keys with the schema's defaults (their one
+# source) and rng_seed, the seed of IS shuffling and KID subsets (torch-fidelity's; not a config key).
+_DEFAULTS = section_defaults("evaluation") | {"rng_seed": S.RNG_SEED}
+DEFAULT_SETTINGS = {k: _DEFAULTS[k] for k in ("inception", "inception_weights", "is_splits", "kid_subsets",
+                                              "kid_subset_size", "rng_seed", "feature_batch_size")}
 
 NOTES = {
     "fid_small_n": (
@@ -103,7 +100,7 @@ def open_spaces(settings: Mapping | None = None, classifier_path: os.PathLike | 
     return spaces, skipped
 
 
-def _num(x) -> float | None:
+def finite_or_none(x) -> float | None:
     """JSON has no NaN/inf: a metric that is not finite is recorded as null."""
     x = float(x)
     return x if math.isfinite(x) else None
@@ -172,7 +169,7 @@ def evaluate_model(
     for name, space in opened.items():
         real = {label: _reference(space, label, real_shards_by_label[label], stats_dir) for label in labels}
         fake = {label: space.features(generated[label]) for label in labels}
-        per_space[name] = _space_metrics(space, real, fake, s)
+        per_space[name] = space_metrics(space, real, fake, s)
 
     out: dict = {
         "model": model,
@@ -252,20 +249,23 @@ def training_summary(trained: dict[str, dict]) -> dict:
             "per_label": {k: {key: r[key] for key in (*keys, "stopped_by")} for k, r in records.items()}}
 
 
-def _space_metrics(space: FeatureSpace, real: dict[int, RealStats], fake: dict[int, dict], s: dict) -> dict:
+def space_metrics(space: FeatureSpace, real: dict[int, RealStats], fake: dict[int, dict], s: dict) -> dict:
+    """One feature space's metrics of the generated features `fake` against the real statistics: FID
+    (per label, pooled, intra-FID), IS, KID in the Inception space; metrics.json's and the snapshots' FIDs."""
     labels = sorted(real)
     fid = {}
     for label in labels:
-        fid[str(label)] = _num(S.frechet_distance(real[label].gaussian, S.gaussian_stats(fake[label]["pool"])))
+        fid[str(label)] = finite_or_none(S.frechet_distance(real[label].gaussian, S.gaussian_stats(fake[label]["pool"])))
     real_pool = np.concatenate([real[k].features for k in labels])
     fake_pool = np.concatenate([fake[k]["pool"] for k in labels])
     finite = [v for v in fid.values() if v is not None]
     # One label: pooled is the same comparison; skip a second 2048-d eigendecomposition (seconds on a CPU).
-    pooled_fid = fid[str(labels[0])] if len(labels) == 1 else _num(S.frechet_distance_features(real_pool, fake_pool))
+    pooled_fid = (fid[str(labels[0])] if len(labels) == 1
+                  else finite_or_none(S.frechet_distance_features(real_pool, fake_pool)))
     result = {
         "fid": {
             "pooled": pooled_fid,
-            "intra_fid": _num(np.mean(finite)) if len(finite) == len(fid) else None,
+            "intra_fid": finite_or_none(np.mean(finite)) if len(finite) == len(fid) else None,
             "per_label": fid,
             "n_real": {str(k): real[k].n for k in labels},
             "n_generated": {str(k): int(len(fake[k]["pool"])) for k in labels},

@@ -23,7 +23,7 @@ import torch
 from ..errors import LabelwiseError
 # The weights lookup is torch-free (the Snakefile uses it at parse time); re-exported from here.
 from .inception_weights import (CONFIG_KEY, HUB_FILENAME, HUB_FILENAME_TORCH_FIDELITY, MODES,  # noqa: F401
-                                PUBLISHED_SHA256_PREFIX, URL_INCEPTION_V3, _fetch_hint, hub_dir, hub_weights_path,
+                                PUBLISHED_SHA256_PREFIX, URL_INCEPTION_V3, fetch_hint, hub_dir, hub_weights_path,
                                 locate_weights, resolve_inception_weights)
 
 try:
@@ -109,7 +109,7 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read an Inception weights file safely (weights_only=True) and check it has the layout
     torch-fidelity's network expects and finite values; LabelwiseError naming the file otherwise."""
     path = Path(path)
-    fix = (f"delete it and fetch it again ({_fetch_hint(path)}), or point {CONFIG_KEY} at a good copy; "
+    fix = (f"delete it and fetch it again ({fetch_hint(path)}), or point {CONFIG_KEY} at a good copy; "
            "evaluation.inception: off skips Inception metrics")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -1,14 +1,11 @@
 """Where the Inception weights file is, and what `evaluation.inception` makes of its absence: torch-free.
 
-The Snakefile calls `resolve_inception_weights` at parse time to decide whether the Inception
-feature space is evaluated; importing torch (and torch-fidelity, torchvision) for that one lookup
-would cost seconds on every `snakemake` invocation, so this module imports neither.  Everything
-here is re-exported by `labelwise.metrics.inception`, which builds the network itself.
-
-The torch hub cache directory is torch's own rule (`torch.hub.get_dir`): `$TORCH_HOME/hub`,
-`$TORCH_HOME` defaulting to `$XDG_CACHE_HOME/torch`, that to `~/.cache`.  Once torch is imported
-(anything that computes features has), torch itself is asked instead, so `torch.hub.set_dir` and
-a patched `get_dir` are honoured; before that nothing can have changed torch's answer.
+The Snakefile calls `resolve_inception_weights` at parse time; importing torch, torch-fidelity and
+torchvision for that one lookup would cost seconds on every `snakemake` invocation, so this module
+imports none of them (`labelwise.metrics.inception` re-exports it and builds the network).  The
+torch hub cache follows torch's own rule (`torch.hub.get_dir`: `$TORCH_HOME/hub`, `$TORCH_HOME`
+defaulting to `$XDG_CACHE_HOME/torch`, that to `~/.cache`); once torch is imported, torch itself is
+asked, so `torch.hub.set_dir` and a patched `get_dir` are honoured.
 """
 from __future__ import annotations
 
@@ -62,7 +59,7 @@ def resolve_inception_weights(configured_path: str | os.PathLike | None) -> Path
     return None
 
 
-def _fetch_hint(target: Path) -> str:
+def fetch_hint(target: Path) -> str:
     return f"on a machine with internet: wget -O {target.name} {URL_INCEPTION_V3}, then copy the file to {target}"
 
 
@@ -87,7 +84,7 @@ def locate_weights(mode: str, configured_path: str | os.PathLike | None) -> tupl
     if mode == "required":
         raise LabelwiseError(
             f"Inception weights not found: {where} (evaluation.inception is 'required', and nothing is downloaded "
-            f"at run time). Fix: {put}; {_fetch_hint(target)}; or set evaluation.inception: auto to skip "
+            f"at run time). Fix: {put}; {fetch_hint(target)}; or set evaluation.inception: auto to skip "
             "Inception metrics"
         )
-    return None, f"Inception weights not found: {where}; to enable Inception metrics {put} ({_fetch_hint(target)})"
+    return None, f"Inception weights not found: {where}; to enable Inception metrics {put} ({fetch_hint(target)})"

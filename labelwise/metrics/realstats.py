@@ -23,6 +23,7 @@ from ..errors import LabelwiseError
 from ..data.shards import read_shard_file
 from ..images import read_attrs
 from ..io import atomic_path
+from ..plan import layout
 from .stats import gaussian_stats
 
 log = logging.getLogger("labelwise.metrics")
@@ -63,8 +64,8 @@ class RealStats:
 
 
 def stats_path(stats_dir: str | os.PathLike, space: str, label: int) -> Path:
-    """The pipeline's layout: {stats_dir}/{space}/{label}.npz (stats_dir = results/{dataset}/stats)."""
-    return Path(stats_dir) / space / f"{int(label)}.npz"
+    """The pipeline's file of `space` and `label` in `stats_dir` (labelwise.plan.LAYOUT)."""
+    return Path(layout("stats", stats_dir=stats_dir, space=space, label=int(label)))
 
 
 def compute_real_stats(shard_path: str | os.PathLike, space: FeatureSpace) -> RealStats:

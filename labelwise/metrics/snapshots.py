@@ -1,15 +1,12 @@
 """FID along training: a model's generator snapshots (budget.snapshots) against the real statistics.
 
 For every snapshot point reached by all labels, evaluation.samples_per_label images per label are
-drawn from the snapshot with the same noise as the final samples (`sample.draw`), and compared with
-the cached real statistics of each label in every feature space (classifier; Inception when its
-weights are present): pooled FID and intra-FID, computed by the same code as metrics.json
-(`evaluate._space_metrics`).  Each point carries the training wall time at which it was taken: the
-mean over labels of the per-label jobs' elapsed seconds, or the conditional model's own.
-
-The curve also gets its end (`add_end_of_training`): the final generators' FIDs from the model's
-metrics.json at the training logs' last wall time, so it reaches the end of the budget whether or
-not a snapshot was taken there (and, under a minutes budget, wherever each job stopped).
+drawn from the snapshot with the same noise as the final samples (`sample.draw`) and compared with
+the cached real statistics in every feature space by the code of metrics.json
+(`evaluate.space_metrics`: pooled FID and intra-FID).  Each point carries the training wall time at
+which it was taken (the mean over labels of the per-label jobs' elapsed seconds, or the conditional
+model's own), and the curve ends at the final generators' FIDs from metrics.json at the training
+logs' last wall time (`add_end_of_training`), wherever each job stopped.
 """
 from __future__ import annotations
 
@@ -25,8 +22,8 @@ from ..errors import LabelwiseError
 from ..io import atomic_path, write_json
 from ..sample import draw
 from ..trainlog import last_log_row
-from ..train.loop import load_snapshots, snapshot_generator
-from .evaluate import NOTES, _num, _space_metrics, open_spaces, settings_with_defaults
+from ..train.generator_files import load_snapshots, snapshot_generator
+from .evaluate import NOTES, finite_or_none, open_spaces, settings_with_defaults, space_metrics
 from .realstats import real_stats, stats_path
 
 log = logging.getLogger("labelwise.metrics")
@@ -50,7 +47,7 @@ def snapshot_metrics(
 ) -> dict:
     """The content of {model}/fid_vs_time.json.
 
-    bundles_by_label: label -> snapshot bundle (`train.loop.write_snapshot_bundle`); for the
+    bundles_by_label: label -> snapshot bundle (`train.generator_files.write_snapshot_bundle`); for the
       conditional model every label maps to its one bundle, and the snapshots are bound per label.
     real_shards_by_label / stats_dir / classifier_path / settings: as for `evaluate.evaluate_model`.
     """
@@ -111,7 +108,7 @@ def snapshot_metrics(
             "elapsed_seconds_per_label": elapsed,
         }
         for name, space in opened.items():
-            fid = _space_metrics(space, real[name], fake[name], s)["fid"]
+            fid = space_metrics(space, real[name], fake[name], s)["fid"]
             point[name] = {"fid": {"pooled": fid["pooled"], "intra_fid": fid["intra_fid"],
                                    "per_label": fid["per_label"]}}
         log.info("[%s] snapshot at iteration %d (%.1f s): %s", model, p, point["elapsed_seconds"],
@@ -177,7 +174,7 @@ def add_end_of_training(result: dict, metrics: Mapping, log_paths: Sequence[os.P
 def _fraction(snapshots: dict, iteration: int):
     for per_label in snapshots.values():
         if iteration in per_label:
-            return _num(per_label[iteration].get("fraction", float("nan")))
+            return finite_or_none(per_label[iteration].get("fraction", float("nan")))
     return None
 
 

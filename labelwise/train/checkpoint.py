@@ -4,10 +4,9 @@ A checkpoint is a plain dict of tensors and Python scalars, so it loads with
 `torch.load(weights_only=True)` (no code runs from a data file).  It records a fingerprint of
 everything that determines the training trajectory except the budget, so that a rerun with a
 longer budget continues from it while a rerun with other settings (learning rate, seed, data)
-starts afresh instead of resuming state that belongs to another configuration.
-
-Generator snapshots (budget.snapshots) live beside the checkpoints, in `snapshots/`: a resume keeps
-them, and every fresh start (`load_resumable` returning None) deletes them with the checkpoints.
+starts afresh.  Generator snapshots (budget.snapshots) live beside the checkpoints, in
+`snapshots/`: a resume keeps them, and every fresh start (`load_resumable` returning None) deletes
+them with the checkpoints.
 """
 from __future__ import annotations
 

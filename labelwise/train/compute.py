@@ -56,17 +56,18 @@ def count_flops(step) -> int:
 
 @functools.lru_cache(maxsize=64)
 def _cached_flops(model: str, settings_json: str, channels: int, resolution: int, num_classes: int) -> int:
-    from .loop import ALGORITHMS, build_networks  # here: loop imports this module
+    from .. import models
+    from .loop import build_networks  # here: loop imports this module
 
     settings = json.loads(settings_json)
     meta = torch.device("meta")
     gen, critic = build_networks(model, settings, channels, resolution, 0, 0, meta, num_classes=num_classes)
     bs, latent = int(settings["batch_size"]), int(settings["latent_dim"])
-    conditional = bool(ALGORITHMS[model].get("conditional"))
+    conditional = models.get(model).conditional
     y = torch.zeros(bs, dtype=torch.long, device=meta) if conditional else None
     G = (lambda z: gen(z, y)) if conditional else gen
     D = (lambda x: critic(x, y)) if conditional else critic
-    wgan = ALGORITHMS[model]["loss"] == "wgan-gp"
+    wgan = models.get(model).loss == "wgan-gp"
 
     def step():
         real = torch.zeros(bs, channels, resolution, resolution, device=meta)

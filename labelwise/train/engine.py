@@ -1,26 +1,12 @@
 """The training iteration of packed training, written so that a GPU never waits for the host.
 
-`PackedIteration` runs one generator iteration of K labels' GANs (`critic_steps` critic steps,
-then one generator step) on packed networks (`labelwise.train.packed`); `train_packed` calls it
-once per iteration, and benchmark case `engine` times it.  What it does for speed:
-
-* **No host round trips.**  Each label's batch indices are still drawn on the CPU from that
-  label's own stream (so that packed training keeps drawing exactly what `train_label` draws, and
-  a CPU resume stays bit-identical), but all of an iteration's indices are drawn at once — per
-  label in the same order as one step at a time, so the streams give the same numbers — and
-  copied to the device in one non-blocking copy from pinned memory (`to_device`).  Noise and the
-  gradient penalty's mixing weights come from each label's device stream.  The per-label losses
-  stay on the device (`__call__` returns them); the loop reads them only at log points.
-* **Mixed precision** (`precision='bf16'`): every forward pass of the networks runs under bf16
-  autocast and hands back fp32 (`autocast_forward`); losses, the gradient penalty's norm, the
-  optimizer states and the weights (hence checkpoints) stay fp32.
-* **CUDA graphs** (`cuda_graph=True`, CUDA only): after a few eager iterations the whole iteration
-  is captured once (`torch.cuda.graph`, Adam with capturable=True, every label's device stream
-  registered with the graph) and each later iteration is one graph replay, removing the per-kernel
-  launch cost that dominates small K.  If capture is impossible (an old torch without
-  `register_generator_state`, an operation that cannot be captured) the iteration stays eager and
-  one log line says why.  This path has not been run on a GPU yet (no GPU in the session that
-  wrote it); on the CPU it is never used.
+`PackedIteration` runs one generator iteration of K labels' GANs (`critic_steps` critic steps, then
+one generator step) on packed networks; `train_packed` calls it once per iteration, and benchmark
+case `engine` times it.  It draws an iteration's batch indices at once and copies them in one
+non-blocking copy, keeps the losses on the device, runs the forward passes under bf16 autocast on
+request (`autocast_forward`) and, on CUDA, can capture the iteration in a CUDA graph (not yet run
+on a GPU); each label still draws exactly what `train_label` draws.  Details:
+docs/packed-training.md ("One iteration without waiting for the host").
 """
 from __future__ import annotations
 
@@ -155,7 +141,7 @@ class PackedIteration:
 
     def _capture(self, idx: torch.Tensor) -> None:
         """Capture `_body` in a CUDA graph; on any failure stay eager and say why, once."""
-        why = _graph_unsupported(self.opt_g, self.opt_d)
+        why = graph_unsupported(self.opt_g, self.opt_d)
         graph = None
         if why is None:
             try:
@@ -183,7 +169,8 @@ class PackedIteration:
         log.info("training iteration captured in a CUDA graph after %d eager iterations", self.eager_calls)
 
 
-def _graph_unsupported(*optimizers) -> str | None:
+def graph_unsupported(*optimizers) -> str | None:
+    """Why a training iteration with these optimizers cannot be captured in a CUDA graph; None if it can."""
     for opt in optimizers:
         if not all(group.get("capturable") for group in opt.param_groups):
             return "the optimizers were not built with capturable=True"

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import logging
 import functools
 import math
 import os
-import signal
 import socket
 import time
 from dataclasses import dataclass, field
@@ -27,35 +25,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import losses
+from .. import losses, models
 from ..device import select_device, set_threads
 from ..errors import LabelwiseError
 from ..data.shards import read_shard_file
-from ..io import atomic_path, save_torch
-from ..progress import format_eta
 from ..nets import ConditionalGenerator, Critic, Generator, ProjectionCritic, dcgan_init_, network_resolution
+from ..trainlog import LOG_COLUMNS, write_log
 from .engine import PRECISIONS, autocast_forward, to_device
 from . import compute
 from .augment import augmented_critic, policy_of
 from .ema import GeneratorEMA, ema_decay
 from .checkpoint import (delete_checkpoints, list_snapshots, load_resumable, nonfinite_tensors, save_checkpoint,
-                         save_snapshot, snapshot_path)
+                         save_snapshot)
+from .common import Cadence, StopRequest, divergence_error, first_names, training_fingerprint
+from .generator_files import generator_payload, write_generator, write_snapshot_bundle
 from .writers import one_writer
 
 log = logging.getLogger("labelwise.train")
 
-# What each model name means: its loss and the parts of the architecture it fixes.
-ALGORITHMS = {
-    "wcgan": {"loss": "wgan-gp", "critic_norm": "none", "init": "pytorch"},
-    "dccgan": {"loss": "bce", "critic_norm": "batch", "init": "dcgan"},
-    # One class-conditional WGAN-GP over all selected labels: the serial approach the papers compare with.
-    "cgan": {"loss": "wgan-gp", "critic_norm": "none", "init": "pytorch", "conditional": True},
-}
 # The conditional model's seed slot: derived like a label's, from a value no label index takes.
 CONDITIONAL_SEED_LABEL = 2**31 - 1
-LOG_COLUMNS = ("iteration", "wall_seconds", "d_loss", "g_loss", "gradient_penalty", "wasserstein_estimate")
-GENERATOR_FORMAT = "labelwise-generator/1"
-SNAPSHOTS_FORMAT = "labelwise-snapshots/1"
 
 
 @dataclass
@@ -117,11 +106,6 @@ def images_to_tensor(images: np.ndarray, resolution: int) -> torch.Tensor:
     return x
 
 
-def _fingerprint(model: str, settings: dict, seed: int, label: int, shard_sha256: str) -> str:
-    blob = json.dumps({"model": model, "settings": settings, "seed": seed, "label": label, "data": shard_sha256}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
 def read_conditional_shards(shards) -> tuple[np.ndarray, np.ndarray, list[int], str]:
     """All selected labels' images, each image's class index (position in `labels`), the labels, and
     one checksum over the shards' checksums (for the checkpoint fingerprint)."""
@@ -154,16 +138,16 @@ def build_networks(model: str, settings: dict, channels: int, resolution: int, s
                    device, num_classes: int | None = None) -> tuple[Generator, Critic]:
     """The label's freshly initialised generator and critic (shared with packed training);
     for the conditional model, its networks over `num_classes` classes."""
-    algo = ALGORITHMS[model]
+    algo = models.get(model)  # its loss and the parts of the architecture it fixes
     # Networks are built from the label's seed, so a fresh start is reproducible too.
     torch.manual_seed(label_seed(seed, label))
     width, latent_dim = int(settings["width"]), int(settings["latent_dim"])
-    if algo.get("conditional"):
+    if algo.conditional:
         gen = ConditionalGenerator(latent_dim, channels, resolution, width, num_classes).to(device)
         return gen, ProjectionCritic(channels, resolution, width, num_classes).to(device)
     gen = Generator(latent_dim, channels, resolution, width).to(device)
-    critic = Critic(channels, resolution, width, norm=algo["critic_norm"]).to(device)
-    if algo["init"] == "dcgan":
+    critic = Critic(channels, resolution, width, norm=algo.critic_norm).to(device)
+    if algo.init == "dcgan":
         dcgan_init_(gen)
         dcgan_init_(critic)
     return gen, critic
@@ -197,90 +181,6 @@ def checkpoint_state(fingerprint: str, iteration: int, elapsed: float, generator
     }
 
 
-class _StopRequest:
-    """Turns SIGTERM (a scheduler's wall-time warning, scancel) and SIGINT (Ctrl-C) into a checkpoint
-    and a clean stop.  A second Ctrl-C while that checkpoint is written is ignored, so the job never
-    dies mid-write; SIGKILL remains for an immediate stop."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self):
-        self.signal = None
-        self._previous = {}
-
-    def __enter__(self):
-        try:
-            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        except ValueError:  # not in the main thread: leave signals alone
-            self._previous = {}
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signal is None:
-            self.signal = signum
-
-    def __exit__(self, *exc):
-        for s, previous in self._previous.items():
-            signal.signal(s, previous)
-
-
-class _Cadence:
-    """The bookkeeping schedule of a training loop, shared by `train_label` and `train_packed` so
-    that both write log rows, check weights, take checkpoints and print progress at the same
-    iterations: what falls due after an iteration, the progress line, and how the loop ends."""
-
-    def __init__(self, budget: Budget, start: int, progress_seconds: float, labels: int = 1):
-        self.budget = budget
-        self.labels = labels  # label-iterations per iteration: what a packed job delivers
-        self.points = dict(budget.snapshot_points())
-        self.deadline = budget.minutes * 60.0 if budget.minutes else math.inf
-        self.progress_seconds = progress_seconds
-        now = time.monotonic()
-        self._last_progress = now
-        self._rate_mark = (now, start)  # the rate is the mean over this run, resumed part excluded
-        self._last = self._rate_mark  # (time, iteration) of the last progress line
-
-    def due(self, iteration: int, elapsed: float, stopping) -> tuple[bool, bool, bool, bool]:
-        """(at_end, log, check, checkpoint) after `iteration`: whether the loop ends here, a log row
-        is due (losses reduced and checked), the weights must be checked finite (before any
-        snapshot or checkpoint), and a checkpoint is due."""
-        b = self.budget
-        at_end = iteration >= b.iterations or elapsed >= self.deadline or stopping is not None
-        checkpoint = iteration % b.checkpoint_every == 0 or at_end
-        return at_end, checkpoint or iteration % b.log_every == 0, checkpoint or iteration in self.points, checkpoint
-
-    def progress(self, iteration: int, elapsed: float, at_end: bool) -> str | None:
-        """The progress text ("it i/n (p%) r it/s ETA t (r·K label-it/s)") when one is due, every `progress_seconds`."""
-        now = time.monotonic()
-        if now - self._last_progress < self.progress_seconds and not at_end:
-            return None
-        b = self.budget
-        rate = (iteration - self._rate_mark[1]) / max(now - self._rate_mark[0], 1e-9)
-        remaining = (b.iterations - iteration) / rate if rate > 0 else math.inf
-        if b.minutes:
-            remaining = min(remaining, max(self.deadline - elapsed, 0.0))
-        self._last_progress = now
-        self._last = (now, iteration)
-        return (f"it {iteration}/{b.iterations} ({100.0 * iteration / b.iterations:.0f}%) {rate:.2f} it/s "
-                f"ETA {format_eta(remaining)} ({rate * self.labels:.1f} label-it/s)")
-
-    def rate_text(self) -> str:
-        """'; <r> label-it/s' over this run (resumed part excluded) for the final log line."""
-        done, seconds = self._last[1] - self._rate_mark[1], max(self._last[0] - self._rate_mark[0], 1e-9)
-        return f"; {done / seconds * self.labels:.1f} label-it/s" if done > 0 else ""
-
-    def should_stop(self, iteration: int, elapsed: float, stopping, who: str, saved: str) -> bool:
-        """Called last in an iteration, after its checkpoint: a signal ends the job with one error
-        line; True when the minutes budget is spent."""
-        if stopping is not None:
-            raise LabelwiseError(f"{who} stopped by signal {stopping} at iteration {iteration}; {saved}; rerun to resume")
-        return elapsed >= self.deadline
-
-
-def _first_names(names: list[str]) -> str:
-    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-
-
 def learning_rates(settings: dict) -> tuple[float, float]:
     """(generator, critic) Adam learning rates: lr_g and lr_d where set (a two-timescale update), else lr."""
     lr = settings.get("lr")
@@ -291,9 +191,9 @@ def learning_rates(settings: dict) -> tuple[float, float]:
     return float(lr_g), float(lr_d)
 
 
-def _divergence_error(who: str, what: str, kept: str, model: str) -> LabelwiseError:
-    return LabelwiseError(f"{who} training diverged: {what}; {kept}. Lower models.{model}.lr or change the seed, "
-                          "then rerun")
+def sampled(gen: nn.Module, ema: GeneratorEMA | None) -> nn.Module:
+    """The generator that files, snapshots and sampling get: the weight average when EMA is on."""
+    return gen if ema is None else ema.averaged(copy.deepcopy(gen))
 
 
 @one_writer  # distinct outputs per label, and this job the only writer of its checkpoint folder
@@ -314,17 +214,15 @@ def train_label(
 ) -> TrainResult:
     """Train `model` with `settings` on one label's shard; write generator + log CSV.
 
-    'wcgan' and 'dccgan' take one shard; 'cgan' takes the list of all selected labels' shards and
+    a per-label model takes one shard; a conditional one (labelwise.models) takes the list of all selected labels' shards and
     trains one class-conditional generator over them.  `channels_last` runs the convolutions in
     NHWC layout (faster on CPUs, docs/benchmarks.md; results differ only by rounding).  `precision`
     'bf16' runs the forward passes under bf16 autocast (`labelwise.train.engine.autocast_forward`).
     """
     if precision not in PRECISIONS:
         raise LabelwiseError(f"runtime.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if model not in ALGORITHMS:
-        raise LabelwiseError(f"unknown model {model!r}; known models: {', '.join(ALGORITHMS)}")
-    algo = ALGORITHMS[model]
-    conditional = bool(algo.get("conditional"))
+    algo = models.get(model)
+    conditional = algo.conditional
     set_threads(threads)
     dev = select_device(device)
     if conditional:
@@ -348,7 +246,7 @@ def train_label(
     bs = int(settings["batch_size"])
     latent_dim = int(settings["latent_dim"])
     critic_steps = int(settings["critic_steps"])
-    fingerprint = _fingerprint(model, settings, seed, label, data_sum)
+    fingerprint = training_fingerprint(model, settings, seed, label, data_sum)
     flops = compute.label_iteration_flops(model, settings, channels, resolution, len(labels))
     budget = compute.resolve(budget, flops)  # budget.gflop -> iterations, fixed before anything is resumed
 
@@ -414,15 +312,15 @@ def train_label(
 
     take_snapshot(start)  # a checkpoint that sits exactly on a snapshot point not yet taken
 
-    wgan = algo["loss"] == "wgan-gp"
+    wgan = algo.loss == "wgan-gp"
     gp_lambda = float(settings.get("gp_lambda", 10.0))
-    cadence = _Cadence(budget, start, progress_seconds)
+    cadence = Cadence(budget, start, progress_seconds)
     pending: list[torch.Tensor] = []  # per-iteration diagnostics, reduced at each log point
     nan = torch.tensor(float("nan"), device=dev)
     iteration, stopped_by = start, "iterations"
     gen.train()
     critic.train()
-    with _StopRequest() as stop:
+    with StopRequest() as stop:
         while iteration < budget.iterations:
             t0 = time.monotonic()
             critic.requires_grad_(True)
@@ -468,7 +366,7 @@ def train_label(
                 means = torch.stack(pending).double().mean(0).cpu()
                 pending.clear()
                 if not bool(torch.isfinite(means[:2]).all()):
-                    raise _divergence_error(
+                    raise divergence_error(
                         f"[{who}]", f"non-finite loss by iteration {iteration} (d_loss={means[0].item()}, "
                         f"g_loss={means[1].item()})", f"the last good checkpoint in {outputs.checkpoints} is kept", model)
                 rows.append((iteration, elapsed, *means.tolist()))
@@ -477,8 +375,8 @@ def train_label(
                 # finite: never let such weights reach a snapshot, a checkpoint or the generator file.
                 bad = nonfinite_tensors({"generator": gen.state_dict(), "critic": critic.state_dict()})
                 if bad:
-                    raise _divergence_error(
-                        f"[{who}]", f"non-finite weights at iteration {iteration} ({_first_names(bad)})",
+                    raise divergence_error(
+                        f"[{who}]", f"non-finite weights at iteration {iteration} ({first_names(bad)})",
                         f"not checkpointed, the last good checkpoint in {outputs.checkpoints} is kept", model)
             take_snapshot(iteration)  # before the checkpoint: a resume from it finds the snapshot taken
             if checkpoint_due:
@@ -499,144 +397,3 @@ def train_label(
     log.info("[%s] done: %d iterations in %.1f s (stopped by the %s budget)%s", who, iteration, elapsed, stopped_by,
              cadence.rate_text())
     return TrainResult(iterations=iteration, seconds=elapsed, resumed_from=start, stopped_by=stopped_by, log_rows=rows)
-
-
-def sampled(gen: nn.Module, ema: GeneratorEMA | None) -> nn.Module:
-    """The generator that files, snapshots and sampling get: the weight average when EMA is on."""
-    return gen if ema is None else ema.averaged(copy.deepcopy(gen))
-
-
-def generator_payload(gen: Generator, *, model, label, iterations, channels, resolution, image_size, settings,
-                      ema: float | None = None, training: dict | None = None) -> dict:
-    """What a generator file holds (plain tensors and types: loads with weights_only=True).
-    `label`: the label (per-label models) or the list of labels, in class-index order (cgan).
-    `ema`: the decay when `gen` holds the weight average; `training`: `compute.training_record`."""
-    return {
-        "ema": None if ema is None else float(ema),
-        **({"training": training} if training is not None else {}),
-        "format": GENERATOR_FORMAT,
-        "model": model,
-        **({"labels": [int(k) for k in label]} if isinstance(label, list) else {"label": int(label)}),
-        "iterations": int(iterations),
-        "arch": {"latent_dim": int(settings["latent_dim"]), "channels": int(channels),
-                 "resolution": int(resolution), "width": int(settings["width"])},
-        "image_size": [int(image_size[0]), int(image_size[1])],
-        "state_dict": {k: v.detach().cpu() for k, v in gen.state_dict().items()},
-    }
-
-
-def write_generator(path, gen: Generator, **info) -> None:
-    """`info`: `generator_payload`'s keywords."""
-    save_torch(generator_payload(gen, **info), path)
-
-
-def write_snapshot_bundle(path, checkpoints, budget: Budget, fingerprint: str, last_iteration: int, *, model: str,
-                          who: str = "") -> list[dict]:
-    """One file with every snapshot this run reached (a minutes budget may stop it before the later
-    points): {"format", "model", "budget_iterations", "fractions", "snapshots": [generator payload +
-    iteration, elapsed (training wall seconds), fraction], ...}, oldest first; loads with weights_only=True."""
-    entries = []
-    for iteration, fraction in budget.snapshot_points():
-        if iteration > last_iteration:
-            log.info("[%s] snapshot at iteration %d (%g of the budget) not reached: training stopped at %d",
-                     who, iteration, fraction, last_iteration)
-            continue
-        file = snapshot_path(checkpoints, iteration)
-        try:
-            entry = torch.load(file, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise LabelwiseError(f"[{who}] generator snapshot {file} is missing; delete {checkpoints} and rerun "
-                                 "to retrain from the start") from None
-        if entry.get("fingerprint") != fingerprint:
-            raise LabelwiseError(f"[{who}] {file} was taken with other settings; delete {checkpoints} and rerun")
-        entries.append(entry)
-    bundle = {"format": SNAPSHOTS_FORMAT, "model": model, "budget_iterations": int(budget.iterations),
-              "fractions": list(budget.snapshots), "snapshots": entries}
-    save_torch(bundle, path)
-    log.info("[%s] %d generator snapshot(s) -> %s", who, len(entries), path)
-    return entries
-
-
-class ClassBoundGenerator(nn.Module):
-    """A conditional generator fixed to one class: called like a per-label generator, gen(z)."""
-
-    def __init__(self, gen: ConditionalGenerator, class_index: int):
-        super().__init__()
-        self.gen, self.class_index, self.latent_dim = gen, class_index, gen.latent_dim
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.gen(z, torch.full((z.shape[0],), self.class_index, dtype=torch.long, device=z.device))
-
-
-def load_generator(path, device: torch.device | str = "cpu", label: int | None = None) -> tuple[nn.Module, dict]:
-    """Rebuild a generator written by `train_label`; weights_only loading runs no code from the file.
-
-    A conditional (cgan) generator needs `label` and comes back bound to it; info["label"] is set.
-    """
-    path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        return _generator_from_payload(payload, device, label, path)
-    except LabelwiseError:
-        raise
-    except FileNotFoundError:
-        raise LabelwiseError(f"{path}: generator not found; run the train stage for this label first") from None
-    except Exception as exc:
-        raise LabelwiseError(f"{path}: not a readable labelwise generator ({exc}); delete it and rerun training") from None
-
-
-def _generator_from_payload(payload: dict, device, label: int | None, where) -> tuple[nn.Module, dict]:
-    """The network of a generator payload (a generator file's, or one snapshot's), in eval mode."""
-    if payload.get("format") != GENERATOR_FORMAT:
-        raise ValueError(f"format {payload.get('format')!r}")
-    arch = payload["arch"]
-    if "labels" in payload:
-        cgen = ConditionalGenerator(arch["latent_dim"], arch["channels"], arch["resolution"], arch["width"],
-                                    len(payload["labels"]))
-        cgen.load_state_dict(payload["state_dict"])
-        if label is None or int(label) not in payload["labels"]:
-            raise LabelwiseError(f"{where}: a conditional generator of labels {payload['labels']}; "
-                                 f"label {label} is not among them")
-        gen = ClassBoundGenerator(cgen, payload["labels"].index(int(label)))
-        payload = {**payload, "label": int(label)}
-    else:
-        gen = Generator(arch["latent_dim"], arch["channels"], arch["resolution"], arch["width"])
-        gen.load_state_dict(payload["state_dict"])
-    return gen.to(device).eval(), payload
-
-
-def load_snapshots(path) -> list[dict]:
-    """The snapshot payloads of a bundle written by `write_snapshot_bundle` (weights_only loading;
-    memory-mapped, so that only the tensors of the snapshots used are read)."""
-    path = Path(path)
-    try:
-        bundle = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        if bundle.get("format") != SNAPSHOTS_FORMAT:
-            raise ValueError(f"format {bundle.get('format')!r}")
-        return list(bundle["snapshots"])
-    except FileNotFoundError:
-        raise LabelwiseError(f"{path}: snapshot bundle not found; run the train stage with budget.snapshots") from None
-    except Exception as exc:
-        raise LabelwiseError(f"{path}: not a readable labelwise snapshot bundle ({exc}); delete it and rerun "
-                             "training") from None
-
-
-def snapshot_generator(snapshot: dict, device: torch.device | str = "cpu", label: int | None = None,
-                       where="snapshot") -> tuple[nn.Module, dict]:
-    """A generator rebuilt from one entry of `load_snapshots`, like `load_generator` (a conditional one
-    bound to `label`); info also holds the snapshot's iteration and elapsed training seconds."""
-    try:
-        return _generator_from_payload(snapshot, device, label, where)
-    except LabelwiseError:
-        raise
-    except Exception as exc:
-        raise LabelwiseError(f"{where}: not a readable generator snapshot ({exc}); delete the bundle and rerun "
-                             "training") from None
-
-
-def write_log(path, rows) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            f.write(",".join(LOG_COLUMNS) + "\n")
-            for r in rows:
-                f.write(f"{int(r[0])},{r[1]:.3f}," + ",".join("" if math.isnan(v) else f"{v:.6g}" for v in r[2:]) + "\n")

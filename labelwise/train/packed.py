@@ -1,30 +1,11 @@
 """Packed training: K labels' GANs trained in one process as one batched computation.
 
-Nothing is shared between labels; packing only changes how the arithmetic is batched.  K copies of
-the per-label Generator/Critic become one module whose convolutions are K-label convolutions (the
-channel layout is (B, K*C, H, W) and channel block k is label k's network), computed as grouped
-convolutions (groups=K) or as one batched matrix product over the labels
-(`labelwise.train.packed_layers`, runtime.packed_kernel), so:
-
-* a K-label convolution applies label k's weights to label k's channels only;
-* BatchNorm2d over K*C channels normalises each channel over the batch, i.e. per label;
-* the losses (`labelwise.losses`) reduce over the batch dimension only, giving K per-label losses,
-  and the gradient penalty takes one norm per sample per label;
-* the optimised loss is the sum of the K losses, so each label's parameters get exactly the
-  gradient of its own loss, and Adam, being elementwise, is K independent Adams.
-
-Every label keeps its own seed (`label_seed`), its own two random streams drawn exactly as
-`train_label` draws them (batch indices from its own image count, noise and GP mixing weights), its
-own log, its own checkpoints and generator snapshots (budget.snapshots) in `train_label`'s format, so packed training of K labels gives
-the same weights as K separate `train_label` runs up to floating-point rounding (packed kernels
-sum in another order), and either can resume the other's checkpoints.  Outputs are the ordinary
-per-label generator files and log CSVs.
-
-What packing does change: all K labels advance in lock step, so one label's divergence (or a
-SIGTERM) stops the group, and the `minutes` budget is the group's wall clock.  On a CPU packing
-gains little — these networks are convolution-bound, and a grouped convolution costs about what
-its K separate ones cost (docs/benchmarks.md has the measurements); it is meant for devices that
-small per-label networks leave idle.
+`train_packed` trains K labels of a per-label model (runtime.labels_per_job) as one network of
+K-label convolutions (`labelwise.train.packed_layers`) with per-label batch norm, losses and Adam,
+one iteration at a time (`labelwise.train.engine.PackedIteration`).  Nothing passes between labels:
+each label keeps its seed, random streams, log, checkpoints and snapshots in `train_label`'s format,
+so it ends with the weights of its own `train_label` run up to rounding, and either resumes the
+other's checkpoints.  How and why: docs/packed-training.md.
 """
 from __future__ import annotations
 
@@ -37,9 +18,11 @@ import torch
 from torch import nn
 
 from .. import losses
+from .. import models
 from ..device import select_device, set_threads
 from ..errors import LabelwiseError
 from ..nets import Critic, Generator, network_resolution
+from ..trainlog import LOG_COLUMNS, write_log
 from .engine import PRECISIONS, PackedIteration
 from . import compute
 from .augment import policy_of
@@ -47,27 +30,18 @@ from .ema import GeneratorEMA, ema_decay
 from .packed_layers import kernel_for, packed_conv
 from .checkpoint import delete_checkpoints, list_snapshots, load_resumable, save_checkpoint, save_snapshot
 from .writers import one_writer
+from .common import Cadence, StopRequest, divergence_error, first_names, training_fingerprint
+from .generator_files import generator_payload, write_generator, write_snapshot_bundle
 from .loop import (
-    ALGORITHMS,
-    LOG_COLUMNS,
     Budget,
     Outputs,
     TrainResult,
-    _Cadence,
-    _divergence_error,
-    _fingerprint,
-    _first_names,
-    _StopRequest,
     build_networks,
     checkpoint_state,
-    generator_payload,
     images_to_tensor,
     label_generators,
     learning_rates,
     read_label_shard,
-    write_generator,
-    write_log,
-    write_snapshot_bundle,
 )
 
 log = logging.getLogger("labelwise.train")
@@ -286,15 +260,13 @@ def train_packed(
     convolutions; `precision` ('fp32', 'bf16') and `cuda_graph` ('auto': on CUDA, 'off') shape the
     iteration (`labelwise.train.engine`).  None of them changes the checkpoint format.
     """
-    if model not in ALGORITHMS:
-        raise LabelwiseError(f"unknown model {model!r}; known models: {', '.join(ALGORITHMS)}")
+    algo = models.get(model)
     if not shards or len(shards) != len(outputs) or (labels is not None and len(labels) != len(shards)):
         raise LabelwiseError(f"train_packed needs one Outputs (and label, if given) per shard; got {len(shards)} shards, "
                              f"{len(outputs)} outputs, {'no' if labels is None else len(labels)} labels")
-    algo = ALGORITHMS[model]
-    if algo.get("conditional"):
+    if algo.conditional:
         raise LabelwiseError(f"{model} is one conditional network over all labels; packed training is for the "
-                             f"per-label models ({', '.join(m for m, a in ALGORITHMS.items() if not a.get('conditional'))})")
+                             f"per-label models ({', '.join(models.per_label())})")
     set_threads(threads)
     dev = select_device(device)
     group = [_Label(shard, None if labels is None else labels[i], dev) for i, shard in enumerate(shards)]
@@ -320,7 +292,7 @@ def train_packed(
     bs = int(settings["batch_size"])
     latent_dim = int(settings["latent_dim"])
     critic_steps = int(settings["critic_steps"])
-    fingerprints = [_fingerprint(model, settings, seed, lab.label, lab.sha256) for lab in group]
+    fingerprints = [training_fingerprint(model, settings, seed, lab.label, lab.sha256) for lab in group]
     flops = compute.label_iteration_flops(model, settings, channels, resolution)
     budget = compute.resolve(budget, flops)  # budget.gflop -> iterations, as train_label fixes them
     nets = [build_networks(model, settings, channels, resolution, seed, lab.label, dev) for lab in group]
@@ -376,7 +348,7 @@ def train_packed(
     counts = [lab.data.shape[0] for lab in group]
     for lab in group:
         del lab.data
-    wgan = algo["loss"] == "wgan-gp"
+    wgan = algo.loss == "wgan-gp"
     step = PackedIteration(gen, critic, opt_g, opt_d, pool, counts, rngs, batch_size=bs, latent_dim=latent_dim,
                            critic_steps=critic_steps, wgan=wgan, gp_lambda=float(settings.get("gp_lambda", 10.0)),
                            precision=precision, cuda_graph=graph, augment=policy_of(settings))
@@ -414,13 +386,13 @@ def train_packed(
         for j, out in enumerate(outputs):
             save_checkpoint(out.checkpoints, iteration, snapshot(iteration, j, g_sd, c_sd, og_sd, od_sd, ema_sd))
 
-    cadence = _Cadence(budget, start, progress_seconds, labels=k)
+    cadence = Cadence(budget, start, progress_seconds, labels=k)
     pending: list[torch.Tensor] = []  # per-iteration (4, K) diagnostics, reduced at each log point
     iteration, stopped_by = start, "iterations"
     take_snapshots(start)  # a checkpoint that sits exactly on a snapshot point not yet taken
     gen.train()
     critic.train()
-    with _StopRequest() as stop:
+    with StopRequest() as stop:
         while iteration < budget.iterations:
             t0 = time.monotonic()
             pending.append(step())
@@ -440,7 +412,7 @@ def train_packed(
                 bad = [j for j in range(k) if not bool(torch.isfinite(means[:2, j]).all())]
                 if bad:
                     detail = "; ".join(f"label {ids[j]}: d_loss={means[0, j].item()}, g_loss={means[1, j].item()}" for j in bad)
-                    raise _divergence_error(name, f"non-finite loss by iteration {iteration} ({detail})",
+                    raise divergence_error(name, f"non-finite loss by iteration {iteration} ({detail})",
                                             "the last good checkpoints are kept", model)
                 for j, lab in enumerate(group):
                     lab.rows.append((iteration, lab.elapsed, *means[:, j].tolist()))
@@ -449,8 +421,8 @@ def train_packed(
                 # snapshot, a checkpoint or a generator file.
                 bad = _nonfinite_by_label(k, {"generator": gen.state_dict(), "critic": critic.state_dict()})
                 if any(bad):
-                    detail = "; ".join(f"label {ids[j]}: {_first_names(b)}" for j, b in enumerate(bad) if b)
-                    raise _divergence_error(name, f"non-finite weights at iteration {iteration} ({detail})",
+                    detail = "; ".join(f"label {ids[j]}: {first_names(b)}" for j, b in enumerate(bad) if b)
+                    raise divergence_error(name, f"non-finite weights at iteration {iteration} ({detail})",
                                             "not checkpointed, the last good checkpoints are kept", model)
             take_snapshots(iteration)  # before the checkpoint: a resume from it finds the snapshot taken
             if checkpoint_due:

@@ -1,27 +1,11 @@
 """Packed convolutions: K labels' convolution layers computed as one batched matrix product.
 
-Packed training (`labelwise.train.packed`) keeps K networks' activations in one tensor of layout
-(B, K*C, H, W), channel block k being label k's.  A layer over that tensor can be computed two ways,
-chosen by `runtime.packed_kernel` (`kernel_for`):
-
-* ``grouped``: `nn.Conv2d` / `nn.ConvTranspose2d` with groups=K (cuDNN / oneDNN grouped kernels);
-* ``bmm``: `BmmConv2d` / `BmmConvTranspose2d` below — im2col (`F.unfold`) and one `torch.bmm` over
-  the K labels with weights viewed as (K, out, in·kh·kw); the transposed convolution is the adjoint:
-  one `torch.bmm` with the transposed weights, then col2im (`F.fold`) sums the overlapping patches.
-  A batched GEMM of K equal-size products is what tensor cores run at full rate, which grouped
-  convolutions of small per-group widths do not reach (issue 11's H200 measurements).
-
-Both have the same parameters, with the same names and shapes (weight (K*out, in, kh, kw),
-transposed (K*in, out, kh, kw); bias (K*out)), so state dicts, checkpoints, the per-label
-conversion in `labelwise.train.packed` and Adam states are the same whichever kernel trained them.
-Every operation used (unfold, fold, bmm, views, permutes) is twice differentiable, as the gradient
-penalty's double backward needs, and nothing mixes labels: label k's output is a product of label
-k's weights with label k's inputs only, so the result equals K separate networks up to rounding.
-
-`auto` is `bmm` on CUDA (the kernel expected to reach the tensor cores; not yet measured on a GPU:
-`benchmarks/run.py engine` is the command that measures it) and `grouped` on the CPU, where oneDNN's
-grouped convolutions measured faster than unfold + bmm (1.3-1.5x less CPU time: docs/benchmarks.md,
-issue 11's CPU rows).
+A layer over packed training's (B, K*C, H, W) tensor (channel block k is label k's) is either a
+grouped convolution (groups=K, ``grouped``) or `BmmConv2d` / `BmmConvTranspose2d` here (im2col and
+one `torch.bmm` over the labels, ``bmm``: the form tensor cores run at full rate), chosen by
+runtime.packed_kernel (`kernel_for`).  Both hold the same parameters under the same names and
+shapes, so checkpoints do not depend on the kernel, and both equal K separate networks up to
+rounding.  The layouts, and why `auto` picks which: docs/packed-training.md.
 """
 from __future__ import annotations
 

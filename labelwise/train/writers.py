@@ -1,21 +1,14 @@
 """One writer per checkpoint folder: the exclusive lock a training job holds on every folder it writes.
 
-Two jobs writing one label's checkpoint folder destroy each other's work: a second `labelwise
-train` of the same label with another learning rate deleted the first's checkpoints (another
-fingerprint) while it ran, both exited 0, and the generator was whichever finished last.  So a
+Two jobs writing one label's checkpoint folder destroy each other's work (a second `labelwise train`
+with another learning rate deleted the first's checkpoints while it ran; both exited 0).  So a
 training function decorated with `one_writer` first checks that its labels' output paths are
-distinct (a packed run given one `--checkpoints` folder or `--generator` path for two labels is
-refused before anything is read), then takes `fcntl.flock(LOCK_EX)` on `<checkpoints>/.lock` for
-each label and holds it until it returns.  The lock file holds the holder's process id and host, and
-a second writer stops at once with a LabelwiseError naming them.  The kernel drops a flock when its
-process ends, however it ends (SIGKILL, a node crash's reboot), so a lock never outlives its job;
-the file stays behind and is reused, except that a folder the job created and left without a
-checkpoint (a job that failed on a bad shard) is removed again.
-
-File systems: local ones and NFS (Linux clients map flock onto NFS byte-range locks, which the
-server arbitrates across hosts) enforce it; Lustre does with its `flock` mount option (the usual
-setting).  Where the file system refuses locks, a warning says that a second writer cannot be
-detected there, and the job goes on.
+distinct, then takes `fcntl.flock(LOCK_EX)` on `<checkpoints>/.lock` for each label until it
+returns; a second writer stops at once with a LabelwiseError naming the holder's process id and
+host, written in the file.  The kernel drops a flock however its process ends, so a lock never
+outlives its job, and a folder the job created and left without a checkpoint is removed again.
+Where the file system refuses locks, a warning says that a second writer cannot be detected there
+(which file systems enforce it: docs/faults.md).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Image folders as they come (issue 16 points 3 and 8): 16-bit and other image modes, transparency,
 symbolic-link loops and a class with a single image, through the data stage (`prepare_dataset`).
-The conversion rule is labelwise/data/pixels.py's docstring."""
+The conversion rule, mode by mode: docs/data-sources.md ("Pixels")."""
 from __future__ import annotations
 
 import logging

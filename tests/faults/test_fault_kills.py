@@ -24,7 +24,7 @@ from labelwise.train import Budget, Outputs, load_generator, train_label
 from labelwise.train import checkpoint as ckpt_module
 from labelwise.train.checkpoint import checkpoint_path, list_checkpoints
 from labelwise.train.writers import LOCK_NAME
-from test_train import _train_cmd
+from test_train import train_cmd
 
 pytestmark = pytest.mark.faults
 
@@ -98,7 +98,7 @@ def test_sigkill_at_random_points_resumes_bit_identical(tmp_path, make_shard, ti
     ckpt = root / "ckpt"
     # A progress line after the first few iterations: the kill clock starts when training is under way
     # (a job spends its first seconds importing torch, which is no interesting place to die).
-    cmd = _train_cmd(shard, root, settings, budget) + ["--progress-seconds", "0.05"]
+    cmd = train_cmd(shard, root, settings, budget) + ["--progress-seconds", "0.05"]
     rng = random.Random(SEED)
     plan = [("time" if k % 2 == 0 else "write", rng.uniform(0.0, MAX_DELAY)) for k in range(KILLS)]  # (kind, iterations)
     outcomes = []

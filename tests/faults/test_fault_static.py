@@ -196,7 +196,7 @@ def test_every_file_written_goes_through_a_temporary_and_a_rename():
     # The scan does see the writers it vouches for (not vacuously green).
     kinds = {(w["file"], w["kind"]) for w in writes if w["atomic"]}
     for expected in [("labelwise/images.py", "h5py.File"), ("labelwise/plots.py", "savefig"),
-                     ("labelwise/metrics/realstats.py", "np.savez"), ("labelwise/train/loop.py", "open")]:
+                     ("labelwise/metrics/realstats.py", "np.savez"), ("labelwise/trainlog.py", "open")]:
         assert expected in kinds, expected
     assert {(w["file"], w["function"]) for w in writes if not w["atomic"]} == set(ALLOWED)
 

@@ -21,7 +21,7 @@ from labelwise.errors import LabelwiseError
 from labelwise.images import read_images, write_images
 from labelwise.train import Budget, Outputs, load_generator, train_label
 from labelwise.train.checkpoint import list_checkpoints
-from test_train import _train_cmd
+from test_train import train_cmd
 
 pytestmark = pytest.mark.faults
 
@@ -156,7 +156,7 @@ def test_real_full_disk_during_checkpoint_one_line_from_the_cli(tmp_path, make_s
     # Room for two checkpoints (~130 KB each with these networks), not for the temporary third.
     disk = tiny_tmpfs(320)
     root = tmp_path / "run"
-    cmd = _train_cmd(shard, root, tiny_settings, BUDGET)
+    cmd = train_cmd(shard, root, tiny_settings, BUDGET)
     cmd[cmd.index("--checkpoints") + 1] = str(disk)
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 1, done.stderr[-2000:]

@@ -29,7 +29,7 @@ from labelwise.errors import LabelwiseError
 from labelwise.train import Budget, Outputs, load_generator, train_packed
 from labelwise.train.checkpoint import list_checkpoints, save_checkpoint
 from labelwise.train.writers import LOCK_NAME
-from test_train import _train_cmd
+from test_train import train_cmd
 
 pytestmark = pytest.mark.faults
 
@@ -48,14 +48,14 @@ def start(cmd) -> tuple[subprocess.Popen, list[str]]:
 def test_second_writer_stops_at_once_naming_the_holder_and_the_lock_dies_with_its_process(
         tmp_path, make_shard, tiny_settings):
     shard = make_shard(label=0)
-    first, seen = start(_train_cmd(shard, tmp_path, tiny_settings, {"iterations": 10**6, "checkpoint_every": 5}))
+    first, seen = start(train_cmd(shard, tmp_path, tiny_settings, {"iterations": 10**6, "checkpoint_every": 5}))
     try:
         deadline = time.monotonic() + 60
         while not list_checkpoints(tmp_path / "ckpt") and time.monotonic() < deadline:
             time.sleep(0.05)
         assert list_checkpoints(tmp_path / "ckpt")
         other_lr = dict(tiny_settings, lr=5e-4)  # another fingerprint: it would discard the first's checkpoints
-        second = subprocess.run(_train_cmd(shard, tmp_path, other_lr, {"iterations": 20, "checkpoint_every": 5}),
+        second = subprocess.run(train_cmd(shard, tmp_path, other_lr, {"iterations": 20, "checkpoint_every": 5}),
                                 capture_output=True, text=True, timeout=120)
         assert first.poll() is None, "the first job must still be running"
         errors = [line for line in second.stderr.splitlines() if " ERROR " in line]
@@ -69,7 +69,7 @@ def test_second_writer_stops_at_once_naming_the_holder_and_the_lock_dies_with_it
         first.communicate(timeout=60)
     # The kernel dropped the lock with the process: the next job takes the folder (and, with other
     # settings, starts afresh), and the lock file now names it.
-    third = subprocess.run(_train_cmd(shard, tmp_path, other_lr, {"iterations": 10, "checkpoint_every": 5}),
+    third = subprocess.run(train_cmd(shard, tmp_path, other_lr, {"iterations": 10, "checkpoint_every": 5}),
                            capture_output=True, text=True, timeout=120)
     assert third.returncode == 0, third.stderr[-2000:]
     assert "discarding" in third.stderr and (tmp_path / "g.pt").exists()
@@ -99,10 +99,10 @@ def test_sigint_checkpoints_and_stops_like_sigterm_and_the_rerun_is_bit_identica
     shard = make_shard(label=0)
     budget = {"iterations": 600, "checkpoint_every": 10**6}  # checkpoints only when stopped
     straight = tmp_path / "straight"
-    subprocess.run(_train_cmd(shard, straight, tiny_settings, budget), check=True, capture_output=True, timeout=300)
+    subprocess.run(train_cmd(shard, straight, tiny_settings, budget), check=True, capture_output=True, timeout=300)
 
     stopped = tmp_path / "stopped"
-    proc, seen = start(_train_cmd(shard, stopped, tiny_settings, budget))
+    proc, seen = start(train_cmd(shard, stopped, tiny_settings, budget))
     proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
     _, rest = proc.communicate(timeout=60)
     err = "".join(seen) + rest
@@ -112,7 +112,7 @@ def test_sigint_checkpoints_and_stops_like_sigterm_and_the_rerun_is_bit_identica
     (iteration, _), = list_checkpoints(stopped / "ckpt")
     assert 0 < iteration < budget["iterations"], "the signal must land mid-run"
 
-    rerun = subprocess.run(_train_cmd(shard, stopped, tiny_settings, budget), capture_output=True, text=True,
+    rerun = subprocess.run(train_cmd(shard, stopped, tiny_settings, budget), capture_output=True, text=True,
                            timeout=300)
     assert rerun.returncode == 0 and f"resuming from checkpoint at iteration {iteration}" in rerun.stderr
     a, b = load_generator(straight / "g.pt")[0].state_dict(), load_generator(stopped / "g.pt")[0].state_dict()

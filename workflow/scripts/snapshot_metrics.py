@@ -2,6 +2,7 @@
 its metrics.json and training logs) -> fid_vs_time.json + CSV."""
 import json
 
+from labelwise import models
 from labelwise.cli import snakemake_entry
 from labelwise.metrics.snapshots import add_end_of_training, snapshot_metrics, write_snapshot_metrics
 
@@ -9,7 +10,7 @@ from labelwise.metrics.snapshots import add_end_of_training, snapshot_metrics, w
 def evaluate(smk):
     labels = smk.params.labels
     bundles = list(smk.input.bundles)
-    if smk.wildcards.model == "cgan":
+    if models.get(smk.wildcards.model).conditional:
         bundles = bundles[:1] * len(labels)  # the one conditional model, bound to each label in turn
     evaluation = smk.params.evaluation
     result = snapshot_metrics(

@@ -1,0 +1,99 @@
+"""The model registry: every model the pipeline can train, and what its name means.
+
+One entry per model: its title and colour in figures and tables, its place in the papers' order,
+whether it is one class-conditional network over all labels or one network per label, its loss and
+network choices, and the schema section that holds its settings and their defaults.  The schema check,
+the rules, the command line, the training loops and the figures read this table; adding a model is
+one `register` call here (or in a plugin module, below) plus its networks or loss if they are new.
+
+Torch-free: the Snakefile imports it at parse time.  Losses and networks are named here
+(`labelwise.losses`, `labelwise.nets`), built by the training loops.
+
+Plugins: LABELWISE_MODEL_PLUGINS names importable modules (comma-separated) that call `register` when
+imported; they are imported at the end of this module, so the Snakefile, the command line and every
+job started from them see the same models (tests/test_models.py adds a toy model this way).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+
+from .errors import LabelwiseError
+
+PLUGINS_ENV = "LABELWISE_MODEL_PLUGINS"
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    title: str  # figures and tables; the part before " (" is the short name in legends
+    color: str  # matplotlib colour, the same in every figure whatever subset of models a run has
+    loss: str  # labelwise.losses: "wgan-gp" or "bce"
+    critic_norm: str = "none"  # labelwise.nets.Critic norm of the per-label critic
+    init: str = "pytorch"  # "dcgan": labelwise.nets.dcgan_init_ on both networks
+    # One class-conditional network over all selected labels (files named ALL), trained with the sum of
+    # the per-label budgets; False: one network per label.
+    conditional: bool = False
+    # The schema section (models.<settings>) whose settings and defaults this model takes; None: its own.
+    settings: str | None = None
+
+    @property
+    def schema_section(self) -> str:
+        return self.settings or self.name
+
+
+# A conditional model's one generator, log and snapshot bundle are named this instead of a label.
+ALL = "all"
+REGISTRY: dict[str, Model] = {}
+
+
+def register(model: Model) -> Model:
+    """Add `model` to the registry, after the models registered before it (the papers' order)."""
+    if model.name in REGISTRY and REGISTRY[model.name] != model:
+        raise LabelwiseError(f"model {model.name!r} is registered twice with different entries; rename one")
+    REGISTRY[model.name] = model
+    return model
+
+
+def get(name: str) -> Model:
+    try:
+        return REGISTRY[name]
+    except (KeyError, TypeError):
+        raise LabelwiseError(f"unknown model {name!r}; known models: {', '.join(REGISTRY)}") from None
+
+
+def names() -> list[str]:
+    return list(REGISTRY)
+
+
+def per_label() -> list[str]:
+    return [m.name for m in REGISTRY.values() if not m.conditional]
+
+
+def ordered(models) -> list[str]:
+    """`models` in the registry's order (the papers'), unknown names last in their given order."""
+    order = names()
+    return sorted(models, key=lambda m: (order + [m]).index(m))
+
+
+def file_names(model: str, labels) -> list:
+    """The names of a model's per-label files (generators, logs, snapshots): its labels, or ALL."""
+    return [ALL] if get(model).conditional else list(labels)
+
+
+def title(model: str) -> str:
+    return REGISTRY[model].title if model in REGISTRY else model
+
+
+register(Model("wcgan", "W-CGAN (per-label WGAN-GP)", "C0", loss="wgan-gp", critic_norm="none", init="pytorch"))
+register(Model("dccgan", "DC-CGAN (per-label DCGAN)", "C1", loss="bce", critic_norm="batch", init="dcgan"))
+# One class-conditional WGAN-GP over all selected labels: the serial approach the papers compare with.
+register(Model("cgan", "single CGAN", "C2", loss="wgan-gp", critic_norm="none", init="pytorch", conditional=True))
+
+for _plugin in filter(None, (p.strip() for p in os.environ.get(PLUGINS_ENV, "").split(","))):
+    try:
+        importlib.import_module(_plugin)
+    except ImportError as exc:
+        raise LabelwiseError(f"{PLUGINS_ENV}: cannot import model plugin {_plugin!r} ({exc}); "
+                             "put it on PYTHONPATH or remove it from the variable") from None
