@@ -142,7 +142,8 @@ def report(files: list[Path], markdown: Path, figure: Path) -> None:
             its = runs[0]["training"]["per_label"]
             it = next(iter(its.values()))["iterations"]
             secs = statistics.mean(x["seconds"] for r in runs for x in r["training"]["per_label"].values())
-            lines.append(f"| {res['dataset']} | {variant} | {it} | {runs[0]['training']['total']['gflop'] / len(its):.0f} | "
+            gflop = runs[0]["training"]["total"]["gflop"] / len(its)
+            lines.append(f"| {res['dataset']} | {variant} | {it} | {gflop:.0f} | "
                          f"{secs:.0f} | {_spread(acc)} | {_spread(fid)} | {_spread(intra)} |")
             xs = [p["gflop"] for p in runs[0]["curve"]]
             ys = [statistics.mean(r["curve"][i]["fid"] for r in runs) for i in range(len(xs))]
@@ -152,7 +153,8 @@ def report(files: list[Path], markdown: Path, figure: Path) -> None:
         # the machine's load does not enter), one thread.
         runs = [r for v in res["variants"].values() for r in v["runs"] if r["train_cpu_seconds_this_run"] > 0]
         if runs:
-            rate = sum(r["training"]["total"]["gflop"] for r in runs) / sum(r["train_cpu_seconds_this_run"] for r in runs)
+            gflop = sum(r["training"]["total"]["gflop"] for r in runs)
+            rate = gflop / sum(r["train_cpu_seconds_this_run"] for r in runs)
             top = ax.secondary_xaxis("top", functions=(lambda g, r=rate: g / r, lambda t, r=rate: t * r))
             top.set_xlabel(f"training time per label (CPU seconds, 1 thread; {rate:.0f} GFLOP/s measured)")
         ax.set_ylabel("classifier FID (pooled over labels; lower is better)")

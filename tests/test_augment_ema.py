@@ -9,8 +9,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import kill_after_checkpoints
+
 from labelwise.errors import LabelwiseError
 from labelwise.train import Budget, Outputs, load_generator, train_label
 from labelwise.train import augment as A
@@ -31,7 +31,8 @@ def shards(make_shard):
 
 
 def outputs_for(root):
-    return [Outputs(generator=root / f"g{k}.pt", log=root / f"log{k}.csv", checkpoints=root / f"ckpt{k}") for k in LABELS]
+    return [Outputs(generator=root / f"g{k}.pt", log=root / f"log{k}.csv", checkpoints=root / f"ckpt{k}")
+            for k in LABELS]
 
 
 def weights(path):
@@ -60,7 +61,8 @@ def test_augmentation_operations_do_what_they_say():
     x = torch.arange(2 * 1 * 8 * 8, dtype=torch.float64).view(2, 1, 8, 8)
     shifted = A.apply(x, {"shift_y": torch.tensor([1, 0]), "shift_x": torch.tensor([0, -1])})
     assert torch.equal(shifted[0, 0, 1:], x[0, 0, :-1]) and torch.equal(shifted[0, 0, 0], torch.zeros(8, dtype=x.dtype))
-    assert torch.equal(shifted[1, 0, :, :-1], x[1, 0, :, 1:]) and torch.equal(shifted[1, 0, :, -1], torch.zeros(8, dtype=x.dtype))
+    assert torch.equal(shifted[1, 0, :, :-1], x[1, 0, :, 1:])
+    assert torch.equal(shifted[1, 0, :, -1], torch.zeros(8, dtype=x.dtype))
     cut = A.apply(x + 1, {"cut_y": torch.tensor([4, 0]), "cut_x": torch.tensor([4, 0])})
     assert (cut[0] == 0).sum() == 16 and torch.equal(cut[0, 0, 2:6, 2:6], torch.zeros(4, 4, dtype=x.dtype))
     assert (cut[1] == 0).sum() == 4  # clipped at the corner: rows/cols 0..1

@@ -21,7 +21,7 @@ separate runs draw and stays equal to them up to rounding.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -43,7 +43,8 @@ def policy_of(settings: dict) -> tuple[str, ...]:
     policy = list(settings.get("augment_policy") or OPERATIONS)
     bad = [op for op in policy if op not in OPERATIONS]
     if bad:
-        raise LabelwiseError(f"models.<name>.augment_policy: unknown operation(s) {bad}; choose from {', '.join(OPERATIONS)}")
+        raise LabelwiseError(f"models.<name>.augment_policy: unknown operation(s) {bad}; "
+                             f"choose from {', '.join(OPERATIONS)}")
     return tuple(op for op in OPERATIONS if op in policy)
 
 
