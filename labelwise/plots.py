@@ -145,7 +145,7 @@ def metrics_comparison(metrics_paths, outputs, *, title: str | None = None, dpi:
     for r in runs:
         equal, iterations, gflop, seconds, generator = training_cells(r)
         names.append(MODEL_TITLES.get(r["model"], r["model"]).split(" (")[0]
-                     + ("" if iterations == "n/a" else f"\n{iterations} it, {gflop} GFLOP\n{seconds} s, {generator}"))
+                     + ("" if iterations == "n/a" else f"\n{iterations} it\n{gflop} GFLOP, {seconds} s\n{generator}"))
     budgets = sorted({training_cells(r)[0] for r in runs} - {"n/a"})
     rng = np.random.default_rng(0)
     for ax, (sec, key, label, lower) in zip(axes[0], panels):
