@@ -6,11 +6,12 @@ PROFILE ?= profiles/local
 SNAKEMAKE_ARGS ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+QUALITY_ARGS ?=
 
 # Rules call the `labelwise` command: the venv's bin must come first on PATH.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: run test lint lint-snakemake bench venv clean report
+.PHONY: run test lint lint-snakemake bench quality venv clean report
 .DEFAULT_GOAL := run
 
 $(VENV)/.stamp: requirements.lock pyproject.toml tools/bootstrap_venv.sh tools/cpu_torchvision_shim.py
@@ -41,6 +42,15 @@ bench: $(VENV)/.stamp
 # `snakemake --lint`, failing on findings not listed as deliberate in docs/lint.md.
 lint-snakemake: $(VENV)/.stamp
 	$(PY) tools/snakemake_lint.py
+
+# Issue 13's comparison of GAN variants at equal compute (docs/quality.md): ≈ 25 CPU-minutes.
+QUALITY_VARIANTS = "W-CGAN" "W-CGAN + DiffAugment + EMA" "DC-CGAN"
+quality: $(VENV)/.stamp
+	nice $(PY) benchmarks/quality.py --dataset mnist5k --gflop 3000 --labels 3 8 \
+		--variants $(QUALITY_VARIANTS) "DC-CGAN + DiffAugment + EMA" $(QUALITY_ARGS)
+	nice $(PY) benchmarks/quality.py --dataset cifar10-mini --gflop 2000 --labels 1 7 \
+		--variants $(QUALITY_VARIANTS) $(QUALITY_ARGS)
+	$(PY) benchmarks/quality.py --report
 
 clean:
 	rm -rf results logs .snakemake report.html

@@ -104,14 +104,27 @@ def train_settings(config: dict, model: str, n_labels: int, budget: dict | None 
     budget = dict(config["budget"])
     if not budget.get("snapshots"):
         budget.pop("snapshots", None)  # no snapshots: the same params (no rerun) as before the key existed
+    if budget.get("gflop") is None:
+        budget.pop("gflop", None)  # no compute budget: likewise
     if models.get(model).conditional:
         budget["iterations"] *= n_labels
         if budget["minutes"]:
             budget["minutes"] *= n_labels
+        if budget.get("gflop"):
+            budget["gflop"] *= n_labels
     return {"model": config["models"][model], "budget": budget, "seed": config["seed"]}
 
 
 def paper_table_caption(config: dict, n_labels: int) -> str:
     return (f"{dataset_name(config)}: per-label models and the single CGAN, {n_labels} labels, "
-            f"{config['evaluation']['samples_per_label']} samples per label, budget "
-            f"{config['budget']['iterations']} generator iterations per label")
+            f"{config['evaluation']['samples_per_label']} samples per label, budget " + budget_text(config["budget"]))
+
+
+def budget_text(budget: dict) -> str:
+    """The training budget in words: equal counted compute (budget.gflop) or equal iterations."""
+    text = f"{budget['iterations']} generator iterations per label"
+    if budget.get("gflop"):
+        text = f"{budget['gflop']:g} counted GFLOP per label (equal compute; at most {text})"
+    if budget.get("minutes"):
+        text += f", at most {budget['minutes']:g} minutes"
+    return text

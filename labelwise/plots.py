@@ -138,7 +138,15 @@ def metrics_comparison(metrics_paths, outputs, *, title: str | None = None, dpi:
     panels = [(sec, key, label, lower) for sec, key, label, lower in COMPARED
               if any(r.get(sec, {}).get("status") == "ok" for r in runs)]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.8), squeeze=False)
-    names = [MODEL_TITLES.get(r["model"], r["model"]).split(" (")[0] for r in runs]
+    from .tables import training_cells  # here: tables imports this module
+
+    # Under each model: what it got from the (equal) budget, per label.
+    names = []
+    for r in runs:
+        equal, iterations, gflop, seconds, generator = training_cells(r)
+        names.append(MODEL_TITLES.get(r["model"], r["model"]).split(" (")[0]
+                     + ("" if iterations == "n/a" else f"\n{iterations} it\n{gflop} GFLOP, {seconds} s\n{generator}"))
+    budgets = sorted({training_cells(r)[0] for r in runs} - {"n/a"})
     rng = np.random.default_rng(0)
     for ax, (sec, key, label, lower) in zip(axes[0], panels):
         for i, run in enumerate(runs):
@@ -163,7 +171,8 @@ def metrics_comparison(metrics_paths, outputs, *, title: str | None = None, dpi:
         fig.text(0.01, -0.02, "Inception metrics skipped: " + "; ".join(first),
                  fontsize=7, color="0.3", ha="left", va="top", wrap=True)
     n_gen = {sum((r["protocol"].get("n_generated") or {}).values()) for r in runs}
-    fig.suptitle((title or "") + f"  (n generated per model: {', '.join(map(str, sorted(n_gen)))})", fontsize=10)
+    equal = f"; equal budget per label: {', '.join(budgets)}" if budgets else ""
+    fig.suptitle((title or "") + f"  (n generated per model: {', '.join(map(str, sorted(n_gen)))}{equal})", fontsize=10)
     fig.tight_layout()
     fig.set_dpi(dpi)
     save_figure(fig, outputs)

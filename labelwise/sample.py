@@ -5,6 +5,7 @@ so real and generated images are compared at the same size by the metrics.
 """
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -52,5 +53,7 @@ def sample_label(generator_path, out_path, n: int, seed: int, *, label: int | No
     label = info["label"]
     images = draw(gen, info, n, seed, dev, batch_size)
     write_images(out_path, images, label=label, class_name=class_name, source="generated", model=info["model"],
-                 resolution=int(info["image_size"][0]), channels=images.shape[1], iterations=info["iterations"])
+                 resolution=int(info["image_size"][0]), channels=images.shape[1], iterations=info["iterations"],
+                 # Which generator was sampled (the weight average?) and what its training got: metrics.json's "training".
+                 ema=json.dumps(info.get("ema")), training=json.dumps(info.get("training")))
     log.info("[%s label %d] wrote %d samples to %s", info["model"], label, n, out_path)

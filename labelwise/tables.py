@@ -37,13 +37,37 @@ def _cell(metrics: dict, section: str, path: tuple, fmt: str) -> str:
     return fmt.format(value)
 
 
+# What each model got from the budget (metrics.json "training", from the generator files).
+TRAINING_COLUMNS = ("equal budget", "iterations / label", "GFLOP / label", "train s / label", "sampled generator")
+
+
+def training_cells(metrics: dict) -> list[str]:
+    """The TRAINING_COLUMNS cells: which budget was equal, and the mean per label of what the model got
+    (n/a for metrics written before training records existed)."""
+    t = metrics.get("training") or {}
+    per_label = t.get("per_label") or {}
+    generator = "n/a" if "generator" not in t else ("EMA " + str(t["ema_decay"]) if t.get("ema_decay") else "trained")
+    if not per_label:
+        return ["n/a", "n/a", "n/a", "n/a", generator]
+    n = len(per_label)
+    budget = t.get("budget") or {}
+    equal = t.get("equal_budget") or "n/a"
+    if equal == "gflop":
+        equal = f"{budget['gflop']:g} GFLOP"
+    elif equal == "iterations":
+        equal = f"{budget['iterations']} iterations"
+    return [equal, f"{t['total']['iterations'] / n:.0f}", f"{t['total']['gflop'] / n:.0f}",
+            f"{t['total']['seconds'] / n:.0f}", generator]
+
+
 def table_rows(metrics_paths) -> tuple[list[str], list[list[str]]]:
-    header = ["model", "n generated", *(c[0] for c in COLUMNS)]
+    header = ["model", "n generated", *TRAINING_COLUMNS, *(c[0] for c in COLUMNS)]
     rows = []
     for path in metrics_paths:
         m = json.loads(Path(path).read_text())
         n = sum((m.get("protocol", {}).get("n_generated") or {}).values())
-        rows.append([MODEL_TITLES.get(m["model"], m["model"]), str(n), *(_cell(m, *c[1:]) for c in COLUMNS)])
+        rows.append([MODEL_TITLES.get(m["model"], m["model"]), str(n), *training_cells(m),
+                     *(_cell(m, *c[1:]) for c in COLUMNS)])
     return header, rows
 
 

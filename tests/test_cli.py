@@ -20,7 +20,8 @@ LABELS = (0, 7)
 def tiny_config(tmp_path):
     config = {
         "data": {"source": "mnist5k", "labels": list(LABELS)},
-        "models": {"cgan": dict(TINY_MODEL), "wcgan": dict(TINY_MODEL)},  # not in the papers' order
+        # not in the papers' order; wcgan with issue 13's DiffAugment and generator average
+        "models": {"cgan": dict(TINY_MODEL), "wcgan": dict(TINY_MODEL, augment="diffaugment", ema=0.99)},
         "budget": {"iterations": 4, "checkpoint_every": 2},
         "evaluation": {"samples_per_label": 5, "classifier_epochs": 1, "inception": "off"},
         "figures": {"grid_columns": 5, "dpi": 50},
@@ -55,6 +56,13 @@ def test_every_stage_without_snakemake(tmp_path, tiny_config):
     assert set(accuracy) == {"0", "7"} and all(0 <= a <= 1 for a in accuracy.values())
     assert metrics["protocol"]["n_generated"] == {"0": 5, "7": 5}
     assert metrics["inception"]["status"] == "skipped"
+    # Which generator was evaluated and what each label got from the budget (issue 13).
+    training = metrics["training"]
+    assert training["generator"] == "weight average (EMA)" and training["ema_decay"] == 0.99
+    assert training["equal_budget"] == "iterations" and training["budget"]["iterations"] == 4
+    assert {k: v["iterations"] for k, v in training["per_label"].items()} == {"0": 4, "7": 4}
+    assert training["total"]["gflop"] == pytest.approx(8 * training["flops_per_iteration"] / 1e9)
+    assert json.loads((ds / "cgan" / "metrics.json").read_text())["training"]["generator"] == "trained weights"
     assert (ds / "wcgan" / "metrics.csv").read_text().splitlines()[0].startswith("label,class_name")
     assert sorted(p.name for p in (ds / "stats" / "classifier").iterdir()) == ["0.npz", "7.npz"]  # cached on demand
     assert not (ds / "stats" / "inception").exists()
@@ -67,6 +75,9 @@ def test_every_stage_without_snakemake(tmp_path, tiny_config):
     for text in table.values():  # the papers' order, whatever the config's
         assert 0 < text.index("W-CGAN") < text.rindex("single CGAN")  # (the caption names it too)
     assert table["md"].startswith("mnist5k: per-label models and the single CGAN, 2 labels, 5 samples per label")
+    header, wcgan_row = table["csv"].splitlines()[:2]
+    assert "equal budget,iterations / label,GFLOP / label,train s / label,sampled generator" in header
+    assert ",4 iterations,4," in wcgan_row and "EMA 0.99" in wcgan_row
 
 
 def test_evaluate_too_early_names_the_stage_to_run_first(tmp_path, tiny_config, capsys):

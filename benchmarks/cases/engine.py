@@ -33,6 +33,8 @@ import traceback
 import torch
 import yaml
 
+from labelwise.train.compute import count_flops  # the one FLOP counter: budget.gflop counts with it too
+
 from harness import Row
 
 from .gpu import save_partial, bench_device
@@ -100,31 +102,6 @@ def build_iteration(model: str, settings: dict, k: int, kernel: str, precision: 
                            critic_steps=int(settings["critic_steps"]), wgan=models.get(model).loss == "wgan-gp",
                            gp_lambda=float(settings.get("gp_lambda", 10.0)), precision=precision,
                            cuda_graph=cuda_graph)
-
-
-class _GlobalOnly:
-    """Stands in for FlopCounterMode's module tracker, whose autograd hooks torch.autograd.grad (the
-    gradient penalty) does not support; every count goes to the 'Global' total, the one used here."""
-
-    parents = {"Global"}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-
-def count_flops(step) -> int:
-    """FLOPs of one eager iteration, counted by torch.utils.flop_counter's formulas (forward, backward
-    and double backward of every convolution and matrix product)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    counter.mod_tracker = _GlobalOnly()
-    with counter:
-        step()
-    return int(counter.get_total_flops())
 
 
 def label_iterations_per_s(step, k: int, dev: torch.device, window_s: float, windows: int) -> list[float]:

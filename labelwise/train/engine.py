@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 
 from .. import losses
+from .augment import augmented_critic
 
 log = logging.getLogger("labelwise.train")
 
@@ -59,14 +60,15 @@ class PackedIteration:
 
     def __init__(self, gen, critic, opt_g, opt_d, pool: torch.Tensor, counts: list[int], rngs: list,
                  *, batch_size: int, latent_dim: int, critic_steps: int, wgan: bool, gp_lambda: float,
-                 precision: str = "fp32", cuda_graph: bool = False):
+                 precision: str = "fp32", cuda_graph: bool = False, augment: tuple[str, ...] = ()):
         self.gen, self.critic, self.opt_g, self.opt_d = gen, critic, opt_g, opt_d
         self.pool, self.counts, self.rngs = pool, list(counts), rngs
         self.k, self.dev = len(counts), pool.device
         self.bs, self.latent_dim, self.critic_steps = batch_size, latent_dim, critic_steps
         self.wgan, self.gp_lambda = wgan, gp_lambda
         self.G = autocast_forward(gen, self.dev, precision)
-        self.D = autocast_forward(critic, self.dev, precision)
+        # DiffAugment (`labelwise.train.augment`): label k's critic inputs take draws from label k's device stream.
+        self.D = augmented_critic(autocast_forward(critic, self.dev, precision), augment, [r for _, r in rngs])
         self.offsets = torch.tensor([sum(self.counts[:i]) for i in range(self.k)], device=self.dev).view(1, -1, 1)
         self.nan = torch.full((self.k,), float("nan"), device=self.dev)
         self.graph_wanted = bool(cuda_graph) and self.dev.type == "cuda"

@@ -24,10 +24,14 @@ GENERATOR_FORMAT = "labelwise-generator/1"
 SNAPSHOTS_FORMAT = "labelwise-snapshots/1"
 
 
-def generator_payload(gen: Generator, *, model, label, iterations, channels, resolution, image_size, settings) -> dict:
+def generator_payload(gen: Generator, *, model, label, iterations, channels, resolution, image_size, settings,
+                      ema: float | None = None, training: dict | None = None) -> dict:
     """What a generator file holds (plain tensors and types: loads with weights_only=True).
-    `label`: the label (per-label models) or the list of labels, in class-index order (cgan)."""
+    `label`: the label (per-label models) or the list of labels, in class-index order (cgan).
+    `ema`: the decay when `gen` holds the weight average; `training`: `compute.training_record`."""
     return {
+        "ema": None if ema is None else float(ema),
+        **({"training": training} if training is not None else {}),
         "format": GENERATOR_FORMAT,
         "model": model,
         **({"labels": [int(k) for k in label]} if isinstance(label, list) else {"label": int(label)}),

@@ -9,6 +9,7 @@ ends with the same weights as one that never stopped (exactly so on CPU).
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import functools
@@ -31,6 +32,9 @@ from ..data.shards import read_shard_file
 from ..nets import ConditionalGenerator, Critic, Generator, ProjectionCritic, dcgan_init_, network_resolution
 from ..trainlog import LOG_COLUMNS, write_log
 from .engine import PRECISIONS, autocast_forward, to_device
+from . import compute
+from .augment import augmented_critic, policy_of
+from .ema import GeneratorEMA, ema_decay
 from .checkpoint import (delete_checkpoints, list_snapshots, load_resumable, nonfinite_tensors, save_checkpoint,
                          save_snapshot)
 from .common import Cadence, StopRequest, divergence_error, first_names, training_fingerprint
@@ -49,6 +53,7 @@ class Budget:
     minutes: float | None = None
     checkpoint_every: int = 100
     snapshots: tuple[float, ...] = ()  # fractions of `iterations` at which to save the generator
+    gflop: float | None = None  # counted GFLOP per label: fixes `iterations` at job start (train.compute)
 
     def __post_init__(self):
         self.snapshots = tuple(float(f) for f in (self.snapshots or ()))
@@ -156,9 +161,12 @@ def label_generators(seed: int, label: int, device) -> tuple[torch.Generator, to
 
 
 def checkpoint_state(fingerprint: str, iteration: int, elapsed: float, generator: dict, critic: dict,
-                     opt_g: dict, opt_d: dict, rng_cpu: torch.Generator, rng_dev: torch.Generator, rows) -> dict:
-    """One label's resumable state, as `save_checkpoint` writes it (the same for packed training)."""
+                     opt_g: dict, opt_d: dict, rng_cpu: torch.Generator, rng_dev: torch.Generator, rows,
+                     generator_ema: dict | None = None) -> dict:
+    """One label's resumable state, as `save_checkpoint` writes it (the same for packed training);
+    `generator_ema`: the generator's weight average (models.<name>.ema), when on."""
     return {
+        **({"generator_ema": generator_ema} if generator_ema is not None else {}),
         "format": 1,
         "fingerprint": fingerprint,
         "iteration": iteration,
@@ -171,6 +179,21 @@ def checkpoint_state(fingerprint: str, iteration: int, elapsed: float, generator
         "rng_device": rng_dev.get_state(),
         "log": torch.tensor(rows, dtype=torch.float64).reshape(len(rows), len(LOG_COLUMNS)),
     }
+
+
+def learning_rates(settings: dict) -> tuple[float, float]:
+    """(generator, critic) Adam learning rates: lr_g and lr_d where set (a two-timescale update), else lr."""
+    lr = settings.get("lr")
+    lr_g = lr if settings.get("lr_g") is None else settings["lr_g"]
+    lr_d = lr if settings.get("lr_d") is None else settings["lr_d"]
+    if lr_g is None or lr_d is None:
+        raise LabelwiseError("models.<name>: set lr (both networks) or both lr_g and lr_d")
+    return float(lr_g), float(lr_d)
+
+
+def sampled(gen: nn.Module, ema: GeneratorEMA | None) -> nn.Module:
+    """The generator that files, snapshots and sampling get: the weight average when EMA is on."""
+    return gen if ema is None else ema.averaged(copy.deepcopy(gen))
 
 
 @one_writer  # distinct outputs per label, and this job the only writer of its checkpoint folder
@@ -224,6 +247,8 @@ def train_label(
     latent_dim = int(settings["latent_dim"])
     critic_steps = int(settings["critic_steps"])
     fingerprint = training_fingerprint(model, settings, seed, label, data_sum)
+    flops = compute.label_iteration_flops(model, settings, channels, resolution, len(labels))
+    budget = compute.resolve(budget, flops)  # budget.gflop -> iterations, fixed before anything is resumed
 
     gen, critic = build_networks(model, settings, channels, resolution, seed, label, dev, num_classes=len(labels))
     if channels_last:  # parameters keep their values; checkpoints stay layout-free (state_dict)
@@ -232,11 +257,16 @@ def train_label(
         data = data.contiguous(memory_format=torch.channels_last)
     # One calling convention for both kinds: y (class indices) is None for the per-label models.
     G = autocast_forward(gen if conditional else (lambda z, y: gen(z)), dev, precision)
-    D = autocast_forward(critic if conditional else (lambda x, y: critic(x)), dev, precision)
     betas = tuple(settings["betas"])
-    opt_g = torch.optim.Adam(gen.parameters(), lr=float(settings["lr"]), betas=betas)
-    opt_d = torch.optim.Adam(critic.parameters(), lr=float(settings["lr"]), betas=betas)
+    lr_g, lr_d = learning_rates(settings)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=lr_g, betas=betas)
+    opt_d = torch.optim.Adam(critic.parameters(), lr=lr_d, betas=betas)
     rng_cpu, rng_dev = label_generators(seed, label, dev)
+    # DiffAugment (models.<name>.augment): every critic input transformed, draws from the label's device stream.
+    D = augmented_critic(autocast_forward(critic if conditional else (lambda x, y: critic(x)), dev, precision),
+                         policy_of(settings), [rng_dev])
+    decay = ema_decay(settings)
+    ema = GeneratorEMA(gen, decay) if decay else None
 
     start, elapsed, rows = 0, 0.0, []
     state = load_resumable(outputs.checkpoints, fingerprint, budget.iterations)
@@ -257,21 +287,24 @@ def train_label(
         opt_d.load_state_dict(state["opt_d"])
         rng_cpu.set_state(state["rng_cpu"])
         rng_dev.set_state(state["rng_device"].to("cpu"))
+        if ema is not None:
+            ema.load_state_dict(state["generator_ema"])
         start, elapsed = int(state["iteration"]), float(state["elapsed"])
         rows = [tuple(r) for r in state["log"].tolist()]
         log.info("[%s] resuming from checkpoint at iteration %d", who, start)
 
     def snapshot(iteration: int) -> dict:
         return checkpoint_state(fingerprint, iteration, elapsed, gen.state_dict(), critic.state_dict(),
-                                opt_g.state_dict(), opt_d.state_dict(), rng_cpu, rng_dev, rows)
+                                opt_g.state_dict(), opt_d.state_dict(), rng_cpu, rng_dev, rows,
+                                ema.state_dict() if ema is not None else None)
 
     generator_info = dict(model=model, label=labels if conditional else label, channels=channels,
-                          resolution=resolution, image_size=(height, width), settings=settings)
+                          resolution=resolution, image_size=(height, width), settings=settings, ema=decay)
 
     def take_snapshot(iteration: int) -> None:
         """The generator at a budget.snapshots point; never rewritten by a resumed run."""
         if iteration in points and iteration not in taken:
-            payload = generator_payload(gen, iterations=iteration, **generator_info)
+            payload = generator_payload(sampled(gen, ema), iterations=iteration, **generator_info)
             payload.update(iteration=int(iteration), elapsed=float(elapsed), fraction=points[iteration],
                            fingerprint=fingerprint)
             save_snapshot(outputs.checkpoints, iteration, payload)
@@ -300,7 +333,10 @@ def train_label(
                     fake = G(z, y)
                 critic_y = functools.partial(D, y=y)
                 if wgan:
-                    d_loss, diag = losses.wgan_gp_critic_loss(critic_y, real, fake, gp_lambda, rng_dev)
+                    # The mixing weights before the critic calls (whose augmentation draws from the same
+                    # stream): the order packed training draws in.
+                    alpha = torch.rand(bs, 1, 1, 1, device=dev, generator=rng_dev, dtype=real.dtype)
+                    d_loss, diag = losses.wgan_gp_critic_loss(critic_y, real, fake, gp_lambda, rng_dev, alpha=alpha)
                 else:
                     d_loss, diag = losses.bce_discriminator_loss(critic_y, real, fake)
                 opt_d.zero_grad(set_to_none=True)
@@ -317,6 +353,8 @@ def train_label(
             g_loss.backward()
             opt_g.step()
             iteration += 1
+            if ema is not None:
+                ema.update(gen, iteration)
             pending.append(
                 torch.stack([d_loss.detach(), g_loss.detach(), diag.get("gradient_penalty", nan), diag.get("wasserstein_estimate", nan)])
             )
@@ -351,7 +389,8 @@ def train_label(
                 stopped_by = "minutes"
                 break
 
-    write_generator(outputs.generator, gen, iterations=iteration, **generator_info)
+    write_generator(outputs.generator, sampled(gen, ema), iterations=iteration, **generator_info,
+                    training=compute.training_record(budget, flops, iteration, elapsed, stopped_by, bs, critic_steps))
     write_log(outputs.log, rows)
     if outputs.snapshots is not None:
         write_snapshot_bundle(outputs.snapshots, outputs.checkpoints, budget, fingerprint, iteration, model=model, who=who)

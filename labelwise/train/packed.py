@@ -24,6 +24,9 @@ from ..errors import LabelwiseError
 from ..nets import Critic, Generator, network_resolution
 from ..trainlog import LOG_COLUMNS, write_log
 from .engine import PRECISIONS, PackedIteration
+from . import compute
+from .augment import policy_of
+from .ema import GeneratorEMA, ema_decay
 from .packed_layers import kernel_for, packed_conv
 from .checkpoint import delete_checkpoints, list_snapshots, load_resumable, save_checkpoint, save_snapshot
 from .writers import one_writer
@@ -37,6 +40,7 @@ from .loop import (
     checkpoint_state,
     images_to_tensor,
     label_generators,
+    learning_rates,
     read_label_shard,
 )
 
@@ -289,6 +293,8 @@ def train_packed(
     latent_dim = int(settings["latent_dim"])
     critic_steps = int(settings["critic_steps"])
     fingerprints = [training_fingerprint(model, settings, seed, lab.label, lab.sha256) for lab in group]
+    flops = compute.label_iteration_flops(model, settings, channels, resolution)
+    budget = compute.resolve(budget, flops)  # budget.gflop -> iterations, as train_label fixes them
     nets = [build_networks(model, settings, channels, resolution, seed, lab.label, dev) for lab in group]
     gens, critics = [g for g, _ in nets], [c for _, c in nets]
     rngs = [label_generators(seed, lab.label, dev) for lab in group]
@@ -323,12 +329,17 @@ def train_packed(
     gen = PackedGenerator.from_networks(gens, memory_format, kernel)
     critic = PackedCritic.from_networks(critics, memory_format, kernel)
     betas = tuple(settings["betas"])
+    lr_g, lr_d = learning_rates(settings)
     # capturable: Adam's step count on the device, as a CUDA graph needs (the same update up to rounding).
-    opt_g = torch.optim.Adam(gen.parameters(), lr=float(settings["lr"]), betas=betas, capturable=graph)
-    opt_d = torch.optim.Adam(critic.parameters(), lr=float(settings["lr"]), betas=betas, capturable=graph)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=lr_g, betas=betas, capturable=graph)
+    opt_d = torch.optim.Adam(critic.parameters(), lr=lr_d, betas=betas, capturable=graph)
+    decay = ema_decay(settings)
+    ema = GeneratorEMA(gen, decay) if decay else None  # elementwise: each label's own average
     if states is not None:
         opt_g.load_state_dict(pack_optimizer_states([s["opt_g"] for s in states]))
         opt_d.load_state_dict(pack_optimizer_states([s["opt_d"] for s in states]))
+        if ema is not None:
+            ema.load_state_dict(pack_state_dicts([s["generator_ema"] for s in states]))
         del states
 
     # All labels' images in one tensor; label k's batch indices are drawn from its own count and
@@ -340,22 +351,26 @@ def train_packed(
     wgan = algo.loss == "wgan-gp"
     step = PackedIteration(gen, critic, opt_g, opt_d, pool, counts, rngs, batch_size=bs, latent_dim=latent_dim,
                            critic_steps=critic_steps, wgan=wgan, gp_lambda=float(settings.get("gp_lambda", 10.0)),
-                           precision=precision, cuda_graph=graph)
+                           precision=precision, cuda_graph=graph, augment=policy_of(settings))
 
-    def snapshot(iteration: int, j: int, g_sd, c_sd, og_sd, od_sd) -> dict:
+    def sampled_states() -> list[dict]:
+        """Each label's generator as files and snapshots hold it: the weight average when EMA is on."""
+        return unpack_state_dict(ema.state_dict(), k) if ema is not None else gen.unpack()
+
+    def snapshot(iteration: int, j: int, g_sd, c_sd, og_sd, od_sd, ema_sd) -> dict:
         lab = group[j]
         return checkpoint_state(fingerprints[j], iteration, lab.elapsed, g_sd[j], c_sd[j], og_sd[j], od_sd[j],
-                                *rngs[j], lab.rows)
+                                *rngs[j], lab.rows, None if ema_sd is None else ema_sd[j])
 
     infos = [dict(model=model, label=lab.label, channels=channels, resolution=resolution, image_size=(height, width),
-                  settings=settings) for lab in group]
+                  settings=settings, ema=decay) for lab in group]
 
     def take_snapshots(iteration: int) -> None:
         """Each label's generator at a budget.snapshots point; never rewritten by a resumed run."""
         todo = [j for j in range(k) if iteration in points and iteration not in taken[j]]
         if not todo:
             return
-        sds = gen.unpack()
+        sds = sampled_states()
         for j in todo:
             gens[j].load_state_dict(sds[j])
             payload = generator_payload(gens[j], iterations=iteration, **infos[j])
@@ -367,8 +382,9 @@ def train_packed(
     def save_all(iteration: int) -> None:
         g_sd, c_sd = gen.unpack(), critic.unpack()
         og_sd, od_sd = unpack_optimizer_state(opt_g.state_dict(), k), unpack_optimizer_state(opt_d.state_dict(), k)
+        ema_sd = unpack_state_dict(ema.state_dict(), k) if ema is not None else None
         for j, out in enumerate(outputs):
-            save_checkpoint(out.checkpoints, iteration, snapshot(iteration, j, g_sd, c_sd, og_sd, od_sd))
+            save_checkpoint(out.checkpoints, iteration, snapshot(iteration, j, g_sd, c_sd, og_sd, od_sd, ema_sd))
 
     cadence = Cadence(budget, start, progress_seconds, labels=k)
     pending: list[torch.Tensor] = []  # per-iteration (4, K) diagnostics, reduced at each log point
@@ -381,6 +397,8 @@ def train_packed(
             t0 = time.monotonic()
             pending.append(step())
             iteration += 1
+            if ema is not None:
+                ema.update(gen, iteration)
             step_seconds = time.monotonic() - t0
             for lab in group:
                 lab.elapsed += step_seconds
@@ -417,9 +435,11 @@ def train_packed(
                 break
 
     results = []
-    for j, (lab, g, sd, out) in enumerate(zip(group, gens, gen.unpack(), outputs)):
+    for j, (lab, g, sd, out) in enumerate(zip(group, gens, sampled_states(), outputs)):
         g.load_state_dict(sd)
-        write_generator(out.generator, g, iterations=iteration, **infos[j])
+        write_generator(out.generator, g, iterations=iteration, **infos[j],
+                        training=compute.training_record(budget, flops, iteration, lab.elapsed, stopped_by, bs,
+                                                         critic_steps))
         write_log(out.log, lab.rows)
         if out.snapshots is not None:
             write_snapshot_bundle(out.snapshots, out.checkpoints, budget, fingerprints[j], iteration, model=model,

@@ -1,0 +1,195 @@
+"""Issue 13's measured comparison: per-label GAN variants at equal counted compute, on a CPU.
+
+For each dataset (mnist5k, cifar10-mini) and each variant asked for (`VARIANTS`: W-CGAN plain,
++DiffAugment, +EMA, +both; DC-CGAN plain, +EMA, +both) every selected label's GAN is trained with the same
+`budget.gflop` (counted FLOPs per label, `labelwise.train.compute`), with generator snapshots at
+quarters of the budget.  Each final generator and snapshot is sampled and scored in the label
+classifier's feature space (label accuracy, classifier FID pooled over the labels, intra-FID =
+mean per-label FID); Inception is off (about 7 images/s on this CPU).  Results go to
+<out>/<dataset>/quality.json; `--report` gathers every dataset's file into a Markdown table and
+the figure FID against training compute (PNG + PDF).
+
+Runs through the package's own functions (the same `train_label`, sampling and `evaluate_model` the
+pipeline's jobs call), so one classifier and one set of real statistics serve all variants.  Each
+finished training is kept: a rerun skips it.  `make quality` runs the documented configuration
+(docs/quality.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from labelwise.cli import setup_logging  # noqa: E402
+from labelwise.data.shards import prepare_dataset  # noqa: E402
+from labelwise.metrics import evaluate_model  # noqa: E402
+from labelwise.metrics.classifier import train_classifier  # noqa: E402
+from labelwise.metrics.snapshots import snapshot_metrics  # noqa: E402
+from labelwise.sample import sample_label  # noqa: E402
+from labelwise.train import Budget, Outputs, train_label  # noqa: E402
+
+log = logging.getLogger("labelwise.quality")
+
+# config.yaml's CPU-sized networks; the variants add one thing each.
+WCGAN = {"width": 16, "latent_dim": 100, "batch_size": 64, "lr": 2.0e-4, "betas": [0.5, 0.9], "critic_steps": 5,
+         "gp_lambda": 10.0}
+DCCGAN = {"width": 16, "latent_dim": 100, "batch_size": 100, "lr": 1.0e-4, "betas": [0.5, 0.999], "critic_steps": 1}
+EMA = 0.999
+VARIANTS = {  # in the order they run
+    "DC-CGAN": ("dccgan", DCCGAN),
+    "DC-CGAN + EMA": ("dccgan", {**DCCGAN, "ema": EMA}),
+    "DC-CGAN + DiffAugment + EMA": ("dccgan", {**DCCGAN, "augment": "diffaugment", "ema": EMA}),
+    "W-CGAN": ("wcgan", WCGAN),
+    "W-CGAN + DiffAugment": ("wcgan", {**WCGAN, "augment": "diffaugment"}),
+    "W-CGAN + EMA": ("wcgan", {**WCGAN, "ema": EMA}),
+    "W-CGAN + DiffAugment + EMA": ("wcgan", {**WCGAN, "augment": "diffaugment", "ema": EMA}),
+}
+SNAPSHOTS = (0.25, 0.5, 0.75, 1.0)
+SOURCES = {"mnist5k": ("mnist5k", None), "cifar10-mini": ("cifar10", REPO.parent / "shared/data/cifar10-mini")}
+
+
+def slug(name: str) -> str:
+    return name.lower().replace(" + ", "+").replace(", ", "_").replace(" ", "").replace("-", "")
+
+
+def run_dataset(name: str, labels: list[int], gflop: float, seeds: list[int], out: Path, samples: int,
+                variants: list[str]) -> Path:
+    source, root = SOURCES[name]
+    folder = out / name
+    if not (folder / "meta.json").is_file():
+        prepare_dataset(source, folder, root=root)
+    shards = {k: folder / "shards" / f"{k}.h5" for k in range(10)}
+    classifier = folder / "classifier.pt"
+    if not classifier.is_file():
+        train_classifier(shards, classifier, epochs=5, seed=0)
+    settings = {"inception": "off"}
+    result = {"dataset": name, "labels": labels, "gflop_per_label": gflop, "seeds": seeds,
+              "samples_per_label": samples, "variants": {}}
+    for variant in variants:
+        model, model_settings = VARIANTS[variant]
+        runs = []
+        for seed in seeds:
+            base = folder / slug(variant) / f"seed{seed}"
+            cpu = 0.0
+            for label in labels:
+                outs = Outputs(base / f"g{label}.pt", base / f"log{label}.csv", base / f"ckpt{label}",
+                               base / f"snap{label}.pt")
+                if not (outs.generator.is_file() and outs.snapshots.is_file()):
+                    before = resource.getrusage(resource.RUSAGE_SELF).ru_utime
+                    train_label(shards[label], model, model_settings,
+                                Budget(iterations=10**7, gflop=gflop, checkpoint_every=10**7, snapshots=SNAPSHOTS),
+                                seed, outs, device="cpu", threads=1, progress_seconds=60)
+                    cpu += resource.getrusage(resource.RUSAGE_SELF).ru_utime - before
+                sample_label(outs.generator, base / f"samples{label}.h5", samples, seed, device="cpu", threads=1)
+            chosen = {k: shards[k] for k in labels}
+            metrics = evaluate_model(model, {k: base / f"samples{k}.h5" for k in labels}, chosen,
+                                     stats_dir=folder / "stats", classifier_path=classifier, settings=settings,
+                                     device="cpu")
+            curve = snapshot_metrics(model, {k: base / f"snap{k}.pt" for k in labels}, chosen,
+                                     stats_dir=folder / "stats", classifier_path=classifier, samples_per_label=samples,
+                                     seed=seed, settings=settings, device="cpu")
+            record = metrics["training"]
+            per_it = record["flops_per_iteration"]
+            runs.append({
+                "seed": seed,
+                "label_accuracy": metrics["classifier"]["label_accuracy"],
+                "fid": metrics["classifier"]["fid"]["pooled"],
+                "intra_fid": metrics["classifier"]["fid"]["intra_fid"],
+                "fid_per_label": metrics["classifier"]["fid"]["per_label"],
+                "training": record,
+                "train_cpu_seconds_this_run": cpu,
+                "curve": [{"iteration": p["iteration"], "gflop": p["iteration"] * per_it / 1e9,
+                           "wall_seconds": p["elapsed_seconds"], "fid": p["classifier"]["fid"]["pooled"],
+                           "intra_fid": p["classifier"]["fid"]["intra_fid"]} for p in curve["points"]],
+            })
+            log.info("%s %s seed %d: label accuracy %.3f, classifier FID %.2f", name, variant, seed,
+                     runs[-1]["label_accuracy"]["pooled"], runs[-1]["fid"])
+        result["variants"][variant] = {"model": model, "settings": model_settings, "runs": runs}
+        (folder / "quality.json").write_text(json.dumps(result, indent=1))
+    return folder / "quality.json"
+
+
+def _spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3g}"
+    return f"{statistics.mean(values):.3g} ± {statistics.stdev(values):.2g}"
+
+
+def report(files: list[Path], markdown: Path, figure: Path) -> None:
+    """The Markdown table (mean ± standard deviation over labels × seeds) and the figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = ["| dataset | variant | iterations / label | GFLOP / label | train s / label (wall) | label accuracy | "
+             "classifier FID | classifier intra-FID |", "|---|---|---|---|---|---|---|---|"]
+    results = [json.loads(Path(f).read_text()) for f in files]
+    fig, axes = plt.subplots(1, len(results), figsize=(5.2 * len(results), 4.0), squeeze=False)
+    for ax, res in zip(axes[0], results):
+        for variant, v in res["variants"].items():
+            runs = v["runs"]
+            acc = [a for r in runs for a in r["label_accuracy"]["per_label"].values()]
+            fid = [r["fid"] for r in runs]
+            intra = [f for r in runs for f in r["fid_per_label"].values()]
+            its = runs[0]["training"]["per_label"]
+            it = next(iter(its.values()))["iterations"]
+            secs = statistics.mean(x["seconds"] for r in runs for x in r["training"]["per_label"].values())
+            gflop = runs[0]["training"]["total"]["gflop"] / len(its)
+            lines.append(f"| {res['dataset']} | {variant} | {it} | {gflop:.0f} | "
+                         f"{secs:.0f} | {_spread(acc)} | {_spread(fid)} | {_spread(intra)} |")
+            xs = [p["gflop"] for p in runs[0]["curve"]]
+            ys = [statistics.mean(r["curve"][i]["fid"] for r in runs) for i in range(len(xs))]
+            ax.plot(xs, ys, marker="o", label=variant, linestyle="--" if v["model"] == "dccgan" else "-")
+        ax.set_xlabel("training compute per label (counted GFLOP)")
+        # Training time: the CPU seconds those FLOPs took here (user time of the training calls, so
+        # the machine's load does not enter), one thread.
+        runs = [r for v in res["variants"].values() for r in v["runs"] if r["train_cpu_seconds_this_run"] > 0]
+        if runs:
+            gflop = sum(r["training"]["total"]["gflop"] for r in runs)
+            rate = gflop / sum(r["train_cpu_seconds_this_run"] for r in runs)
+            top = ax.secondary_xaxis("top", functions=(lambda g, r=rate: g / r, lambda t, r=rate: t * r))
+            top.set_xlabel(f"training time per label (CPU seconds, 1 thread; {rate:.0f} GFLOP/s measured)")
+        ax.set_ylabel("classifier FID (pooled over labels; lower is better)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, title=f"{res['dataset']}, labels {res['labels']}", title_fontsize=8)
+    fig.tight_layout()
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(figure.with_suffix(".png"), dpi=150)
+    fig.savefig(figure.with_suffix(".pdf"))
+    markdown.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", choices=sorted(SOURCES), action="append", help="repeatable; default: both")
+    p.add_argument("--labels", type=int, nargs="+", default=[3, 8])
+    p.add_argument("--gflop", type=float, default=2000.0, help="counted GFLOP per label, every variant")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--samples", type=int, default=200, help="generated images per label")
+    p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
+    p.add_argument("--out", type=Path, default=REPO / "results" / "quality")
+    p.add_argument("--report", action="store_true", help="only gather <out>/*/quality.json into the table and figure")
+    p.add_argument("--table", type=Path, default=REPO / "docs" / "quality_table.md")
+    p.add_argument("--figure", type=Path, default=REPO / "docs" / "figures" / "quality_fid_vs_compute.png")
+    a = p.parse_args()
+    setup_logging()
+    files = []
+    for name in a.dataset or sorted(SOURCES, reverse=True):
+        if not a.report:
+            run_dataset(name, a.labels, a.gflop, a.seeds, a.out, a.samples, a.variants)
+        if (a.out / name / "quality.json").is_file():
+            files.append(a.out / name / "quality.json")
+    report(files, a.table, a.figure)
+
+
+if __name__ == "__main__":
+    main()
