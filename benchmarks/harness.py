@@ -7,14 +7,15 @@ of candidate/reference measured in the same repeat (a paired ratio), which cance
 than the ratio of the two medians; both medians are reported too.  Ratios are time ratios:
 below 1 the candidate is faster.
 """
+
 from __future__ import annotations
 
 import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 Timed = Callable[[], float]  # runs once and returns the seconds that count (setup excluded)
 
@@ -48,8 +49,15 @@ class Row:
         return asdict(self)
 
 
-def compare(case: str, reference: tuple[str, Timed], candidates: dict[str, Timed], repeats: int,
-            warmup: int = 0, notes: dict[str, str] | None = None, log=print) -> list[Row]:
+def compare(
+    case: str,
+    reference: tuple[str, Timed],
+    candidates: dict[str, Timed],
+    repeats: int,
+    warmup: int = 0,
+    notes: dict[str, str] | None = None,
+    log=print,
+) -> list[Row]:
     """Time `reference` and each candidate `repeats` times, interleaved; one Row per candidate."""
     ref_name, ref_fn = reference
     runners = [(ref_name, ref_fn), *candidates.items()]
@@ -66,10 +74,20 @@ def compare(case: str, reference: tuple[str, Timed], candidates: dict[str, Timed
     ref_t = times[ref_name]
     for name, _ in runners[1:]:
         cand_t = times[name]
-        rows.append(Row(case=case, candidate=name, reference=ref_name, repeats=repeats,
-                        candidate_median_s=statistics.median(cand_t), reference_median_s=statistics.median(ref_t),
-                        ratio=statistics.median(c / r for c, r in zip(cand_t, ref_t)),
-                        candidate_s=cand_t, reference_s=list(ref_t), note=(notes or {}).get(name, "")))
+        rows.append(
+            Row(
+                case=case,
+                candidate=name,
+                reference=ref_name,
+                repeats=repeats,
+                candidate_median_s=statistics.median(cand_t),
+                reference_median_s=statistics.median(ref_t),
+                ratio=statistics.median(c / r for c, r in zip(cand_t, ref_t)),
+                candidate_s=cand_t,
+                reference_s=list(ref_t),
+                note=(notes or {}).get(name, ""),
+            )
+        )
     return rows
 
 
@@ -96,8 +114,12 @@ def machine() -> dict:
     gpu = {}
     if torch.cuda.is_available():  # only where there is one: the CPU machine line stays as it was
         try:
-            gpu = {"gpu": torch.cuda.get_device_name(0), "gpus": torch.cuda.device_count(),
-                   "torch_cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
+            gpu = {
+                "gpu": torch.cuda.get_device_name(0),
+                "gpus": torch.cuda.device_count(),
+                "torch_cuda": torch.version.cuda,
+                "cudnn": torch.backends.cudnn.version(),
+            }
         except Exception as exc:  # noqa: BLE001 - a machine fact, not worth failing the run for
             gpu = {"gpu": f"unreadable ({exc})"}
     return {

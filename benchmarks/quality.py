@@ -14,6 +14,7 @@ pipeline's jobs call), so one classifier and one set of real statistics serve al
 finished training is kept: a rerun skips it.  `make quality` runs the documented configuration
 (docs/quality.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,15 @@ from labelwise.train import Budget, Outputs, train_label  # noqa: E402
 log = logging.getLogger("labelwise.quality")
 
 # config.yaml's CPU-sized networks; the variants add one thing each.
-WCGAN = {"width": 16, "latent_dim": 100, "batch_size": 64, "lr": 2.0e-4, "betas": [0.5, 0.9], "critic_steps": 5,
-         "gp_lambda": 10.0}
+WCGAN = {
+    "width": 16,
+    "latent_dim": 100,
+    "batch_size": 64,
+    "lr": 2.0e-4,
+    "betas": [0.5, 0.9],
+    "critic_steps": 5,
+    "gp_lambda": 10.0,
+}
 DCCGAN = {"width": 16, "latent_dim": 100, "batch_size": 100, "lr": 1.0e-4, "betas": [0.5, 0.999], "critic_steps": 1}
 EMA = 0.999
 VARIANTS = {  # in the order they run
@@ -59,8 +67,9 @@ def slug(name: str) -> str:
     return name.lower().replace(" + ", "+").replace(", ", "_").replace(" ", "").replace("-", "")
 
 
-def run_dataset(name: str, labels: list[int], gflop: float, seeds: list[int], out: Path, samples: int,
-                variants: list[str]) -> Path:
+def run_dataset(
+    name: str, labels: list[int], gflop: float, seeds: list[int], out: Path, samples: int, variants: list[str]
+) -> Path:
     source, root = SOURCES[name]
     folder = out / name
     if not (folder / "meta.json").is_file():
@@ -70,8 +79,14 @@ def run_dataset(name: str, labels: list[int], gflop: float, seeds: list[int], ou
     if not classifier.is_file():
         train_classifier(shards, classifier, epochs=5, seed=0)
     settings = {"inception": "off"}
-    result = {"dataset": name, "labels": labels, "gflop_per_label": gflop, "seeds": seeds,
-              "samples_per_label": samples, "variants": {}}
+    result = {
+        "dataset": name,
+        "labels": labels,
+        "gflop_per_label": gflop,
+        "seeds": seeds,
+        "samples_per_label": samples,
+        "variants": {},
+    }
     for variant in variants:
         model, model_settings = VARIANTS[variant]
         runs = []
@@ -79,38 +94,76 @@ def run_dataset(name: str, labels: list[int], gflop: float, seeds: list[int], ou
             base = folder / slug(variant) / f"seed{seed}"
             cpu = 0.0
             for label in labels:
-                outs = Outputs(base / f"g{label}.pt", base / f"log{label}.csv", base / f"ckpt{label}",
-                               base / f"snap{label}.pt")
+                outs = Outputs(
+                    base / f"g{label}.pt", base / f"log{label}.csv", base / f"ckpt{label}", base / f"snap{label}.pt"
+                )
                 if not (outs.generator.is_file() and outs.snapshots.is_file()):
                     before = resource.getrusage(resource.RUSAGE_SELF).ru_utime
-                    train_label(shards[label], model, model_settings,
-                                Budget(iterations=10**7, gflop=gflop, checkpoint_every=10**7, snapshots=SNAPSHOTS),
-                                seed, outs, device="cpu", threads=1, progress_seconds=60)
+                    train_label(
+                        shards[label],
+                        model,
+                        model_settings,
+                        Budget(iterations=10**7, gflop=gflop, checkpoint_every=10**7, snapshots=SNAPSHOTS),
+                        seed,
+                        outs,
+                        device="cpu",
+                        threads=1,
+                        progress_seconds=60,
+                    )
                     cpu += resource.getrusage(resource.RUSAGE_SELF).ru_utime - before
                 sample_label(outs.generator, base / f"samples{label}.h5", samples, seed, device="cpu", threads=1)
             chosen = {k: shards[k] for k in labels}
-            metrics = evaluate_model(model, {k: base / f"samples{k}.h5" for k in labels}, chosen,
-                                     stats_dir=folder / "stats", classifier_path=classifier, settings=settings,
-                                     device="cpu")
-            curve = snapshot_metrics(model, {k: base / f"snap{k}.pt" for k in labels}, chosen,
-                                     stats_dir=folder / "stats", classifier_path=classifier, samples_per_label=samples,
-                                     seed=seed, settings=settings, device="cpu")
+            metrics = evaluate_model(
+                model,
+                {k: base / f"samples{k}.h5" for k in labels},
+                chosen,
+                stats_dir=folder / "stats",
+                classifier_path=classifier,
+                settings=settings,
+                device="cpu",
+            )
+            curve = snapshot_metrics(
+                model,
+                {k: base / f"snap{k}.pt" for k in labels},
+                chosen,
+                stats_dir=folder / "stats",
+                classifier_path=classifier,
+                samples_per_label=samples,
+                seed=seed,
+                settings=settings,
+                device="cpu",
+            )
             record = metrics["training"]
             per_it = record["flops_per_iteration"]
-            runs.append({
-                "seed": seed,
-                "label_accuracy": metrics["classifier"]["label_accuracy"],
-                "fid": metrics["classifier"]["fid"]["pooled"],
-                "intra_fid": metrics["classifier"]["fid"]["intra_fid"],
-                "fid_per_label": metrics["classifier"]["fid"]["per_label"],
-                "training": record,
-                "train_cpu_seconds_this_run": cpu,
-                "curve": [{"iteration": p["iteration"], "gflop": p["iteration"] * per_it / 1e9,
-                           "wall_seconds": p["elapsed_seconds"], "fid": p["classifier"]["fid"]["pooled"],
-                           "intra_fid": p["classifier"]["fid"]["intra_fid"]} for p in curve["points"]],
-            })
-            log.info("%s %s seed %d: label accuracy %.3f, classifier FID %.2f", name, variant, seed,
-                     runs[-1]["label_accuracy"]["pooled"], runs[-1]["fid"])
+            runs.append(
+                {
+                    "seed": seed,
+                    "label_accuracy": metrics["classifier"]["label_accuracy"],
+                    "fid": metrics["classifier"]["fid"]["pooled"],
+                    "intra_fid": metrics["classifier"]["fid"]["intra_fid"],
+                    "fid_per_label": metrics["classifier"]["fid"]["per_label"],
+                    "training": record,
+                    "train_cpu_seconds_this_run": cpu,
+                    "curve": [
+                        {
+                            "iteration": p["iteration"],
+                            "gflop": p["iteration"] * per_it / 1e9,
+                            "wall_seconds": p["elapsed_seconds"],
+                            "fid": p["classifier"]["fid"]["pooled"],
+                            "intra_fid": p["classifier"]["fid"]["intra_fid"],
+                        }
+                        for p in curve["points"]
+                    ],
+                }
+            )
+            log.info(
+                "%s %s seed %d: label accuracy %.3f, classifier FID %.2f",
+                name,
+                variant,
+                seed,
+                runs[-1]["label_accuracy"]["pooled"],
+                runs[-1]["fid"],
+            )
         result["variants"][variant] = {"model": model, "settings": model_settings, "runs": runs}
         (folder / "quality.json").write_text(json.dumps(result, indent=1))
     return folder / "quality.json"
@@ -129,8 +182,11 @@ def report(files: list[Path], markdown: Path, figure: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lines = ["| dataset | variant | iterations / label | GFLOP / label | train s / label (wall) | label accuracy | "
-             "classifier FID | classifier intra-FID |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| dataset | variant | iterations / label | GFLOP / label | train s / label (wall) | label accuracy | "
+        "classifier FID | classifier intra-FID |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     results = [json.loads(Path(f).read_text()) for f in files]
     fig, axes = plt.subplots(1, len(results), figsize=(5.2 * len(results), 4.0), squeeze=False)
     for ax, res in zip(axes[0], results):
@@ -143,8 +199,10 @@ def report(files: list[Path], markdown: Path, figure: Path) -> None:
             it = next(iter(its.values()))["iterations"]
             secs = statistics.mean(x["seconds"] for r in runs for x in r["training"]["per_label"].values())
             gflop = runs[0]["training"]["total"]["gflop"] / len(its)
-            lines.append(f"| {res['dataset']} | {variant} | {it} | {gflop:.0f} | "
-                         f"{secs:.0f} | {_spread(acc)} | {_spread(fid)} | {_spread(intra)} |")
+            lines.append(
+                f"| {res['dataset']} | {variant} | {it} | {gflop:.0f} | "
+                f"{secs:.0f} | {_spread(acc)} | {_spread(fid)} | {_spread(intra)} |"
+            )
             xs = [p["gflop"] for p in runs[0]["curve"]]
             ys = [statistics.mean(r["curve"][i]["fid"] for r in runs) for i in range(len(xs))]
             ax.plot(xs, ys, marker="o", label=variant, linestyle="--" if v["model"] == "dccgan" else "-")

@@ -7,6 +7,7 @@ memory (a list per label, then `np.stack`), and only then writes the shards.  De
 EXIF orientation, RGB, bicubic resize of the shorter side, centre crop; no draft, one thread.
 Writing uses the project's `write_images`, so a comparison measures reading and holding, not HDF5.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,7 +53,14 @@ def prepare(root, out_dir, labels: list[int], resolution: int) -> dict[int, str]
     names, per_label, _ = load_imagefolder(root, labels, resolution)
     sums = {}
     for label, images in per_label.items():
-        write_images(Path(out_dir) / "shards" / f"{label}.h5", images, label=label, class_name=names[label],
-                     source="imagefolder", resolution=resolution, channels=3)
+        write_images(
+            Path(out_dir) / "shards" / f"{label}.h5",
+            images,
+            label=label,
+            class_name=names[label],
+            source="imagefolder",
+            resolution=resolution,
+            channels=3,
+        )
         sums[label] = hashlib.sha256(images.tobytes()).hexdigest()
     return sums

@@ -11,6 +11,7 @@ candidate and reference; the ratio is candidate time / reference time (below 1: 
 Results go to benchmarks/results/<timestamp>.json and benchmarks/results/latest.json (git-ignored).
 `--quick` shrinks every case to a smoke test of about a minute; its figures are not meaningful.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -83,8 +84,18 @@ class Context:
 
 def _table(rows: list[dict]) -> str:
     head = ("case", "candidate", "reference", "n", "candidate s", "reference s", "ratio")
-    body = [(r["case"], r["candidate"], r["reference"], str(r["repeats"]), f"{r['candidate_median_s']:.4g}",
-             f"{r['reference_median_s']:.4g}", f"{r['ratio']:.3f}") for r in rows]
+    body = [
+        (
+            r["case"],
+            r["candidate"],
+            r["reference"],
+            str(r["repeats"]),
+            f"{r['candidate_median_s']:.4g}",
+            f"{r['reference_median_s']:.4g}",
+            f"{r['ratio']:.3f}",
+        )
+        for r in rows
+    ]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     fmt = "  ".join(f"{{:{'<' if i < 3 else '>'}{w}}}" for i, w in enumerate(widths))
     lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*b) for b in body]
@@ -98,9 +109,12 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes, 2 repeats: a smoke test (~1 min)")
     ap.add_argument("--repeats", type=int, help="repeats per comparison (default: per case)")
     ap.add_argument("--out", type=Path, default=HERE / "results", help="where to write the JSON results")
-    ap.add_argument("--device", default=os.environ.get("LABELWISE_BENCH_DEVICE") or None,
-                    help="device for the gpu case: cuda, cuda:N or cpu (default: $LABELWISE_BENCH_DEVICE, else "
-                         "cuda if available; without CUDA the case is skipped unless --device cpu is given)")
+    ap.add_argument(
+        "--device",
+        default=os.environ.get("LABELWISE_BENCH_DEVICE") or None,
+        help="device for the gpu case: cuda, cuda:N or cpu (default: $LABELWISE_BENCH_DEVICE, else "
+        "cuda if available; without CUDA the case is skipped unless --device cpu is given)",
+    )
     args = ap.parse_args(argv)
     unknown = [c for c in args.cases if c not in CASES]
     if unknown:
@@ -123,15 +137,22 @@ def main(argv=None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     info["load_average_end"] = os.getloadavg()
     result = {
-        "command": " ".join([Path(sys.executable).name, "benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]),
-        "quick": args.quick, "started": started.isoformat(timespec="seconds"),
-        "duration_s": round(time.perf_counter() - t0, 1), "machine": info, "rows": rows,
+        "command": " ".join(
+            [Path(sys.executable).name, "benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "quick": args.quick,
+        "started": started.isoformat(timespec="seconds"),
+        "duration_s": round(time.perf_counter() - t0, 1),
+        "machine": info,
+        "rows": rows,
         "skipped": ctx.skipped,
     }
     print()
     print(_table(rows))
-    print(f"\nmachine load average at start {info['load_average']}, at end {info['load_average_end']}; "
-          f"total {result['duration_s']} s")
+    print(
+        f"\nmachine load average at start {info['load_average']}, at end {info['load_average_end']}; "
+        f"total {result['duration_s']} s"
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{started.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")

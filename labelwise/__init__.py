@@ -4,4 +4,5 @@ Stages (each a module, each runnable without Snakemake through `labelwise <stage
 data (raw dataset -> per-label HDF5 shards), train (one generator per label), sample,
 metrics, plots.
 """
+
 __version__ = "0.1.0"

@@ -6,6 +6,7 @@ Subcommands `prepare`, `train` (one label, or several labels as one packed job),
 under --results (default: results/); the Snakemake rules pass explicit paths instead.  A
 LabelwiseError prints one `ERROR` log line, naming the culprit and the fix, and exits 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,10 +18,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import models
 from .errors import LabelwiseError
 from .io import file_system_failure
-from . import models
-from .plan import dataset_name, layout, model_files, ordered_models, paper_table_caption, selected_labels, train_settings
+from .plan import (
+    dataset_name,
+    layout,
+    model_files,
+    ordered_models,
+    paper_table_caption,
+    selected_labels,
+    train_settings,
+)
 
 log = logging.getLogger("labelwise")
 
@@ -104,6 +113,7 @@ def snakemake_entry(smk, stage, torch: bool = True) -> None:
 
 # --- helpers shared by the subcommands ---------------------------------------------------------
 
+
 def _config(args) -> dict:
     from .config import load_config
 
@@ -157,12 +167,14 @@ def _evaluated(args, config) -> list[Path]:
     names = ordered_models(config["models"])
     paths = [p for p in (Path(layout("metrics", ds=ds, model=m)) for m in names) if p.is_file()]
     if not paths:
-        raise LabelwiseError(f"no {ds}/<model>/metrics.json for models {names}; "
-                             "run `labelwise evaluate --model M` first")
+        raise LabelwiseError(
+            f"no {ds}/<model>/metrics.json for models {names}; run `labelwise evaluate --model M` first"
+        )
     return paths
 
 
 # --- subcommands ---------------------------------------------------------------------------------
+
 
 def cmd_prepare(args) -> None:
     from .data import prepare_dataset
@@ -171,9 +183,18 @@ def cmd_prepare(args) -> None:
     d = config["data"]
     labels = None if d["labels"] == "all" or d["source"] != "imagefolder" else d["labels"]
     runtime = config["runtime"]
-    prepare_dataset(d["source"], str(_dataset_dir(args, config)), root=d["root"], labels=labels,
-                    resolution=d["resolution"], download=d["download"], name=dataset_name(config),
-                    threads=runtime["threads"], jpeg_draft=d["jpeg_draft"], progress_seconds=runtime["progress_seconds"])
+    prepare_dataset(
+        d["source"],
+        str(_dataset_dir(args, config)),
+        root=d["root"],
+        labels=labels,
+        resolution=d["resolution"],
+        download=d["download"],
+        name=dataset_name(config),
+        threads=runtime["threads"],
+        jpeg_draft=d["jpeg_draft"],
+        progress_seconds=runtime["progress_seconds"],
+    )
 
 
 def cmd_train(args) -> None:
@@ -187,7 +208,9 @@ def cmd_train(args) -> None:
         base = None
     elif args.config:
         config = _config(args)
-        settings = train_settings(config, _model(args, config), len(_labels(config)))  # cgan: the labels' budgets summed
+        settings = train_settings(
+            config, _model(args, config), len(_labels(config))
+        )  # cgan: the labels' budgets summed
         runtime = config["runtime"]
         base = _dataset_dir(args, config)
     else:
@@ -220,13 +243,16 @@ def cmd_train(args) -> None:
     else:
         shards = [Path(layout("shard", ds=base, label=n)) for n in names]
     common = dict(
-        device=args.device or runtime.get("device", "auto"), threads=args.threads or runtime.get("threads"),
+        device=args.device or runtime.get("device", "auto"),
+        threads=args.threads or runtime.get("threads"),
         progress_seconds=args.progress_seconds or runtime.get("progress_seconds", 10),
         channels_last=args.channels_last or bool(runtime.get("channels_last")),
         precision=args.precision or runtime.get("precision", "fp32"),
     )
-    packing = dict(packed_kernel=args.packed_kernel or runtime.get("packed_kernel", "auto"),
-                   cuda_graph=args.cuda_graph or runtime.get("cuda_graph", "auto"))
+    packing = dict(
+        packed_kernel=args.packed_kernel or runtime.get("packed_kernel", "auto"),
+        cuda_graph=args.cuda_graph or runtime.get("cuda_graph", "auto"),
+    )
     budget, seed = Budget(**settings["budget"]), int(settings["seed"])
     if conditional:
         train_label(shards, args.model, settings["model"], budget, seed, outputs[0], **common)
@@ -250,10 +276,17 @@ def cmd_sample(args) -> None:
     name = model_files(model, [args.label])[0]  # a conditional model: one generator for all labels
     generator = Path(layout("generator", ds=ds, model=model, label=name))
     evaluation = config["evaluation"]
-    sample_label(_require([generator], _train_command(model, args.label))[0],
-                 Path(layout("samples", ds=ds, model=model, label=args.label)), evaluation["samples_per_label"], config["seed"],
-                 label=args.label, class_name=meta["class_names"][args.label], device=config["runtime"]["device"],
-                 threads=config["runtime"]["threads"], batch_size=evaluation["batch_size"])
+    sample_label(
+        _require([generator], _train_command(model, args.label))[0],
+        Path(layout("samples", ds=ds, model=model, label=args.label)),
+        evaluation["samples_per_label"],
+        config["seed"],
+        label=args.label,
+        class_name=meta["class_names"][args.label],
+        device=config["runtime"]["device"],
+        threads=config["runtime"]["threads"],
+        batch_size=evaluation["batch_size"],
+    )
 
 
 def cmd_grid(args) -> None:
@@ -261,10 +294,17 @@ def cmd_grid(args) -> None:
 
     config = _config(args)
     ds, model = _dataset_dir(args, config), _model(args, config)
-    samples = _require([Path(layout("samples", ds=ds, model=model, label=k)) for k in _labels(config)],
-                       f"sample --model {model} --label {{stem}}")  # the configured labels, as the rule
-    sample_grid(samples, _figure(ds, f"samples_{model}"), columns=config["figures"]["grid_columns"],
-                dpi=config["figures"]["dpi"], title=f"{MODEL_TITLES.get(model, model)} samples, {dataset_name(config)}")
+    samples = _require(
+        [Path(layout("samples", ds=ds, model=model, label=k)) for k in _labels(config)],
+        f"sample --model {model} --label {{stem}}",
+    )  # the configured labels, as the rule
+    sample_grid(
+        samples,
+        _figure(ds, f"samples_{model}"),
+        columns=config["figures"]["grid_columns"],
+        dpi=config["figures"]["dpi"],
+        title=f"{MODEL_TITLES.get(model, model)} samples, {dataset_name(config)}",
+    )
 
 
 def cmd_classifier(args) -> None:
@@ -274,8 +314,13 @@ def cmd_classifier(args) -> None:
     ds = _dataset_dir(args, config)
     labels = _labels(config, sharded=True)
     shards = _require([Path(layout("shard", ds=ds, label=k)) for k in labels], "prepare")
-    train_classifier(dict(zip(labels, shards)), Path(layout("classifier", ds=ds)),
-                     epochs=config["evaluation"]["classifier_epochs"], seed=config["seed"], device=_device(config))
+    train_classifier(
+        dict(zip(labels, shards)),
+        Path(layout("classifier", ds=ds)),
+        epochs=config["evaluation"]["classifier_epochs"],
+        seed=config["seed"],
+        device=_device(config),
+    )
 
 
 def cmd_evaluate(args) -> None:
@@ -285,12 +330,23 @@ def cmd_evaluate(args) -> None:
     config = _config(args)
     ds, model, labels = _dataset_dir(args, config), _model(args, config), _labels(config)
     shards = _require([Path(layout("shard", ds=ds, label=k)) for k in labels], "prepare")
-    samples = _require([Path(layout("samples", ds=ds, model=model, label=k)) for k in labels],
-                       f"sample --model {model} --label {{stem}}")
+    samples = _require(
+        [Path(layout("samples", ds=ds, model=model, label=k)) for k in labels],
+        f"sample --model {model} --label {{stem}}",
+    )
     classifier = _require([Path(layout("classifier", ds=ds))], "classifier")[0]
-    metrics = evaluate_model(model, dict(zip(labels, samples)), dict(zip(labels, shards)), stats_dir=Path(layout("stats_dir", ds=ds)),
-                             classifier_path=classifier, settings=config["evaluation"], device=_device(config))
-    write_metrics(metrics, Path(layout("metrics", ds=ds, model=model)), Path(layout("metrics_table", ds=ds, model=model)))
+    metrics = evaluate_model(
+        model,
+        dict(zip(labels, samples)),
+        dict(zip(labels, shards)),
+        stats_dir=Path(layout("stats_dir", ds=ds)),
+        classifier_path=classifier,
+        settings=config["evaluation"],
+        device=_device(config),
+    )
+    write_metrics(
+        metrics, Path(layout("metrics", ds=ds, model=model)), Path(layout("metrics_table", ds=ds, model=model))
+    )
 
 
 def cmd_curves(args) -> None:
@@ -298,18 +354,28 @@ def cmd_curves(args) -> None:
 
     config = _config(args)
     ds, model = _dataset_dir(args, config), _model(args, config)
-    logs = _require([Path(layout("train_log", ds=ds, model=model, label=n)) for n in model_files(model, _labels(config))],
-                    _train_command(model, "{stem}"))
-    training_curves(logs, _figure(ds, f"training_curves_{model}"), dpi=config["figures"]["dpi"],
-                    title=f"{MODEL_TITLES.get(model, model)} training, {dataset_name(config)}")
+    logs = _require(
+        [Path(layout("train_log", ds=ds, model=model, label=n)) for n in model_files(model, _labels(config))],
+        _train_command(model, "{stem}"),
+    )
+    training_curves(
+        logs,
+        _figure(ds, f"training_curves_{model}"),
+        dpi=config["figures"]["dpi"],
+        title=f"{MODEL_TITLES.get(model, model)} training, {dataset_name(config)}",
+    )
 
 
 def cmd_compare(args) -> None:
     from .plots import metrics_comparison
 
     config = _config(args)
-    metrics_comparison(_evaluated(args, config), _figure(_dataset_dir(args, config), "metrics_comparison"),
-                       dpi=config["figures"]["dpi"], title=f"Models compared, {dataset_name(config)}")
+    metrics_comparison(
+        _evaluated(args, config),
+        _figure(_dataset_dir(args, config), "metrics_comparison"),
+        dpi=config["figures"]["dpi"],
+        title=f"Models compared, {dataset_name(config)}",
+    )
 
 
 def cmd_table(args) -> None:
@@ -317,8 +383,11 @@ def cmd_table(args) -> None:
 
     config = _config(args)
     out = _dataset_dir(args, config) / "paper" / "metrics_table"
-    write_tables(_evaluated(args, config), *(out.with_suffix(f".{ext}") for ext in ("csv", "md", "tex")),
-                 caption=paper_table_caption(config, len(_labels(config))))
+    write_tables(
+        _evaluated(args, config),
+        *(out.with_suffix(f".{ext}") for ext in ("csv", "md", "tex")),
+        caption=paper_table_caption(config, len(_labels(config))),
+    )
 
 
 def _generator_labels(path: Path) -> tuple[str | None, list[int]]:
@@ -330,7 +399,9 @@ def _generator_labels(path: Path) -> tuple[str | None, list[int]]:
         model = payload.get("model")
         return model, [int(k) for k in payload["labels"]] if "labels" in payload else [int(payload["label"])]
     except (KeyError, AttributeError, RuntimeError, ValueError) as exc:
-        raise LabelwiseError(f"{path}: not a labelwise generator file ({exc}); give a generators/<label>.pt of a run") from None
+        raise LabelwiseError(
+            f"{path}: not a labelwise generator file ({exc}); give a generators/<label>.pt of a run"
+        ) from None
 
 
 def _generate_sources(args) -> tuple[str, list[tuple[Path, int]]]:
@@ -355,8 +426,9 @@ def _generate_sources(args) -> tuple[str, list[tuple[Path, int]]]:
     missing = [k for k in (wanted or []) if k not in labels]
     if missing:
         raise LabelwiseError(f"label(s) {missing} are not among the configured labels {labels} of {args.config}")
-    return model, [(Path(layout("generator", ds=ds, model=model, label=model_files(model, [k])[0])), k)
-                   for k in (wanted or labels)]
+    return model, [
+        (Path(layout("generator", ds=ds, model=model, label=model_files(model, [k])[0])), k) for k in (wanted or labels)
+    ]
 
 
 def cmd_generate(args) -> None:
@@ -364,19 +436,31 @@ def cmd_generate(args) -> None:
 
     results, outdir = Path(args.results).resolve(), Path(args.outdir).resolve()
     if outdir == results or results in outdir.parents:
-        raise LabelwiseError(f"--outdir {args.outdir} is inside the pipeline's results folder {args.results}; "
-                             "choose a folder outside it (generate never writes the pipeline's files)")
+        raise LabelwiseError(
+            f"--outdir {args.outdir} is inside the pipeline's results folder {args.results}; "
+            "choose a folder outside it (generate never writes the pipeline's files)"
+        )
     if args.n < 1:
         raise LabelwiseError(f"generate -n must be at least 1, got {args.n}")
     model, sources = _generate_sources(args)
     paths = _require([p for p, _ in sources], _train_command(model, "{stem}"))
-    written = generate_images(list(zip(paths, (k for _, k in sources))), model, args.n, args.seed, outdir,
-                              device=args.device, grid=args.grid, batch_size=args.batch_size)
+    written = generate_images(
+        list(zip(paths, (k for _, k in sources))),
+        model,
+        args.n,
+        args.seed,
+        outdir,
+        device=args.device,
+        grid=args.grid,
+        batch_size=args.batch_size,
+    )
     log.info("wrote %d PNG file(s) to %s", len(written), outdir)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="labelwise", description="Per-label GAN training: run a pipeline stage without Snakemake.")
+    p = argparse.ArgumentParser(
+        prog="labelwise", description="Per-label GAN training: run a pipeline stage without Snakemake."
+    )
     p.add_argument("--version", action="version", version=f"labelwise {__import__('labelwise').__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="STAGE")
 
@@ -392,26 +476,56 @@ def build_parser() -> argparse.ArgumentParser:
 
     stage("prepare", cmd_prepare, "read the raw dataset once and write per-label HDF5 shards + meta.json")
 
-    sp = stage("train", cmd_train, "train one model on one label's shard, or on several at once (resumes from checkpoints)",
-               config_required=False)
+    sp = stage(
+        "train",
+        cmd_train,
+        "train one model on one label's shard, or on several at once (resumes from checkpoints)",
+        config_required=False,
+    )
     sp.add_argument("--model", required=True, help="wcgan | dccgan (one label) | cgan (all given shards)")
-    sp.add_argument("--label", type=int, nargs="+",
-                    help="the label to train (per-label models); several: trained at once as one packed computation")
-    sp.add_argument("--settings", help="JSON {model, budget, seed} (what the Snakemake rule passes) instead of --config")
-    sp.add_argument("--shard", nargs="+", help="input shard(s), one per label (default: <results>/<dataset>/shards/<label>.h5; cgan: all)")
+    sp.add_argument(
+        "--label",
+        type=int,
+        nargs="+",
+        help="the label to train (per-label models); several: trained at once as one packed computation",
+    )
+    sp.add_argument(
+        "--settings", help="JSON {model, budget, seed} (what the Snakemake rule passes) instead of --config"
+    )
+    sp.add_argument(
+        "--shard",
+        nargs="+",
+        help="input shard(s), one per label (default: <results>/<dataset>/shards/<label>.h5; cgan: all)",
+    )
     sp.add_argument("--generator", nargs="+", help="output generator weights (.pt), one per label")
     sp.add_argument("--log", nargs="+", help="output training log (.csv), one per label")
-    sp.add_argument("--checkpoints", nargs="+", help="checkpoint directory, one per label (not a Snakemake output: survives failures)")
-    sp.add_argument("--snapshots", nargs="+", help="output bundle of the budget.snapshots generator snapshots (.pt), one per label")
+    sp.add_argument(
+        "--checkpoints",
+        nargs="+",
+        help="checkpoint directory, one per label (not a Snakemake output: survives failures)",
+    )
+    sp.add_argument(
+        "--snapshots", nargs="+", help="output bundle of the budget.snapshots generator snapshots (.pt), one per label"
+    )
     sp.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: runtime.device)")
     sp.add_argument("--threads", type=int, help="torch CPU threads (default: runtime.threads)")
     sp.add_argument("--progress-seconds", type=float, help="seconds between progress lines")
     sp.add_argument("--channels-last", action="store_true", help="NHWC convolutions (default: runtime.channels_last)")
-    sp.add_argument("--precision", choices=("fp32", "bf16"), help="bf16: forward passes under bf16 autocast (default: runtime.precision)")
-    sp.add_argument("--packed-kernel", choices=("auto", "grouped", "bmm"),
-                    help="several labels: grouped convolutions or batched matrix products (default: runtime.packed_kernel)")
-    sp.add_argument("--cuda-graph", choices=("auto", "off"),
-                    help="several labels on CUDA: capture the iteration in a CUDA graph (default: runtime.cuda_graph)")
+    sp.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        help="bf16: forward passes under bf16 autocast (default: runtime.precision)",
+    )
+    sp.add_argument(
+        "--packed-kernel",
+        choices=("auto", "grouped", "bmm"),
+        help="several labels: grouped convolutions or batched matrix products (default: runtime.packed_kernel)",
+    )
+    sp.add_argument(
+        "--cuda-graph",
+        choices=("auto", "off"),
+        help="several labels on CUDA: capture the iteration in a CUDA graph (default: runtime.cuda_graph)",
+    )
 
     sp = stage("sample", cmd_sample, "draw evaluation.samples_per_label images from one label's generator", model=True)
     sp.add_argument("--label", type=int, required=True)
@@ -422,10 +536,18 @@ def build_parser() -> argparse.ArgumentParser:
     stage("compare", cmd_compare, "metrics comparison figure of every evaluated model, PNG and PDF")
     stage("table", cmd_table, "the papers' metrics table of every evaluated model: CSV, Markdown, LaTeX")
 
-    sp = stage("generate", cmd_generate, "N images per label from trained generators as PNG files (never touches results/)",
-               config_required=False)
-    sp.add_argument("--model", help="the model whose generators to use (with --config); with --generator: the file names' prefix")
-    sp.add_argument("--generator", help="a generator file (.pt) to use instead of the pipeline's (one label's, or the cgan's)")
+    sp = stage(
+        "generate",
+        cmd_generate,
+        "N images per label from trained generators as PNG files (never touches results/)",
+        config_required=False,
+    )
+    sp.add_argument(
+        "--model", help="the model whose generators to use (with --config); with --generator: the file names' prefix"
+    )
+    sp.add_argument(
+        "--generator", help="a generator file (.pt) to use instead of the pipeline's (one label's, or the cgan's)"
+    )
     sp.add_argument("--label", nargs="+", help="label number(s), or 'all' (default: all the configured or held labels)")
     sp.add_argument("-n", type=int, default=16, help="images per label (default: 16)")
     sp.add_argument("--seed", type=int, default=0, help="the same seed gives the same images (default: 0)")

@@ -5,6 +5,7 @@ when that fails, reports `explain_error`'s one line; the `labelwise` command lin
 `load_config`, the same schema and defaults without Snakemake.  A message names the key and
 what is allowed, e.g. "config key budget.iterations: -5 is less than the minimum of 1".
 """
+
 from __future__ import annotations
 
 import copy
@@ -37,14 +38,19 @@ class StrictLoader(yaml.SafeLoader):
                     continue
                 if first is not key_node:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"key {key!r} appears twice in one mapping (lines {first.start_mark.line + 1} "
-                        f"and {key_node.start_mark.line + 1}); keep one of them", key_node.start_mark)
+                        None,
+                        None,
+                        f"key {key!r} appears twice in one mapping (lines {first.start_mark.line + 1} "
+                        f"and {key_node.start_mark.line + 1}); keep one of them",
+                        key_node.start_mark,
+                    )
         return super().construct_mapping(node, deep=deep)
 
 
 # YAML 1.2's float forms without a dot (1e-4, 5E+3); checked after YAML 1.1's int and float forms.
 StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789"))
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 
 
 def read_yaml(text: str):
@@ -83,8 +89,10 @@ def load_schema() -> dict:
     for entry in models.REGISTRY.values():
         if entry.name not in sections:
             if entry.schema_section not in sections:
-                raise LabelwiseError(f"model {entry.name!r}: its settings section {entry.schema_section!r} is not "
-                                     f"under models: in {SCHEMA_PATH}; name one of {', '.join(sections)}")
+                raise LabelwiseError(
+                    f"model {entry.name!r}: its settings section {entry.schema_section!r} is not "
+                    f"under models: in {SCHEMA_PATH}; name one of {', '.join(sections)}"
+                )
             sections[entry.name] = dict(copy.deepcopy(sections[entry.schema_section]), description=entry.title)
     schema["properties"]["scaling"]["properties"]["model"]["enum"] = [*models.per_label(), None]
     return schema
@@ -160,7 +168,8 @@ def _describe(error, root: dict) -> str:
             return _describe(deepest, root)
         return f"config key {key}: {error.instance!r} is not valid; {error.schema.get('description', error.message)}"
     if error.validator in ("pattern", "maxLength") and isinstance(error.instance, str):
-        return f"config key {key}: {brief_repr(error.instance)} is not allowed; {error.schema.get('description', error.message)}"
+        why = error.schema.get("description", error.message)
+        return f"config key {key}: {brief_repr(error.instance)} is not allowed; {why}"
     return f"config key {key}: {error.message}"
 
 
@@ -221,7 +230,8 @@ def read_yaml_values(config: dict, schema: dict | None = None) -> dict:
                 if isinstance(value, str):
                     continue
                 right_type = error.validator == "type" and validator.evolve(
-                    schema={"type": error.validator_value}).is_valid(value)
+                    schema={"type": error.validator_value}
+                ).is_valid(value)
                 if not right_type and not validator.evolve(schema=error.schema).is_valid(value):
                     continue
             else:

@@ -5,9 +5,11 @@ nothing tells concurrent jobs apart: Snakemake assigns no GPU, and every process
 `cuda:0`. `select_device` therefore claims a free GPU *slot* for its process — an exclusive,
 non-blocking `flock` on a per-GPU lock file, tried in device order — and keeps it until the
 process ends or calls `release_gpu_claim` (the kernel drops a flock with the last descriptor, so
-even a SIGKILLed job frees its slot). When a scheduler has already narrowed the job to one GPU (Slurm's gres, `srun --gpus=1`,
+even a SIGKILLed job frees its slot). When a scheduler has already narrowed the job to one GPU
+(Slurm's gres, `srun --gpus=1`,
 `jsrun -g1`: `CUDA_VISIBLE_DEVICES` lists one device), that GPU is simply `cuda:0`.
 """
+
 from __future__ import annotations
 
 import errno
@@ -105,7 +107,9 @@ def claim_gpu(
             log.warning(
                 "all %d GPUs are claimed by other labelwise processes (lock files in %s); waiting for one "
                 "to be released. Run Snakemake with --resources gpu=%d to start no more GPU jobs than GPUs",
-                n_devices, directory, n_devices,
+                n_devices,
+                directory,
+                n_devices,
             )
             next_note = now + 600.0
         time.sleep(poll_seconds)

@@ -5,6 +5,7 @@ The same seed gives the same images (each label's noise comes from `labelwise.sa
 stream the pipeline's own samples use), on the same device and batch size.  The generator files
 are only read: nothing of the pipeline's results is written or rerun.
 """
+
 from __future__ import annotations
 
 import io
@@ -41,8 +42,17 @@ def tile(rows: list[np.ndarray], gap: int = 2) -> np.ndarray:
     return grid
 
 
-def generate_images(sources: list[tuple[Path, int]], model: str, n: int, seed: int, outdir, *,
-                    device: str = "auto", grid: bool = False, batch_size: int = 256) -> list[Path]:
+def generate_images(
+    sources: list[tuple[Path, int]],
+    model: str,
+    n: int,
+    seed: int,
+    outdir,
+    *,
+    device: str = "auto",
+    grid: bool = False,
+    batch_size: int = 256,
+) -> list[Path]:
     """`n` images of each (generator file, label) in `sources` as `<outdir>/<model>_label<k>_<i>.png`,
     plus `<outdir>/<model>_grid.png` (one row per label) with `grid`; returns the paths written."""
     dev = select_device(device)

@@ -5,6 +5,7 @@ compressed, and attributes describing it (label, class name, source, resolution,
 SHA-256 of the image bytes, recorded on write and verified on read, so a truncated or silently
 corrupted file is reported instead of being trained on.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,17 +65,19 @@ class ImageStream:
         buffer = io.BytesIO()
         self._file = h5py.File(buffer, "w")
         self._buffer = buffer
-        self._data = self._file.create_dataset(DATASET, shape=(0, *shape), maxshape=(None, *shape), dtype=np.uint8,
-                                               **_layout(1, *shape))
+        self._data = self._file.create_dataset(
+            DATASET, shape=(0, *shape), maxshape=(None, *shape), dtype=np.uint8, **_layout(1, *shape)
+        )
 
     def append(self, images: np.ndarray) -> None:
         images = np.ascontiguousarray(images)
         if images.dtype != np.uint8 or images.shape[1:] != self._data.shape[1:]:
-            raise ValueError(f"images must be uint8 k×{'×'.join(map(str, self._data.shape[1:]))}, "
-                             f"got {images.dtype} {images.shape}")
+            raise ValueError(
+                f"images must be uint8 k×{'×'.join(map(str, self._data.shape[1:]))}, got {images.dtype} {images.shape}"
+            )
         n = len(images)
         self._data.resize(self.count + n, axis=0)
-        self._data[self.count:] = images
+        self._data[self.count :] = images
         self._sha.update(images.data)
         self.count += n
 
@@ -100,13 +103,12 @@ def read_attrs(path: str | os.PathLike) -> dict:
         with h5py.File(path, "r") as f:
             return {k: _plain(v) for k, v in f.attrs.items()}
     except (OSError, KeyError, ValueError, RuntimeError) as exc:
-        raise LabelwiseError(f"{path}: unreadable or corrupt HDF5 file ({exc}); delete it and rerun the stage "
-                             "that writes it") from None
+        raise LabelwiseError(
+            f"{path}: unreadable or corrupt HDF5 file ({exc}); delete it and rerun the stage that writes it"
+        ) from None
 
 
-def read_images(
-    path: str | os.PathLike, expect: dict | None = None, verify: bool = True
-) -> tuple[np.ndarray, dict]:
+def read_images(path: str | os.PathLike, expect: dict | None = None, verify: bool = True) -> tuple[np.ndarray, dict]:
     """Read an image file written by `write_images`; check its checksum and the `expect`ed attributes.
 
     Raises LabelwiseError naming the file and the fix when it is missing, unreadable, corrupt, or

@@ -9,6 +9,7 @@ report a full disk from C/C++ as a cryptic RuntimeError ("unexpected pos 704 vs 
 crash the interpreter cleaning up after it.  So `save_torch` (and `labelwise.images.write_images`)
 serialise in memory and write the bytes with `write_bytes`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,8 +17,8 @@ import errno
 import io
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .errors import LabelwiseError
 

@@ -7,14 +7,16 @@ sample's image (the last three dimensions): for one network (scores (B,)) the lo
 for packed training (images (B, K, C, H, W), scores (B, K)) K per-label losses, each exactly the
 loss that label's own network gets.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 
-def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None,
-                     alpha: torch.Tensor | None = None) -> torch.Tensor:
+def gradient_penalty(
+    critic, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None, alpha: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean of (||grad_x D(x)||_2 - 1)^2 at random points on lines between real and fake samples.
 
     `alpha` (the mixing weights, drawn from `generator` when not given) lets packed training draw
@@ -32,7 +34,10 @@ def wgan_gp_critic_loss(critic, real, fake, gp_lambda: float, generator: torch.G
     d_fake = critic(fake).mean(0)
     gp = gradient_penalty(critic, real, fake, generator, alpha)
     wasserstein = d_real - d_fake
-    return -wasserstein + gp_lambda * gp, {"wasserstein_estimate": wasserstein.detach(), "gradient_penalty": gp.detach()}
+    return -wasserstein + gp_lambda * gp, {
+        "wasserstein_estimate": wasserstein.detach(),
+        "gradient_penalty": gp.detach(),
+    }
 
 
 def wgan_generator_loss(critic, fake):

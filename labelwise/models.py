@@ -13,6 +13,7 @@ Plugins: LABELWISE_MODEL_PLUGINS names importable modules (comma-separated) that
 imported; they are imported at the end of this module, so the Snakefile, the command line and every
 job started from them see the same models (tests/test_models.py adds a toy model this way).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -95,5 +96,7 @@ for _plugin in filter(None, (p.strip() for p in os.environ.get(PLUGINS_ENV, "").
     try:
         importlib.import_module(_plugin)
     except ImportError as exc:
-        raise LabelwiseError(f"{PLUGINS_ENV}: cannot import model plugin {_plugin!r} ({exc}); "
-                             "put it on PYTHONPATH or remove it from the variable") from None
+        raise LabelwiseError(
+            f"{PLUGINS_ENV}: cannot import model plugin {_plugin!r} ({exc}); "
+            "put it on PYTHONPATH or remove it from the variable"
+        ) from None

@@ -7,6 +7,7 @@ channel width doubles at every halving of the spatial size, starting from `width
 resolution (width=64 at 64x64 gives the authors' 512-256-128-64 DCGAN).  WGAN-GP needs a critic
 without batch norm (the gradient penalty is per sample), so `critic_norm` selects it.
 """
+
 from __future__ import annotations
 
 import math

@@ -10,6 +10,7 @@ only reach files' contents, figures and logs (class names, from folder names) ar
 paths (shards are named by label index): `stored_name` is how such a name is kept in HDF5 and JSON,
 which need valid UTF-8 where a folder name need not be.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,10 @@ from .errors import LabelwiseError, brief_repr
 NAME_MAX_CHARS = 64
 NAME_PATTERN = rf"^[A-Za-z0-9_][A-Za-z0-9_.-]{{0,{NAME_MAX_CHARS - 1}}}$"
 _NAME = re.compile(NAME_PATTERN)
-NAME_RULE = (f"it names a folder under results/: use 1 to {NAME_MAX_CHARS} letters, digits, '_', '.' or '-', "
-             "starting with a letter, digit or '_' (so not '.' or '..')")
+NAME_RULE = (
+    f"it names a folder under results/: use 1 to {NAME_MAX_CHARS} letters, digits, '_', '.' or '-', "
+    "starting with a letter, digit or '_' (so not '.' or '..')"
+)
 
 
 def safe_name(value, key: str = "data.name") -> str:
@@ -39,8 +42,10 @@ def inside(root: str | os.PathLike, *parts: str | os.PathLike) -> Path:
     empty = any(os.fspath(p) in ("", ".") for p in parts)
     rel = os.path.relpath(target, base) if os.path.isabs(base) == os.path.isabs(target) else ".."
     if empty or rel in (".", "..") or rel.startswith(".." + os.sep):
-        raise LabelwiseError(f"{joined}: would be written outside the results folder {root}; "
-                             "check the config names and paths that build it (data.name)")
+        raise LabelwiseError(
+            f"{joined}: would be written outside the results folder {root}; "
+            "check the config names and paths that build it (data.name)"
+        )
     return joined
 
 

@@ -5,6 +5,7 @@ rules/common.smk reads these at parse time and the `labelwise` command line read
 default paths, so a stage run by hand does what its Snakemake job does.  Torch-free: every
 `snakemake` invocation parses the Snakefile (tests/test_parse.py).
 """
+
 from __future__ import annotations
 
 import re
@@ -63,8 +64,9 @@ def layout(kind: str, **fields) -> str:
     for name in re.findall(r"\{(\w+)\}", template):
         if name in LAYOUT and name not in fields:
             fields[name] = layout(name, **fields)
-    return template.format_map(_Wildcards({k: v.as_posix() if hasattr(v, "as_posix") else v
-                                           for k, v in fields.items()}))
+    return template.format_map(
+        _Wildcards({k: v.as_posix() if hasattr(v, "as_posix") else v for k, v in fields.items()})
+    )
 
 
 def model_files(model: str, labels) -> list:
@@ -91,7 +93,9 @@ def selected_labels(config: dict) -> tuple[list[int], list[int]]:
         labels = sorted(data["labels"])
         bad = [k for k in labels if k >= n]
         if bad:
-            raise LabelwiseError(f"config key data.labels: {bad} do not exist in {data['source']} (labels are 0..{n - 1})")
+            raise LabelwiseError(
+                f"config key data.labels: {bad} do not exist in {data['source']} (labels are 0..{n - 1})"
+            )
     return labels, labels if data["source"] == "imagefolder" else list(range(n))
 
 
@@ -116,8 +120,10 @@ def train_settings(config: dict, model: str, n_labels: int, budget: dict | None 
 
 
 def paper_table_caption(config: dict, n_labels: int) -> str:
-    return (f"{dataset_name(config)}: per-label models and the single CGAN, {n_labels} labels, "
-            f"{config['evaluation']['samples_per_label']} samples per label, budget " + budget_text(config["budget"]))
+    return (
+        f"{dataset_name(config)}: per-label models and the single CGAN, {n_labels} labels, "
+        f"{config['evaluation']['samples_per_label']} samples per label, budget " + budget_text(config["budget"])
+    )
 
 
 def budget_text(budget: dict) -> str:

@@ -4,9 +4,11 @@ Text in figures is drawn as given.  Class names come from folder names and datas
 config, and matplotlib would parse a `$…$` in them as math (a folder `cost $\\foo$ x` crashed the
 sample grid with a mathtext traceback) or hand them to LaTeX (text.usetex in a user's matplotlibrc).
 So `save_figure`, which writes every labelwise figure, turns math text and usetex off on every text
-of the figure but the tick labels (numbers labelwise formats) first: the one rule for user strings in figures, whatever the rc settings
+of the figure but the tick labels (numbers labelwise formats) first: the one rule for user strings
+in figures, whatever the rc settings
 (tests/faults/test_fault_names.py draws generated hostile names).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,8 +36,13 @@ def model_color(model: str, index: int) -> str:
 def save_figure(fig, outputs) -> None:
     """Save one figure to each path in `outputs` (format from the suffix), atomically; all its text
     as plain text (module docstring)."""
-    ticks = {id(t) for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)
-             for tick in axis.get_major_ticks() + axis.get_minor_ticks() for t in (tick.label1, tick.label2)}
+    ticks = {
+        id(t)
+        for ax in fig.axes
+        for axis in (ax.xaxis, ax.yaxis)
+        for tick in axis.get_major_ticks() + axis.get_minor_ticks()
+        for t in (tick.label1, tick.label2)
+    }
     for text in fig.findobj(matplotlib.text.Text):
         if id(text) not in ticks:  # tick labels are ours (log axes draw 10^k as math text)
             text.set_parse_math(False)
@@ -71,7 +78,9 @@ def sample_grid(sample_paths, outputs, *, columns: int = 10, title: str | None =
         ax.set_yticks([])
         for spine in ax.spines.values():
             spine.set_visible(False)
-        ax.set_ylabel(f"{name}" if name == str(label) else f"{label}: {name}", rotation=0, ha="right", va="center", fontsize=9)
+        ax.set_ylabel(
+            f"{name}" if name == str(label) else f"{label}: {name}", rotation=0, ha="right", va="center", fontsize=9
+        )
     if title:
         fig.suptitle(title, fontsize=10, y=1 - 0.12 / fig_h, va="top")
     fig.subplots_adjust(hspace=0.08, top=1 - 0.4 / fig_h, bottom=0.02)
@@ -98,7 +107,9 @@ def training_curves(log_paths, outputs, *, title: str | None = None, dpi: int = 
     for col, (key, label) in enumerate(curves):
         values = np.array([log[key][:n] for log in logs])
         mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
-        for row, (x, xlabel) in enumerate(((iterations, "generator iteration"), (wall, "training wall time (s, mean over labels)"))):
+        for row, (x, xlabel) in enumerate(
+            ((iterations, "generator iteration"), (wall, "training wall time (s, mean over labels)"))
+        ):
             ax = axes[row, col]
             ax.plot(x, mean, color="C0", lw=1.5, label=f"mean over {len(logs)} labels")
             ax.fill_between(x, mean - std, mean + std, color="C0", alpha=0.25, lw=0, label="± 1 std over labels")
@@ -135,8 +146,11 @@ def metrics_comparison(metrics_paths, outputs, *, title: str | None = None, dpi:
     import json
 
     runs = [json.loads(Path(p).read_text()) for p in metrics_paths]
-    panels = [(sec, key, label, lower) for sec, key, label, lower in COMPARED
-              if any(r.get(sec, {}).get("status") == "ok" for r in runs)]
+    panels = [
+        (sec, key, label, lower)
+        for sec, key, label, lower in COMPARED
+        if any(r.get(sec, {}).get("status") == "ok" for r in runs)
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.8), squeeze=False)
     from .tables import training_cells  # here: tables imports this module
 
@@ -144,8 +158,10 @@ def metrics_comparison(metrics_paths, outputs, *, title: str | None = None, dpi:
     names = []
     for r in runs:
         equal, iterations, gflop, seconds, generator = training_cells(r)
-        names.append(MODEL_TITLES.get(r["model"], r["model"]).split(" (")[0]
-                     + ("" if iterations == "n/a" else f"\n{iterations} it\n{gflop} GFLOP, {seconds} s\n{generator}"))
+        names.append(
+            MODEL_TITLES.get(r["model"], r["model"]).split(" (")[0]
+            + ("" if iterations == "n/a" else f"\n{iterations} it\n{gflop} GFLOP, {seconds} s\n{generator}")
+        )
     budgets = sorted({training_cells(r)[0] for r in runs} - {"n/a"})
     rng = np.random.default_rng(0)
     for ax, (sec, key, label, lower) in zip(axes[0], panels):
@@ -154,11 +170,24 @@ def metrics_comparison(metrics_paths, outputs, *, title: str | None = None, dpi:
             if pooled is not None:
                 ax.bar(i, pooled, color=model_color(run["model"], i), alpha=0.6, width=0.6)
                 # Boxed and above the per-label dots, so the value stays readable where they cluster.
-                ax.annotate(f"{pooled:.3g}", (i, pooled), ha="center", va="bottom", fontsize=8, zorder=4,
-                            bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
+                ax.annotate(
+                    f"{pooled:.3g}",
+                    (i, pooled),
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                    zorder=4,
+                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85),
+                )
             if per_label:
-                ax.scatter(i + rng.uniform(-0.15, 0.15, len(per_label)), per_label, s=10, color="k", zorder=3,
-                           label="per label" if i == 0 else None)
+                ax.scatter(
+                    i + rng.uniform(-0.15, 0.15, len(per_label)),
+                    per_label,
+                    s=10,
+                    color="k",
+                    zorder=3,
+                    label="per label" if i == 0 else None,
+                )
         ax.set_xticks(range(len(runs)), names)
         ax.set_ylabel(label)
         ax.set_title("lower is better" if lower else "higher is better", fontsize=8, color="0.4")
@@ -168,8 +197,16 @@ def metrics_comparison(metrics_paths, outputs, *, title: str | None = None, dpi:
     notes = {r.get("inception", {}).get("reason") for r in runs if r.get("inception", {}).get("status") == "skipped"}
     if notes:
         first = sorted({n.split(";")[0] for n in notes if n})  # the cause; metrics.json has the full fix
-        fig.text(0.01, -0.02, "Inception metrics skipped: " + "; ".join(first),
-                 fontsize=7, color="0.3", ha="left", va="top", wrap=True)
+        fig.text(
+            0.01,
+            -0.02,
+            "Inception metrics skipped: " + "; ".join(first),
+            fontsize=7,
+            color="0.3",
+            ha="left",
+            va="top",
+            wrap=True,
+        )
     n_gen = {sum((r["protocol"].get("n_generated") or {}).values()) for r in runs}
     equal = f"; equal budget per label: {', '.join(budgets)}" if budgets else ""
     fig.suptitle((title or "") + f"  (n generated per model: {', '.join(map(str, sorted(n_gen)))}{equal})", fontsize=10)
@@ -195,23 +232,46 @@ def fid_vs_time(json_paths, outputs, *, title: str | None = None, dpi: int = 150
         for i, run in enumerate(runs):
             pts = [p for p in run["points"] if p.get(space)]
             end = run.get("end")
-            if end and end.get(space) and not (pts and set(end["iterations_per_label"].values()) == {pts[-1]["iteration"]}):
+            if (
+                end
+                and end.get(space)
+                and not (pts and set(end["iterations_per_label"].values()) == {pts[-1]["iteration"]})
+            ):
                 pts = pts + [{**end, "fraction": None, "end": True}]
-                ax.plot(end["elapsed_seconds"], end[space]["fid"]["pooled"], "*", color=model_color(run["model"], i),
-                        markersize=11)
+                ax.plot(
+                    end["elapsed_seconds"],
+                    end[space]["fid"]["pooled"],
+                    "*",
+                    color=model_color(run["model"], i),
+                    markersize=11,
+                )
             t = [p["elapsed_seconds"] for p in pts]
             name = MODEL_TITLES.get(run["model"], run["model"]).split(" (")[0]
             for key, style, suffix in (("pooled", "-o", ""), ("intra_fid", "--s", " intra-FID")):
                 y = [np.nan if p[space]["fid"][key] is None else p[space]["fid"][key] for p in pts]
-                ax.plot(t, y, style, color=model_color(run["model"], i), label=name + suffix, markersize=5 if key == "pooled" else 4,
-                        linewidth=1.6 if key == "pooled" else 1.0, alpha=1.0 if key == "pooled" else 0.7)
+                ax.plot(
+                    t,
+                    y,
+                    style,
+                    color=model_color(run["model"], i),
+                    label=name + suffix,
+                    markersize=5 if key == "pooled" else 4,
+                    linewidth=1.6 if key == "pooled" else 1.0,
+                    alpha=1.0 if key == "pooled" else 0.7,
+                )
                 values += [v for v in y if np.isfinite(v) and v > 0]
             for p, x in zip(pts, t):  # the budget fraction at each pooled point; "end" where training ended
                 fid = p[space]["fid"]["pooled"]
                 text = "end" if p.get("end") else None if p.get("fraction") is None else f"{p['fraction']:g}"
                 if fid is not None and text is not None:
-                    ax.annotate(text, (x, fid), textcoords="offset points", xytext=(3, 3), fontsize=6,
-                                color=model_color(run["model"], i))
+                    ax.annotate(
+                        text,
+                        (x, fid),
+                        textcoords="offset points",
+                        xytext=(3, 3),
+                        fontsize=6,
+                        color=model_color(run["model"], i),
+                    )
         if values and max(values) / min(values) > 10:
             ax.set_yscale("log")
         ax.set_xlabel("training wall time (s; per-label models: mean over labels)")
@@ -220,11 +280,22 @@ def fid_vs_time(json_paths, outputs, *, title: str | None = None, dpi: int = 150
         ax.legend(fontsize=7, loc="best")
     skipped = {r.get("inception", {}).get("reason") for r in runs if r.get("inception", {}).get("status") == "skipped"}
     if "inception" not in spaces and any(skipped):
-        fig.text(0.01, -0.02, "Inception FID skipped: " + "; ".join(sorted(n.split(";")[0] for n in skipped if n)),
-                 fontsize=7, color="0.3", ha="left", va="top", wrap=True)
+        fig.text(
+            0.01,
+            -0.02,
+            "Inception FID skipped: " + "; ".join(sorted(n.split(";")[0] for n in skipped if n)),
+            fontsize=7,
+            color="0.3",
+            ha="left",
+            va="top",
+            wrap=True,
+        )
     n = sorted({r.get("samples_per_label") for r in runs})
-    fig.suptitle((title + "\n" if title else "") + "numbers beside the points: fraction of the iteration budget; "
-                 f"star (end): the final generators; n generated per label: {', '.join(map(str, n))}", fontsize=9)
+    fig.suptitle(
+        (title + "\n" if title else "") + "numbers beside the points: fraction of the iteration budget; "
+        f"star (end): the final generators; n generated per label: {', '.join(map(str, n))}",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.set_dpi(dpi)
     save_figure(fig, outputs)

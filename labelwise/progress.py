@@ -3,6 +3,7 @@
 Training (`labelwise.train.loop`) and data preparation (`labelwise.data`) both report this way, so
 a log shows the same "r <unit>/s ETA t" everywhere.  Torch-free: data preparation imports it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,10 +38,20 @@ class Progress:
             self._last = now
             rate = self.rate
             eta = (self.total - self.done) / rate if rate > 0 else math.inf
-            self.log.info("%s: %d/%d %s (%.0f%%) %.1f %s/s ETA %s", self.what, self.done, self.total, self.unit,
-                          100.0 * self.done / max(self.total, 1), rate, self.unit, format_eta(eta))
+            self.log.info(
+                "%s: %d/%d %s (%.0f%%) %.1f %s/s ETA %s",
+                self.what,
+                self.done,
+                self.total,
+                self.unit,
+                100.0 * self.done / max(self.total, 1),
+                rate,
+                self.unit,
+                format_eta(eta),
+            )
 
     def finish(self, note: str = "") -> None:
         seconds = time.monotonic() - self.start
-        self.log.info("%s: %d %s in %.1f s (%.1f %s/s)%s", self.what, self.done, self.unit, seconds, self.rate,
-                      self.unit, note)
+        self.log.info(
+            "%s: %d %s in %.1f s (%.1f %s/s)%s", self.what, self.done, self.unit, seconds, self.rate, self.unit, note
+        )

@@ -3,6 +3,7 @@
 Samples are cropped back to the dataset's native size (MNIST's 28x28 from the 32x32 network),
 so real and generated images are compared at the same size by the metrics.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,16 +45,36 @@ def draw(gen, info: dict, n: int, seed: int, device, batch_size: int = 256) -> n
     return generate(gen, n, label_seed(seed, info["label"]) + 3, device, tuple(info["image_size"]), batch_size)
 
 
-def sample_label(generator_path, out_path, n: int, seed: int, *, label: int | None = None, class_name: str | None = None,
-                 device: str = "auto", threads: int | None = None, batch_size: int = 256) -> None:
+def sample_label(
+    generator_path,
+    out_path,
+    n: int,
+    seed: int,
+    *,
+    label: int | None = None,
+    class_name: str | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    batch_size: int = 256,
+) -> None:
     """Draw `n` images of `label` (needed for a conditional generator; per-label ones know theirs)."""
     set_threads(threads)
     dev = select_device(device)
     gen, info = load_generator(generator_path, dev, label=label)
     label = info["label"]
     images = draw(gen, info, n, seed, dev, batch_size)
-    write_images(out_path, images, label=label, class_name=class_name, source="generated", model=info["model"],
-                 resolution=int(info["image_size"][0]), channels=images.shape[1], iterations=info["iterations"],
-                 # Which generator was sampled (the weight average?) and what its training got: metrics.json's "training".
-                 ema=json.dumps(info.get("ema")), training=json.dumps(info.get("training")))
+    write_images(
+        out_path,
+        images,
+        label=label,
+        class_name=class_name,
+        source="generated",
+        model=info["model"],
+        resolution=int(info["image_size"][0]),
+        channels=images.shape[1],
+        iterations=info["iterations"],
+        # Which generator was sampled (the weight average?) and what its training got: metrics.json's "training".
+        ema=json.dumps(info.get("ema")),
+        training=json.dumps(info.get("training")),
+    )
     log.info("[%s label %d] wrote %d samples to %s", info["model"], label, n, out_path)

@@ -6,6 +6,7 @@ one row per k (time to solution, i.e. the makespan, efficiency T1/Tk, and whethe
 overlapped); `scaling_figure` draws time to solution and efficiency against k.  The study's design
 and what each piece records: docs/scaling.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,27 +18,55 @@ import shutil
 import socket
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .trainlog import last_log_row
 
 # The columns of summary.csv, in order.
 SUMMARY_COLUMNS = (
-    "k", "n_jobs", "makespan_s", "mean_job_s", "max_job_s", "mean_train_s", "efficiency", "train_efficiency", "base_k",
-    "overlap", "max_concurrent", "start_spread_s", "hosts", "gpus", "device_kind", "threads",
+    "k",
+    "n_jobs",
+    "makespan_s",
+    "mean_job_s",
+    "max_job_s",
+    "mean_train_s",
+    "efficiency",
+    "train_efficiency",
+    "base_k",
+    "overlap",
+    "max_concurrent",
+    "start_spread_s",
+    "hosts",
+    "gpus",
+    "device_kind",
+    "threads",
 )
 # The columns of jobs.csv (one row per training job), in order.
 JOB_COLUMNS = (
-    "k", "slot", "label", "host", "device", "gpu_name", "cuda_visible_devices", "threads", "launched",
-    "start", "end", "seconds", "train_seconds", "iterations", "loadavg_1min",
+    "k",
+    "slot",
+    "label",
+    "host",
+    "device",
+    "gpu_name",
+    "cuda_visible_devices",
+    "threads",
+    "launched",
+    "start",
+    "end",
+    "seconds",
+    "train_seconds",
+    "iterations",
+    "loadavg_1min",
 )
 
 
 # --- the job wrapper --------------------------------------------------------------------------------
 
+
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).astimezone().isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(t, UTC).astimezone().isoformat(timespec="milliseconds")
 
 
 def _device_info(requested: str | None) -> dict:
@@ -120,6 +149,7 @@ def main(argv=None) -> int:
 
 # --- summary maths -----------------------------------------------------------------------------------
 
+
 def read_records(paths) -> list[dict]:
     return [json.loads(Path(p).read_text()) for p in paths]
 
@@ -148,7 +178,11 @@ def group_stats(records: list[dict]) -> dict:
     train = [float(r["train_seconds"]) for r in records if r.get("train_seconds") is not None]
     kinds = {str(r.get("device", "cpu")).split(":")[0] for r in records}
     threads = {r.get("threads") for r in records}
-    gpus = {(r.get("host"), r.get("gpu_uuid") or r.get("device")) for r in records if str(r.get("device", "")).startswith("cuda")}
+    gpus = {
+        (r.get("host"), r.get("gpu_uuid") or r.get("device"))
+        for r in records
+        if str(r.get("device", "")).startswith("cuda")
+    }
     return {
         "k": ks.pop(),
         "n_jobs": len(records),
@@ -252,6 +286,7 @@ def read_summary(path) -> list[dict]:
 
 # --- the figure --------------------------------------------------------------------------------------
 
+
 def scaling_figure(rows: list[dict], outputs, *, title: str | None = None, dpi: int = 150) -> None:
     """Two panels against k (log2): time to solution with the ideal flat line, and efficiency T1/Tk
     with the ideal 1.0. Groups that did not run concurrently are drawn hollow and named below."""
@@ -275,8 +310,14 @@ def scaling_figure(rows: list[dict], outputs, *, title: str | None = None, dpi: 
 
     fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(9.6, 3.9))
     panels = (
-        (ax_t, "makespan_s", "time to solution (s)\nfirst job launched → last job done", base["makespan_s"],
-         f"ideal (flat at k = {base['k']})", "time to solution (makespan)"),
+        (
+            ax_t,
+            "makespan_s",
+            "time to solution (s)\nfirst job launched → last job done",
+            base["makespan_s"],
+            f"ideal (flat at k = {base['k']})",
+            "time to solution (makespan)",
+        ),
         (ax_e, "efficiency", f"weak-scaling efficiency T{base['k']} / Tk", 1.0, "ideal (1.0)", "from time to solution"),
     )
     for ax, key, ylabel, ideal, ideal_label, label in panels:
@@ -287,7 +328,9 @@ def scaling_figure(rows: list[dict], outputs, *, title: str | None = None, dpi: 
         if good:
             ax.plot(*zip(*good), "o", color="C0", ms=6, zorder=3, label=label)
         if hollow:
-            ax.plot(*zip(*hollow), "o", mfc="white", mec="C3", mew=1.5, ms=7, zorder=3, label="not concurrent (see below)")
+            ax.plot(
+                *zip(*hollow), "o", mfc="white", mec="C3", mew=1.5, ms=7, zorder=3, label="not concurrent (see below)"
+            )
         for k, y in zip(ks, ys):
             if math.isfinite(y):
                 ax.annotate(f"{y:.3g}", (k, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
@@ -304,15 +347,19 @@ def scaling_figure(rows: list[dict], outputs, *, title: str | None = None, dpi: 
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     # Where the time goes: a job's whole wall time, and its training loop alone (no start-up).
-    for key, style, color, label in (("mean_job_s", "s:", "C1", "mean wall time of one job"),
-                                     ("mean_train_s", "^:", "C2", "mean training loop of one job")):
+    for key, style, color, label in (
+        ("mean_job_s", "s:", "C1", "mean wall time of one job"),
+        ("mean_train_s", "^:", "C2", "mean training loop of one job"),
+    ):
         ys = [r[key] for r in rows]
         if any(math.isfinite(y) for y in ys):
             ax_t.plot(ks, ys, style, color=color, ms=4, lw=1, label=label, zorder=2)
     ys = [r.get("train_efficiency", math.nan) for r in rows]
     if any(math.isfinite(y) for y in ys):
         ax_e.plot(ks, ys, "^:", color="C2", ms=4, lw=1, label="training loop only", zorder=2)
-    top = max([1.0] + [v for r in rows for v in (r["efficiency"], r.get("train_efficiency", math.nan)) if math.isfinite(v)])
+    top = max(
+        [1.0] + [v for r in rows for v in (r["efficiency"], r.get("train_efficiency", math.nan)) if math.isfinite(v)]
+    )
     ax_e.set_ylim(0, top * 1.2)
     times = [v for r in rows for v in (r["makespan_s"], r["mean_job_s"], r["mean_train_s"]) if math.isfinite(v)]
     ax_t.set_ylim(0, max(times) * 1.25 if times else 1)
@@ -323,9 +370,18 @@ def scaling_figure(rows: list[dict], outputs, *, title: str | None = None, dpi: 
     fig.tight_layout()
     warnings = [f"k = {k}: {why}" for k, why in problems if why]
     if warnings:
-        fig.text(0.01, -0.01, "Not a concurrent measurement — " + "; ".join(warnings)
-                 + ". Give the run at least k cores/GPUs at once (--cores, --resources gpu=).",
-                 fontsize=8, color="C3", ha="left", va="top", wrap=True)
+        fig.text(
+            0.01,
+            -0.01,
+            "Not a concurrent measurement — "
+            + "; ".join(warnings)
+            + ". Give the run at least k cores/GPUs at once (--cores, --resources gpu=).",
+            fontsize=8,
+            color="C3",
+            ha="left",
+            va="top",
+            wrap=True,
+        )
     fig.set_dpi(dpi)
     save_figure(fig, outputs)
 

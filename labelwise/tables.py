@@ -1,4 +1,5 @@
 """The papers' comparison table: one row per model, pooled metrics, as CSV, Markdown and LaTeX."""
+
 from __future__ import annotations
 
 import csv
@@ -56,8 +57,13 @@ def training_cells(metrics: dict) -> list[str]:
         equal = f"{budget['gflop']:g} GFLOP"
     elif equal == "iterations":
         equal = f"{budget['iterations']} iterations"
-    return [equal, f"{t['total']['iterations'] / n:.0f}", f"{t['total']['gflop'] / n:.0f}",
-            f"{t['total']['seconds'] / n:.0f}", generator]
+    return [
+        equal,
+        f"{t['total']['iterations'] / n:.0f}",
+        f"{t['total']['gflop'] / n:.0f}",
+        f"{t['total']['seconds'] / n:.0f}",
+        generator,
+    ]
 
 
 def table_rows(metrics_paths) -> tuple[list[str], list[list[str]]]:
@@ -66,13 +72,20 @@ def table_rows(metrics_paths) -> tuple[list[str], list[list[str]]]:
     for path in metrics_paths:
         m = json.loads(Path(path).read_text())
         n = sum((m.get("protocol", {}).get("n_generated") or {}).values())
-        rows.append([MODEL_TITLES.get(m["model"], m["model"]), str(n), *training_cells(m),
-                     *(_cell(m, *c[1:]) for c in COLUMNS)])
+        rows.append(
+            [MODEL_TITLES.get(m["model"], m["model"]), str(n), *training_cells(m), *(_cell(m, *c[1:]) for c in COLUMNS)]
+        )
     return header, rows
 
 
 def _latex_escape(text: str) -> str:
-    return text.replace("&", r"\&").replace("%", r"\%").replace("_", r"\_").replace("±", r"$\pm$").replace("×10³", r"$\times 10^3$")
+    return (
+        text.replace("&", r"\&")
+        .replace("%", r"\%")
+        .replace("_", r"\_")
+        .replace("±", r"$\pm$")
+        .replace("×10³", r"$\times 10^3$")
+    )
 
 
 def write_tables(metrics_paths, csv_path, markdown_path, latex_path, *, caption: str = "") -> None:
@@ -82,8 +95,17 @@ def write_tables(metrics_paths, csv_path, markdown_path, latex_path, *, caption:
     write_text(csv_path, buf.getvalue())
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
     write_text(markdown_path, (f"{caption}\n\n" if caption else "") + "\n".join(md) + "\n")
-    tex = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
-           " & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule",
-           *(" & ".join(_latex_escape(c) for c in r) + r" \\" for r in rows),
-           r"\bottomrule", r"\end{tabular}", rf"\caption{{{_latex_escape(caption)}}}" if caption else "", r"\end{table}"]
+    tex = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+        r"\toprule",
+        " & ".join(_latex_escape(h) for h in header) + r" \\",
+        r"\midrule",
+        *(" & ".join(_latex_escape(c) for c in r) + r" \\" for r in rows),
+        r"\bottomrule",
+        r"\end{tabular}",
+        rf"\caption{{{_latex_escape(caption)}}}" if caption else "",
+        r"\end{table}",
+    ]
     write_text(latex_path, "\n".join(line for line in tex if line) + "\n")

@@ -1,6 +1,7 @@
 """The training log CSV (iteration, wall_seconds, losses, ...): written by both training loops, read
 by the figures, the FID-against-time curve and the weak-scaling job records.  numpy only, so that
 figure and evaluation jobs need no torch for it."""
+
 from __future__ import annotations
 
 import math
@@ -41,4 +42,6 @@ def write_log(path, rows) -> None:
         with open(tmp, "w") as f:
             f.write(",".join(LOG_COLUMNS) + "\n")
             for r in rows:
-                f.write(f"{int(r[0])},{r[1]:.3f}," + ",".join("" if math.isnan(v) else f"{v:.6g}" for v in r[2:]) + "\n")
+                f.write(
+                    f"{int(r[0])},{r[1]:.3f}," + ",".join("" if math.isnan(v) else f"{v:.6g}" for v in r[2:]) + "\n"
+                )

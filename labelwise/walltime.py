@@ -6,6 +6,7 @@ must cover the work on a slow device of its kind; asking for much more only queu
 Training's wall time comes from its own budget instead (rules/common.smk, `model_runtime_minutes`).
 Torch-free: rules/common.smk calls it at parse time.
 """
+
 from __future__ import annotations
 
 import math

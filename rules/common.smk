@@ -45,6 +45,8 @@ try:  # every output lies under results/<dataset>/ or logs/<dataset>/: the name 
     labelwise.paths.dataset_dir("logs", DATASET)
 except LabelwiseError as exc:
     _config_error(exc)
+
+
 def path(kind, **fields):
     """The pipeline's path of `kind` (labelwise.plan.LAYOUT) in this dataset's results tree; fields
     not given stay wildcards."""
@@ -255,8 +257,16 @@ TRAIN_RUNTIME_ARGS = (
 )
 
 
-def train_shell(label, shard, generator, train_log, checkpoints="{params.checkpoints:q}", model="{wildcards.model}",
-                snapshots=SNAPSHOTS_ARG, command="{LAUNCHER} labelwise train"):
+def train_shell(
+    label,
+    shard,
+    generator,
+    train_log,
+    checkpoints="{params.checkpoints:q}",
+    model="{wildcards.model}",
+    snapshots=SNAPSHOTS_ARG,
+    command="{LAUNCHER} labelwise train",
+):
     """The shell command (a Snakemake format string) that trains `model` on `label`'s shard(s): the
     arguments are the rule's placeholders; `label` None for a conditional model (all labels)."""
     label_arg = "" if label is None else f" --label {label}"
@@ -265,7 +275,6 @@ def train_shell(label, shard, generator, train_log, checkpoints="{params.checkpo
         f" --generator {generator} --log {train_log} --checkpoints {checkpoints}{TRAIN_RUNTIME_ARGS}{snapshots}"
         " 2> {log:q}"
     )
-
 
 
 # Weak scaling (rules/scaling.smk).
@@ -298,7 +307,9 @@ def scaling_settings(wildcards):
         "minutes": None,
         "checkpoint_every": SCALING["checkpoint_every"] or config["budget"]["checkpoint_every"],
     }
-    return json.dumps(labelwise.plan.train_settings(config, wildcards.model, len(LABELS), budget=budget), sort_keys=True)
+    return json.dumps(
+        labelwise.plan.train_settings(config, wildcards.model, len(LABELS), budget=budget), sort_keys=True
+    )
 
 
 def scaling_train_inputs(wildcards):

@@ -10,16 +10,16 @@ if DATA["source"] == "imagefolder":
     rule prepare_label:
         output:
             shard=path("shard"),
-        params:
-            data=prepare_label_params(),
-            out_dir=DS,
-        threads: config["runtime"]["threads"]  # decoding threads
         log:
             path("log", job="prepare/{label}"),
         benchmark:
             path("benchmark", job="prepare/{label}")
         conda:
             "../envs/data.yaml"
+        threads: config["runtime"]["threads"]  # decoding threads
+        params:
+            data=prepare_label_params(),
+            out_dir=DS,
         script:
             "../workflow/scripts/prepare_label.py"
 
@@ -28,16 +28,16 @@ if DATA["source"] == "imagefolder":
             shards=expand(path("shard"), label=SHARDED_LABELS),
         output:
             meta=path("meta"),
-        params:
-            data=prepare_params(),
-            name=DATASET,
-            out_dir=DS,
         log:
             path("log", job="prepare"),
         benchmark:
             path("benchmark", job="prepare")
         conda:
             "../envs/data.yaml"
+        params:
+            data=prepare_params(),
+            name=DATASET,
+            out_dir=DS,
         script:
             "../workflow/scripts/prepare.py"
 
@@ -47,15 +47,15 @@ else:
         output:
             meta=path("meta"),
             shards=expand(path("shard"), label=SHARDED_LABELS),
-        params:
-            data=prepare_params(),
-            name=DATASET,
-            out_dir=DS,
         log:
             path("log", job="prepare"),
         benchmark:
             path("benchmark", job="prepare")
         conda:
             "../envs/data.yaml"
+        params:
+            data=prepare_params(),
+            name=DATASET,
+            out_dir=DS,
         script:
             "../workflow/scripts/prepare.py"

@@ -13,10 +13,12 @@ rule classifier:
     output:
         weights=path("classifier"),
         summary=path("classifier_summary"),
-    params:
-        labels=SHARDED_LABELS,
-        epochs=config["evaluation"]["classifier_epochs"],
-        seed=config["seed"],
+    log:
+        path("log", job="classifier"),
+    benchmark:
+        path("benchmark", job="classifier")
+    conda:
+        "../envs/evaluate.yaml"
     threads: config["runtime"]["threads"]
     resources:
         gpu=evaluation_gpus,
@@ -25,12 +27,10 @@ rule classifier:
             "classifier",
             lambda w: {"classifier": 3 * EVALUATION["classifier_epochs"] * len(SHARDED_LABELS) * REAL_PER_LABEL},
         ),
-    log:
-        path("log", job="classifier"),
-    benchmark:
-        path("benchmark", job="classifier")
-    conda:
-        "../envs/evaluate.yaml"
+    params:
+        labels=SHARDED_LABELS,
+        epochs=config["evaluation"]["classifier_epochs"],
+        seed=config["seed"],
     script:
         "../workflow/scripts/classifier.py"
 
@@ -40,18 +40,18 @@ rule real_stats:
         unpack(real_stats_inputs),
     output:
         stats=expand(path("stats", space="{{space}}"), label=LABELS),
-    params:
-        inception=inception_params,
-    threads: config["runtime"]["threads"]
-    resources:
-        gpu=evaluation_gpus,
-        runtime=evaluation_runtime("real_stats", lambda w: {w.space: len(LABELS) * REAL_PER_LABEL}),
     log:
         path("log", job="stats/{space}"),
     benchmark:
         path("benchmark", job="stats/{space}")
     conda:
         "../envs/evaluate.yaml"
+    threads: config["runtime"]["threads"]
+    resources:
+        gpu=evaluation_gpus,
+        runtime=evaluation_runtime("real_stats", lambda w: {w.space: len(LABELS) * REAL_PER_LABEL}),
+    params:
+        inception=inception_params,
     script:
         "../workflow/scripts/real_stats.py"
 
@@ -70,20 +70,20 @@ rule evaluate:
             subcategory="{model}",
             caption="../workflow/report/metrics_table.rst",
         ),
-    params:
-        evaluation=config["evaluation"],
-        labels=LABELS,
-        stats_dir=path("stats_dir"),
-    threads: config["runtime"]["threads"]
-    resources:
-        gpu=evaluation_gpus,
-        runtime=evaluation_runtime("evaluate", lambda w: {space: N_GENERATED for space in SPACES}),
     log:
         path("log", job="evaluate/{model}"),
     benchmark:
         path("benchmark", job="evaluate/{model}")
     conda:
         "../envs/evaluate.yaml"
+    threads: config["runtime"]["threads"]
+    resources:
+        gpu=evaluation_gpus,
+        runtime=evaluation_runtime("evaluate", lambda w: {space: N_GENERATED for space in SPACES}),
+    params:
+        evaluation=config["evaluation"],
+        labels=LABELS,
+        stats_dir=path("stats_dir"),
     script:
         "../workflow/scripts/evaluate.py"
 
@@ -102,11 +102,12 @@ rule snapshot_metrics:
     output:
         json=path("fid_vs_time", ext="json"),
         csv=path("fid_vs_time", ext="csv"),
-    params:
-        evaluation=config["evaluation"],
-        labels=LABELS,
-        seed=config["seed"],
-        stats_dir=path("stats_dir"),
+    log:
+        path("log", job="evaluate/fid_vs_time_{model}"),
+    benchmark:
+        path("benchmark", job="evaluate/fid_vs_time_{model}")
+    conda:
+        "../envs/evaluate.yaml"
     threads: config["runtime"]["threads"]
     resources:
         gpu=evaluation_gpus,
@@ -115,11 +116,10 @@ rule snapshot_metrics:
             "snapshot_metrics",
             lambda w: {net: len(SNAPSHOTS) * N_GENERATED for net in ("generator", *SPACES)},
         ),
-    log:
-        path("log", job="evaluate/fid_vs_time_{model}"),
-    benchmark:
-        path("benchmark", job="evaluate/fid_vs_time_{model}")
-    conda:
-        "../envs/evaluate.yaml"
+    params:
+        evaluation=config["evaluation"],
+        labels=LABELS,
+        seed=config["seed"],
+        stats_dir=path("stats_dir"),
     script:
         "../workflow/scripts/snapshot_metrics.py"

@@ -13,14 +13,14 @@ rule sample_grid:
             caption="../workflow/report/sample_grid.rst",
         ),
         pdf=path("figure", name="samples_{model}", ext="pdf"),
+    log:
+        path("log", job="figures/samples_{model}"),
+    localrule: True
+    conda:
+        "../envs/figures.yaml"
     params:
         figures=config["figures"],
         dataset=DATASET,
-    localrule: True
-    log:
-        path("log", job="figures/samples_{model}"),
-    conda:
-        "../envs/figures.yaml"
     script:
         "../workflow/scripts/sample_grid.py"
 
@@ -35,14 +35,14 @@ rule training_curves:
             caption="../workflow/report/training_curves.rst",
         ),
         pdf=path("figure", name="training_curves_{model}", ext="pdf"),
+    log:
+        path("log", job="figures/training_curves_{model}"),
+    localrule: True
+    conda:
+        "../envs/figures.yaml"
     params:
         figures=config["figures"],
         dataset=DATASET,
-    localrule: True
-    log:
-        path("log", job="figures/training_curves_{model}"),
-    conda:
-        "../envs/figures.yaml"
     script:
         "../workflow/scripts/training_curves.py"
 
@@ -57,14 +57,14 @@ rule metrics_comparison:
             caption="../workflow/report/metrics_comparison.rst",
         ),
         pdf=path("figure", name="metrics_comparison", ext="pdf"),
+    log:
+        path("log", job="figures/metrics_comparison"),
+    localrule: True
+    conda:
+        "../envs/figures.yaml"
     params:
         figures=config["figures"],
         dataset=DATASET,
-    localrule: True
-    log:
-        path("log", job="figures/metrics_comparison"),
-    conda:
-        "../envs/figures.yaml"
     script:
         "../workflow/scripts/metrics_comparison.py"
 
@@ -76,23 +76,23 @@ rule paper_table:
         csv=report(path("paper_table", ext="csv"), category="Paper", caption="../workflow/report/paper_table.rst"),
         md=path("paper_table", ext="md"),
         tex=path("paper_table", ext="tex"),
-    params:
-        caption=lambda w: labelwise.plan.paper_table_caption(config, len(LABELS)),
-    localrule: True
     log:
         path("log", job="figures/paper_table"),
+    localrule: True
     conda:
         "../envs/figures.yaml"
+    params:
+        caption=lambda w: labelwise.plan.paper_table_caption(config, len(LABELS)),
     script:
         "../workflow/scripts/paper_table.py"
 
 
 # `snakemake paper`: every figure and table of the papers for the configured dataset and models.
 rule paper:
+    default_target: False
     input:
         all_outputs(),
         paper_outputs(),
-    default_target: False
 
 
 rule fid_vs_time_figure:
@@ -105,13 +105,13 @@ rule fid_vs_time_figure:
             caption="../workflow/report/fid_vs_time.rst",
         ),
         pdf=path("figure", name="fid_vs_time", ext="pdf"),
+    log:
+        path("log", job="figures/fid_vs_time"),
+    localrule: True
+    conda:
+        "../envs/figures.yaml"
     params:
         figures=config["figures"],
         dataset=DATASET,
-    localrule: True
-    log:
-        path("log", job="figures/fid_vs_time"),
-    conda:
-        "../envs/figures.yaml"
     script:
         "../workflow/scripts/fid_vs_time.py"

@@ -20,22 +20,22 @@ rule scaling_train:
         unpack(scaling_train_inputs),
     output:
         record=path("scaling_record"),
+    log:
+        path("log", job="scaling/{model}/k{k}/job{slot}"),
+    wildcard_constraints:
+        k=r"\d+",
+        slot=r"\d+",
+    conda:
+        "../envs/train.yaml"
+    threads: config["runtime"]["threads"]
+    resources:
+        runtime=60,  # minutes (a short fixed budget); a profile may set its own
+        gpu=train_gpus,
     params:
         label=scaling_label,
         settings=scaling_settings,
         # Scratch (not outputs): the generator, log and checkpoints of a timing run; nothing reads them.
         scratch=lambda w: path("scaling_scratch", model=w.model, k=w.k, slot=w.slot),
-    threads: config["runtime"]["threads"]
-    resources:
-        runtime=60,  # minutes (a short fixed budget); a profile may set its own
-        gpu=train_gpus,
-    wildcard_constraints:
-        k=r"\d+",
-        slot=r"\d+",
-    log:
-        path("log", job="scaling/{model}/k{k}/job{slot}"),
-    conda:
-        "../envs/train.yaml"
     # As rule train, inside the wrapper SCALING_JOB_COMMAND.
     shell:
         train_shell(
@@ -86,15 +86,15 @@ rule scaling_figure:
             caption="../workflow/report/scaling.rst",
         ),
         pdf=path("figure", name="weak_scaling", ext="pdf"),
+    log:
+        path("log", job="figures/weak_scaling"),
+    localrule: True
+    conda:
+        "../envs/figures.yaml"
     params:
         figures=config["figures"],
         dataset=DATASET,
         model=SCALING_MODEL,
         iterations=SCALING["iterations"],
-    localrule: True
-    log:
-        path("log", job="figures/weak_scaling"),
-    conda:
-        "../envs/figures.yaml"
     script:
         "../workflow/scripts/scaling_figure.py"

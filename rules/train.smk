@@ -8,29 +8,30 @@
 
 
 if LABELS_PER_JOB == 1:
+
     rule train:
         input:
             shard=path("shard"),
             meta=META,
         output:
+            **({"snapshots": path("snapshots")} if SNAPSHOTS else {}),
             generator=path("generator"),
             log=path("train_log"),
             # Only with budget.snapshots: the snapshots themselves stay in the checkpoint directory.
-            **({"snapshots": path("snapshots")} if SNAPSHOTS else {}),
-        params:
-            settings=train_settings,
-            checkpoints=lambda w: path("checkpoints", model=w.model, label=w.label),
-            **PRECISION_PARAM,
-        threads: config["runtime"]["threads"]
-        resources:
-            runtime=train_runtime_minutes,
-            gpu=train_gpus,
         log:
             path("log", job="train/{model}/{label}"),
         benchmark:
             path("benchmark", job="train/{model}/{label}")
         conda:
             "../envs/train.yaml"
+        threads: config["runtime"]["threads"]
+        resources:
+            runtime=train_runtime_minutes,
+            gpu=train_gpus,
+        params:
+            **PRECISION_PARAM,
+            settings=train_settings,
+            checkpoints=lambda w: path("checkpoints", model=w.model, label=w.label),
         # A shell rule (not script:) so that allocation mode can put the site launcher in front of it.
         shell:
             train_shell("{wildcards.label}", "{input.shard:q}", "{output.generator:q}", "{output.log:q}")
@@ -45,24 +46,24 @@ else:
                 shards=[path("shard", label=k) for k in pack],
                 meta=META,
             output:
+                **({"snapshots": [path("snapshots", label=k) for k in pack]} if SNAPSHOTS else {}),
                 generators=[path("generator", label=k) for k in pack],
                 logs=[path("train_log", label=k) for k in pack],
-                **({"snapshots": [path("snapshots", label=k) for k in pack]} if SNAPSHOTS else {}),
-            params:
-                settings=train_settings,
-                labels=pack,
-                checkpoints=lambda w, pack=pack: [path("checkpoints", model=w.model, label=k) for k in pack],
-                **PRECISION_PARAM,
-            threads: config["runtime"]["threads"]
-            resources:
-                runtime=train_runtime_minutes,
-                gpu=train_gpus,
             log:
                 path("log", job=f"train/{{model}}/labels_{pack[0]}-{pack[-1]}"),
             benchmark:
                 path("benchmark", job=f"train/{{model}}/labels_{pack[0]}-{pack[-1]}")
             conda:
                 "../envs/train.yaml"
+            threads: config["runtime"]["threads"]
+            resources:
+                runtime=train_runtime_minutes,
+                gpu=train_gpus,
+            params:
+                **PRECISION_PARAM,
+                settings=train_settings,
+                labels=pack,
+                checkpoints=lambda w, pack=pack: [path("checkpoints", model=w.model, label=k) for k in pack],
             shell:
                 train_shell("{params.labels:q}", "{input.shards:q}", "{output.generators:q}", "{output.logs:q}")
 
@@ -77,23 +78,27 @@ for conditional_model in CONDITIONAL_MODELS:
             shards=expand(path("shard"), label=LABELS),
             meta=META,
         output:
+            **(
+                {"snapshots": path("snapshots", model=conditional_model, label=labelwise.models.ALL)}
+                if SNAPSHOTS
+                else {}
+            ),
             generator=path("generator", model=conditional_model, label=labelwise.models.ALL),
             log=path("train_log", model=conditional_model, label=labelwise.models.ALL),
-            **({"snapshots": path("snapshots", model=conditional_model, label=labelwise.models.ALL)} if SNAPSHOTS else {}),
-        params:
-            settings=lambda w, model=conditional_model: model_train_settings(model),
-            checkpoints=path("checkpoints", model=conditional_model, label=labelwise.models.ALL),
-            **PRECISION_PARAM,
-        threads: config["runtime"]["threads"]
-        resources:
-            runtime=lambda w, model=conditional_model: model_runtime_minutes(model),
-            gpu=train_gpus,
         log:
             path("log", job=f"train/{conditional_model}/{labelwise.models.ALL}"),
         benchmark:
             path("benchmark", job=f"train/{conditional_model}/{labelwise.models.ALL}")
         conda:
             "../envs/train.yaml"
+        threads: config["runtime"]["threads"]
+        resources:
+            runtime=lambda w, model=conditional_model: model_runtime_minutes(model),
+            gpu=train_gpus,
+        params:
+            **PRECISION_PARAM,
+            settings=lambda w, model=conditional_model: model_train_settings(model),
+            checkpoints=path("checkpoints", model=conditional_model, label=labelwise.models.ALL),
         shell:
             train_shell(None, "{input.shards:q}", "{output.generator:q}", "{output.log:q}", model=conditional_model)
 
@@ -105,18 +110,18 @@ rule sample:
         meta=META,
     output:
         samples=expand(path("samples", model="{{model}}"), label=LABELS),
+    log:
+        path("log", job="sample/{model}"),
+    conda:
+        "../envs/train.yaml"
+    threads: config["runtime"]["threads"]
+    resources:
+        gpu=evaluation_gpus,
+        runtime=evaluation_runtime("sample", lambda w: {"generator": N_GENERATED}),
     params:
         labels=LABELS,
         n=config["evaluation"]["samples_per_label"],
         batch_size=config["evaluation"]["batch_size"],
         seed=config["seed"],
-    threads: config["runtime"]["threads"]
-    resources:
-        gpu=evaluation_gpus,
-        runtime=evaluation_runtime("sample", lambda w: {"generator": N_GENERATED}),
-    log:
-        path("log", job="sample/{model}"),
-    conda:
-        "../envs/train.yaml"
     script:
         "../workflow/scripts/sample.py"

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny shards and tiny training settings that run in seconds on a CPU."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,15 @@ from labelwise.images import write_images
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LABELWISE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
-TINY_MODEL = {"width": 4, "latent_dim": 8, "batch_size": 8, "lr": 1e-3, "betas": [0.5, 0.9], "critic_steps": 2, "gp_lambda": 10.0}
+TINY_MODEL = {
+    "width": 4,
+    "latent_dim": 8,
+    "batch_size": 8,
+    "lr": 1e-3,
+    "betas": [0.5, 0.9],
+    "critic_steps": 2,
+    "gp_lambda": 10.0,
+}
 
 
 @pytest.fixture
@@ -32,7 +41,9 @@ def make_shard(tmp_path):
         rng = np.random.default_rng(seed + label)
         images = rng.integers(0, 256, (n, channels, size, size), dtype=np.uint8)
         path = tmp_path / "shards" / f"{label}.h5"
-        write_images(path, images, label=label, class_name=str(label), source="test", resolution=size, channels=channels)
+        write_images(
+            path, images, label=label, class_name=str(label), source="test", resolution=size, channels=channels
+        )
         return path
 
     return make
@@ -62,18 +73,20 @@ def workflow_rules(snakefile: Path, configfiles: list[Path], workdir: Path) -> l
     attribute (tests/test_private_names.py, tools/snakemake_lint.py). What depends on them is also
     checked by behaviour: the jobs a dry run submits (test_cluster_jobs), the envs that build.
     """
+    configs = [str(p) for p in configfiles]
     code = (
         "import json\nfrom pathlib import Path\n"
         "from snakemake.api import SnakemakeApi\n"
         "from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings\n"
         "with SnakemakeApi(OutputSettings()) as api:\n"
         f"    wf = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=Path({str(snakefile)!r}),\n"
-        f"                      config_settings=ConfigSettings(configfiles=[Path(p) for p in {[str(p) for p in configfiles]!r}]),\n"
+        f"                      config_settings=ConfigSettings(configfiles=[Path(p) for p in {configs!r}]),\n"
         f"                      workdir=Path({str(workdir)!r}))\n"
         "    w = wf._workflow\n"
         "    print(json.dumps([{'name': r.name, 'basedir': str(r.basedir), 'env': r.conda_env, 'script': r.script,\n"
         "                       'shell': r.shellcmd,\n"
-        "                       'local': r.group is None and (r.name in w._localrules or r.norun)} for r in w.rules]))\n"
+        "                       'local': r.group is None and (r.name in w._localrules or r.norun)}\n"
+        "                      for r in w.rules]))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -140,6 +153,8 @@ def pytest_sessionfinish(session, exitstatus):
     leaked = {name: pid for name, pid in suite_daemons().items() if before.get(name) != pid}
     if leaked:
         listed = ", ".join(f"{name} (pid {pid})" for name, pid in sorted(leaked.items()))
-        sys.stderr.write(f"\nERROR: the test suite left {listed} running; stop them with "
-                         "tests/cluster/slurm_down.sh and fix the fixture that started them\n")
+        sys.stderr.write(
+            f"\nERROR: the test suite left {listed} running; stop them with "
+            "tests/cluster/slurm_down.sh and fix the fixture that started them\n"
+        )
         session.exitstatus = 1

@@ -1,6 +1,7 @@
 """Issue 13's training additions: DiffAugment, the generator weight average (EMA), two learning
 rates and the counted-FLOP budget — what they compute, and that packed training and resuming
 keep their guarantees with them on."""
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,9 @@ def shards(make_shard):
 
 
 def outputs_for(root):
-    return [Outputs(generator=root / f"g{k}.pt", log=root / f"log{k}.csv", checkpoints=root / f"ckpt{k}")
-            for k in LABELS]
+    return [
+        Outputs(generator=root / f"g{k}.pt", log=root / f"log{k}.csv", checkpoints=root / f"ckpt{k}") for k in LABELS
+    ]
 
 
 def weights(path):
@@ -66,8 +68,10 @@ def test_augmentation_operations_do_what_they_say():
     cut = A.apply(x + 1, {"cut_y": torch.tensor([4, 0]), "cut_x": torch.tensor([4, 0])})
     assert (cut[0] == 0).sum() == 16 and torch.equal(cut[0, 0, 2:6, 2:6], torch.zeros(4, 4, dtype=x.dtype))
     assert (cut[1] == 0).sum() == 4  # clipped at the corner: rows/cols 0..1
-    colour = A.apply(torch.zeros(1, 1, 2, 2), {"brightness": torch.tensor([0.25]), "saturation": torch.tensor([2.0]),
-                                               "contrast": torch.tensor([1.0])})
+    colour = A.apply(
+        torch.zeros(1, 1, 2, 2),
+        {"brightness": torch.tensor([0.25]), "saturation": torch.tensor([2.0]), "contrast": torch.tensor([1.0])},
+    )
     assert torch.allclose(colour, torch.full((1, 1, 2, 2), 0.25))
 
 
@@ -163,8 +167,20 @@ def test_ema_and_augment_survive_a_kill_bit_identically(tmp_path, shards, tiny_s
     settings = dict(tiny_settings, width=8, augment="diffaugment", ema=0.95)
 
     def cmd(root):
-        return [sys.executable, "-c", _SCRIPT, json.dumps({"shard": str(shards[0]), "root": str(root), "model": model,
-                "settings": settings, "budget": {"iterations": 150, "checkpoint_every": 10}})]
+        return [
+            sys.executable,
+            "-c",
+            _SCRIPT,
+            json.dumps(
+                {
+                    "shard": str(shards[0]),
+                    "root": str(root),
+                    "model": model,
+                    "settings": settings,
+                    "budget": {"iterations": 150, "checkpoint_every": 10},
+                }
+            ),
+        ]
 
     subprocess.run(cmd(tmp_path / "straight"), check=True, capture_output=True)
     proc = subprocess.Popen(cmd(tmp_path / "killed"), stderr=subprocess.DEVNULL)

@@ -1,5 +1,6 @@
 """`labelwise` subcommands in-process: every stage of a tiny run without Snakemake, and the error
 that says which stage to run first."""
+
 from __future__ import annotations
 
 import json
@@ -8,10 +9,9 @@ import h5py
 import pytest
 import torch
 import yaml
+from conftest import TINY_MODEL
 
 from labelwise.cli import main
-
-from conftest import TINY_MODEL
 
 LABELS = (0, 7)
 

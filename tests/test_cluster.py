@@ -22,6 +22,7 @@ Needs root (slurm_up.sh installs and starts Slurm); skipped, with the reason, wh
 cannot be brought up. Marker `cluster`: `pytest -m "not cluster"` leaves it out. About 4 minutes
 (measured times: docs/clusters.md).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -39,8 +40,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import REPO
+
 from labelwise.train import load_generator
 
 pytestmark = pytest.mark.cluster
@@ -87,8 +88,14 @@ def timed(name, t0):
 
 def run(cmd, *, cwd, limit, env=None) -> subprocess.CompletedProcess:
     """`cmd` under `timeout -k 10 <limit>` (and a Python timeout beyond it), output captured."""
-    return subprocess.run(["timeout", "-k", "10", str(limit), *map(str, cmd)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=limit + 30)
+    return subprocess.run(
+        ["timeout", "-k", "10", str(limit), *map(str, cmd)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=limit + 30,
+    )
 
 
 def end(proc: subprocess.Popen):
@@ -105,8 +112,19 @@ def end(proc: subprocess.Popen):
 def snakemake_cmd(workdir: Path, config: dict, targets, *args) -> list:
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     # targets right after -s: options such as --resources/--config/--set-threads take every word after them
-    return [sys.executable, "-m", "snakemake", "-s", SNAKEFILE, *targets, "--directory", workdir,
-            "--configfile", workdir / "config.yaml", *args]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        SNAKEFILE,
+        *targets,
+        "--directory",
+        workdir,
+        "--configfile",
+        workdir / "config.yaml",
+        *args,
+    ]
 
 
 def slurm_profiles():
@@ -139,8 +157,15 @@ def train_runs(workdir: Path, labels) -> list[dict]:
         m = START_LINE.search(text)
         assert m, f"{path} has no start line:\n{text}"
         assert f"[{MODEL} label {label}] done:" in text, f"{path} does not end with 'done:':\n{text}"
-        runs.append(dict(m.groupdict(), label=int(m["label"]), log=text,
-                         start=datetime.fromisoformat(m["start"]).timestamp(), end=path.stat().st_mtime))
+        runs.append(
+            dict(
+                m.groupdict(),
+                label=int(m["label"]),
+                log=text,
+                start=datetime.fromisoformat(m["start"]).timestamp(),
+                end=path.stat().st_mtime,
+            )
+        )
     return runs
 
 
@@ -152,7 +177,7 @@ def check_gpus(runs, require_overlap: bool) -> int:
         assert r["host"] == socket.gethostname()
     overlaps = 0
     for i, a in enumerate(runs):
-        for b in runs[i + 1:]:
+        for b in runs[i + 1 :]:
             if a["start"] < b["end"] and b["start"] < a["end"]:
                 overlaps += 1
                 assert a["cvd"] != b["cvd"], f"labels {a['label']} and {b['label']} ran at once on GPU {a['cvd']}"
@@ -175,6 +200,7 @@ def assert_same_generators(a: Path, b: Path, labels):
 
 # --- fixtures ---------------------------------------------------------------------------------------
 
+
 def slurm_down():
     """tests/cluster/slurm_down.sh: stops what slurm_up.sh started (by its pid files; munged only if
     slurm_up.sh started it), whatever state the tests left."""
@@ -194,8 +220,10 @@ def cluster():
         except subprocess.TimeoutExpired:
             pytest.skip("tests/cluster/slurm_up.sh did not finish in 300 s")
         if r.returncode != 0:
-            pytest.skip(f"tests/cluster/slurm_up.sh could not bring the test cluster up (exit {r.returncode}): "
-                        f"{r.stderr.strip()[-800:]}")
+            pytest.skip(
+                f"tests/cluster/slurm_up.sh could not bring the test cluster up (exit {r.returncode}): "
+                f"{r.stderr.strip()[-800:]}"
+            )
         exports = dict(re.findall(r"^export (\w+)=(\S*)$", r.stdout, re.M))
         assert "SLURM_CONF" in exports, r.stdout
         with pytest.MonkeyPatch.context() as mp:
@@ -224,8 +252,13 @@ class LocalRun:
         env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
         cmd = snakemake_cmd(workdir, config, generator_paths(labels), "--cores", "2")
         self.out = open(workdir / "snakemake.out", "w")
-        self.proc = subprocess.Popen(["timeout", "-k", "10", str(self.LIMIT), *map(str, cmd)], cwd=workdir, env=env,
-                                     stdout=self.out, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            ["timeout", "-k", "10", str(self.LIMIT), *map(str, cmd)],
+            cwd=workdir,
+            env=env,
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+        )
         self.seconds = None
         self._waiter = threading.Thread(target=self._wait, daemon=True)
         self._waiter.start()
@@ -241,7 +274,9 @@ class LocalRun:
             self.out.close()
             TIMES[self.name] = self.seconds
             print(f"cluster timing: {self.name} {self.seconds} s (in the background)")
-        assert rc == 0, f"{self.name}: snakemake exited with {rc}:\n{(self.workdir / 'snakemake.out').read_text()[-3000:]}"
+        assert rc == 0, (
+            f"{self.name}: snakemake exited with {rc}:\n{(self.workdir / 'snakemake.out').read_text()[-3000:]}"
+        )
         return self.workdir
 
     def stop(self):
@@ -253,8 +288,12 @@ class LocalRun:
 def local_runs(tmp_path_factory):
     runs = {
         "short": LocalRun(tmp_path_factory.mktemp("local"), CONFIG, LABELS, "local reference (2 labels)"),
-        "long": LocalRun(tmp_path_factory.mktemp("local-long"), SCANCEL_CONFIG, [SCANCEL_LABEL],
-                         "local reference (long budget, 1 label)"),
+        "long": LocalRun(
+            tmp_path_factory.mktemp("local-long"),
+            SCANCEL_CONFIG,
+            [SCANCEL_LABEL],
+            "local reference (long budget, 1 label)",
+        ),
     }
     yield runs
     for r in runs.values():
@@ -281,10 +320,13 @@ def per_job_run(cluster, local_runs, tmp_path_factory):
 
 # --- tests ------------------------------------------------------------------------------------------
 
+
 def test_per_job_mode_every_train_job_is_an_sbatch_job_on_its_own_gpu(per_job_run, local_reference):
     workdir, out = per_job_run
     submitted = SUBMITTED.findall(out)
-    train_jobs = {log.split("/rule_train/")[1].split("/")[0]: jobid for jobid, log in submitted if "/rule_train/" in log}
+    train_jobs = {
+        log.split("/rule_train/")[1].split("/")[0]: jobid for jobid, log in submitted if "/rule_train/" in log
+    }
     assert sorted(train_jobs) == [f"{MODEL}_{k}" for k in LABELS], submitted
     assert len({jobid for jobid, _ in submitted}) == len(submitted) == len(LABELS) + 1  # + prepare
     assert "localrule" not in out  # nothing ran outside Slurm
@@ -300,15 +342,42 @@ def test_per_job_mode_every_train_job_is_an_sbatch_job_on_its_own_gpu(per_job_ru
 def test_allocation_mode_labels_train_at_once_on_different_gpus(cluster, local_runs, local_reference, tmp_path):
     t0 = time.monotonic()
     (tmp_path / "logs").mkdir()  # sbatch -o logs/labelwise-%j.out: Slurm does not create the folder
-    cmd = snakemake_cmd(tmp_path, CONFIG, generator_paths(LABELS), "--config", f"runtime={{launcher: '{LAUNCHER}'}}",
-                        "--set-threads", "train=1")
+    cmd = snakemake_cmd(
+        tmp_path,
+        CONFIG,
+        generator_paths(LABELS),
+        "--config",
+        f"runtime={{launcher: '{LAUNCHER}'}}",
+        "--set-threads",
+        "train=1",
+    )
     # the shipped submit script; only what a 2-CPU, 2-fake-GPU node cannot give is overridden
-    env = dict(os.environ, LABELWISE_VENV=str(Path(sys.executable).parents[1]),
-               LABELWISE_PROFILE=str(REPO / "profiles" / "frontier"), LABELWISE_CPUS_PER_GPU="1")
-    r = run(["sbatch", "--parsable", "-A", "labelwise-test", "-p", cluster["LABELWISE_SLURM_PARTITION"], "-t", "10",
-             "-N1", "--exclusive", "--gpus-per-node=2", REPO / "profiles" / "frontier" / "submit.sbatch",
-             *cmd[3:]],  # the submit script runs `snakemake --profile ... --cores ... --resources ...` itself
-            cwd=tmp_path, limit=60, env=env)
+    env = dict(
+        os.environ,
+        LABELWISE_VENV=str(Path(sys.executable).parents[1]),
+        LABELWISE_PROFILE=str(REPO / "profiles" / "frontier"),
+        LABELWISE_CPUS_PER_GPU="1",
+    )
+    r = run(
+        [
+            "sbatch",
+            "--parsable",
+            "-A",
+            "labelwise-test",
+            "-p",
+            cluster["LABELWISE_SLURM_PARTITION"],
+            "-t",
+            "10",
+            "-N1",
+            "--exclusive",
+            "--gpus-per-node=2",
+            REPO / "profiles" / "frontier" / "submit.sbatch",
+            *cmd[3:],
+        ],  # the submit script runs `snakemake --profile ... --cores ... --resources ...` itself
+        cwd=tmp_path,
+        limit=60,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     jobid = r.stdout.strip().split(";")[0]
     state = wait_job(jobid, 180)
@@ -338,16 +407,25 @@ def test_scancelled_train_job_is_resubmitted_and_resumes_bit_identical(per_job_r
     t0 = time.monotonic()
     limit = 240
     with open(out_path, "w") as out_file:
-        proc = subprocess.Popen(["timeout", "-k", "10", str(limit), *map(str, cmd)], cwd=workdir,
-                                stdout=out_file, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            ["timeout", "-k", "10", str(limit), *map(str, cmd)],
+            cwd=workdir,
+            stdout=out_file,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             victim, seen = None, None
             while proc.poll() is None and time.monotonic() - t0 < limit:
                 if victim is None:
-                    m = re.search(rf"submitted with SLURM jobid (\d+) \(log: \S*/rule_train/{MODEL}_{SCANCEL_LABEL}/",
-                                  out_path.read_text())
+                    m = re.search(
+                        rf"submitted with SLURM jobid (\d+) \(log: \S*/rule_train/{MODEL}_{SCANCEL_LABEL}/",
+                        out_path.read_text(),
+                    )
                     victim = m and m[1]
-                ckpts = sorted(int(p.name[5:14]) for p in checkpoints.glob("ckpt-*.pt") if re.fullmatch(r"ckpt-\d{9}\.pt", p.name))
+                ckpts = sorted(
+                    int(p.name[5:14]) for p in checkpoints.glob("ckpt-*.pt") if re.fullmatch(r"ckpt-\d{9}\.pt", p.name)
+                )
                 if victim and ckpts and squeue_state(victim) == "RUNNING":
                     seen = ckpts[-1]
                     r = run(["scancel", victim], cwd=None, limit=10)
@@ -359,7 +437,9 @@ def test_scancelled_train_job_is_resubmitted_and_resumes_bit_identical(per_job_r
         finally:
             end(proc)
     out = out_path.read_text()
-    assert victim and seen is not None, f"never saw train job {MODEL}_{SCANCEL_LABEL} running with a checkpoint:\n{out[-3000:]}"
+    assert victim and seen is not None, (
+        f"never saw train job {MODEL}_{SCANCEL_LABEL} running with a checkpoint:\n{out[-3000:]}"
+    )
     assert rc == 0, f"snakemake exited with {rc}:\n{out[-4000:]}"
     timed("scancel run", t0)
 

@@ -10,6 +10,7 @@ A dry run starts nothing, so no Slurm is needed; the Slurm executor plugin is lo
 (and asks `scontrol`, stubbed here as in tests/test_parse.py).  Which rules are local comes from
 the Snakefile through Snakemake's API (a dry run does not print it).
 """
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, workflow_rules
 
 CHECKOUT = ("Snakefile", "config.yaml", "rules", "workflow", "envs", "profiles", "presets")
@@ -43,14 +43,21 @@ def checkout_copy(tmp_path: Path, with_inception_weights: bool = False) -> dict:
         (torch_home / "hub" / "checkpoints").mkdir(parents=True)
         (torch_home / "hub" / "checkpoints" / "pt_inception-2015-12-05-6726825d.pth").write_bytes(b"")
     path = os.pathsep.join([str(shim), str(Path(sys.executable).parent), os.environ["PATH"]])
-    return dict(os.environ, PATH=path, TORCH_HOME=str(torch_home), LABELWISE_SLURM_ACCOUNT="",
-                LABELWISE_SLURM_PARTITION="")
+    return dict(
+        os.environ, PATH=path, TORCH_HOME=str(torch_home), LABELWISE_SLURM_ACCOUNT="", LABELWISE_SLURM_PARTITION=""
+    )
 
 
 def dry_run(tmp_path: Path, env: dict, args: list[str]) -> list[dict]:
     """The jobs of `snakemake <args> -n` in the copy: rule, wildcards and resources of each."""
-    result = subprocess.run([sys.executable, "-m", "snakemake", *args, "-n"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", *args, "-n"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
     jobs = []
@@ -60,11 +67,13 @@ def dry_run(tmp_path: Path, env: dict, args: list[str]) -> list[dict]:
             continue
         resources = re.search(r"^\s+resources: (.*)$", block, flags=re.M)
         wildcards = re.search(r"^\s+wildcards: (.*)$", block, flags=re.M)
-        jobs.append({
-            "rule": rule.group(1),
-            "wildcards": dict(kv.split("=", 1) for kv in wildcards.group(1).split(", ")) if wildcards else {},
-            "resources": dict(kv.split("=", 1) for kv in resources.group(1).split(", ")) if resources else {},
-        })
+        jobs.append(
+            {
+                "rule": rule.group(1),
+                "wildcards": dict(kv.split("=", 1) for kv in wildcards.group(1).split(", ")) if wildcards else {},
+                "resources": dict(kv.split("=", 1) for kv in resources.group(1).split(", ")) if resources else {},
+            }
+        )
     return jobs
 
 
@@ -104,7 +113,9 @@ def test_cifar10_preset_on_slurm_gives_every_evaluation_job_a_gpu_and_the_time_f
         needed_minutes = sum(n / PESSIMISTIC_GPU_RATE[net] for net, n in work[key].items()) / 60
         res = job["resources"]
         assert res.get("gpu") == "1", f"{key} gets no GPU: {res}"
-        assert int(res["runtime"]) >= needed_minutes, f"{key}: {res['runtime']} min for {needed_minutes:.0f} min of work"
+        assert int(res["runtime"]) >= needed_minutes, (
+            f"{key}: {res['runtime']} min for {needed_minutes:.0f} min of work"
+        )
         assert int(res["runtime"]) <= 120, f"{key}: {res['runtime']} min is far more than a GPU needs"
     counts = submitted(jobs, local_rules(tmp_path))
     # the preset packs its 10 labels into one training job per model (runtime.labels_per_job 40)
@@ -156,8 +167,11 @@ def test_on_the_cpu_the_wall_time_covers_inception_at_the_measured_cpu_rate(tmp_
     """runtime.device cpu: no GPU asked for, and the wall time of an evaluation covers its 50,000
     generated images at the 2.7 Inception images/s measured on one CPU thread (docs/benchmarks.md)."""
     env = checkout_copy(tmp_path, with_inception_weights=True)
-    jobs = dry_run(tmp_path, env, ["--profile", "profiles/slurm", "--configfile", "presets/cifar10.yaml",
-                                   "--config", "runtime={device: cpu}"])
+    jobs = dry_run(
+        tmp_path,
+        env,
+        ["--profile", "profiles/slurm", "--configfile", "presets/cifar10.yaml", "--config", "runtime={device: cpu}"],
+    )
     evaluate = [j for j in jobs if j["rule"] == "evaluate"]
     assert len(evaluate) == 2
     for job in evaluate:

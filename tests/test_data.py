@@ -1,5 +1,6 @@
 """Tests for labelwise.data: per-label shards from mnist5k, CIFAR (folder, tarball, shared mini copy)
 and image folders; the restricted unpickler; meta.json / shard integrity checks on read."""
+
 from __future__ import annotations
 
 import builtins
@@ -25,8 +26,10 @@ from labelwise.errors import LabelwiseError
 from labelwise.images import write_images
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-MINI = Path(os.environ.get("LABELWISE_CIFAR10_MINI")
-            or Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-mini")
+MINI = Path(
+    os.environ.get("LABELWISE_CIFAR10_MINI")
+    or Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-mini"
+)
 
 
 def shard_files(out: Path) -> list[str]:
@@ -68,8 +71,10 @@ def fake_cifar100(rng, n: int = 200) -> tuple[dict[str, object], np.ndarray, np.
     files = {
         "train": train,
         "test": cifar_batch(images[:3], [1, 2, 3], b"fine_labels"),
-        "meta": {b"fine_label_names": [f"class{i:02d}".encode() for i in range(100)],
-                 b"coarse_label_names": [f"super{i:02d}".encode() for i in range(20)]},
+        "meta": {
+            b"fine_label_names": [f"class{i:02d}".encode() for i in range(100)],
+            b"coarse_label_names": [f"super{i:02d}".encode() for i in range(20)],
+        },
     }
     return files, images, fine
 
@@ -121,11 +126,14 @@ def test_num_classes(tmp_path):
     assert SOURCES == ("mnist5k", "cifar10", "cifar100", "imagefolder")
 
 
-@pytest.mark.parametrize("source, root, match", [
-    ("svhn", None, "unknown source"),
-    ("imagefolder", None, "data.root"),
-    ("imagefolder", "/nonexistent/folder", "not a directory"),
-])
+@pytest.mark.parametrize(
+    "source, root, match",
+    [
+        ("svhn", None, "unknown source"),
+        ("imagefolder", None, "data.root"),
+        ("imagefolder", "/nonexistent/folder", "not a directory"),
+    ],
+)
 def test_num_classes_errors(source, root, match):
     with pytest.raises(LabelwiseError, match=match):
         num_classes(source, root)
@@ -181,8 +189,10 @@ def test_mnist_subset(tmp_path):
 # --------------------------------------------------------------------------- cifar on the shared mini copy
 
 
-@pytest.mark.skipif(not (MINI / "cifar-10-batches-py").is_dir(),
-                    reason=f"shared CIFAR-10 mini copy not found at {MINI} (set LABELWISE_CIFAR10_MINI)")
+@pytest.mark.skipif(
+    not (MINI / "cifar-10-batches-py").is_dir(),
+    reason=f"shared CIFAR-10 mini copy not found at {MINI} (set LABELWISE_CIFAR10_MINI)",
+)
 def test_cifar10_mini(tmp_path):
     # Independent reference: plain pickle on the trusted shared files.
     images, labels = [], []
@@ -316,7 +326,7 @@ def test_damaged_archive(tmp_path, damage):
     blob = bytearray(archive.read_bytes())
     middle = len(blob) // 2
     if damage == "flipped":
-        blob[middle:middle + 2000] = bytes(b ^ 0x5A for b in blob[middle:middle + 2000])
+        blob[middle : middle + 2000] = bytes(b ^ 0x5A for b in blob[middle : middle + 2000])
     elif damage == "truncated":
         del blob[middle:]
     else:
@@ -326,13 +336,16 @@ def test_damaged_archive(tmp_path, damage):
         prepare_dataset("cifar10", tmp_path / "out", root=archive)
 
 
-@pytest.mark.parametrize("damage, match", [
-    ("short_rows", "expected uint8 N×3072"),
-    ("label_count", "one per image"),
-    ("label_value", "labels outside"),
-    ("not_a_dict", "not a CIFAR-10 batch dict"),
-    ("garbage", "not a readable CIFAR pickle"),
-])
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        ("short_rows", "expected uint8 N×3072"),
+        ("label_count", "one per image"),
+        ("label_value", "labels outside"),
+        ("not_a_dict", "not a CIFAR-10 batch dict"),
+        ("garbage", "not a readable CIFAR pickle"),
+    ],
+)
 def test_malformed_cifar_pickle(tmp_path, damage, match):
     rng = np.random.default_rng(6)
     files, _, _ = fake_cifar10(rng)
@@ -398,7 +411,11 @@ def test_imagefolder(tmp_path, image_root, caplog):
         meta = prepare_dataset("imagefolder", tmp_path / "out", root=image_root, resolution=16, name="bugs")
     assert meta["class_names"] == ["ant", "bee", "cat"]
     assert (meta["dataset"], meta["channels"], meta["resolution"]) == ("bugs", 3, 16)
-    assert [(e["label"], e["name"], e["count"]) for e in meta["labels"]] == [(0, "ant", 3), (1, "bee", 2), (2, "cat", 2)]
+    assert [(e["label"], e["name"], e["count"]) for e in meta["labels"]] == [
+        (0, "ant", 3),
+        (1, "bee", 2),
+        (2, "cat", 2),
+    ]
     assert sorted(meta["skipped_files"]) == ["ant/notes.txt", "bee/broken.png", "bee/cut.jpg"]
     warning = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     for name in ("notes.txt", "broken.png", "cut.jpg"):
@@ -491,14 +508,17 @@ def test_read_shard_missing_shard(prepared):
         read_shard(prepared / "meta.json", 7)
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda m: m["labels"][0].update(count=0), "count"),
-    (lambda m: m["labels"][0].update(shard="../../etc/passwd"), "shard path"),
-    (lambda m: m["labels"][0].update(name="eight"), "named"),
-    (lambda m: m["labels"].append(dict(m["labels"][0])), "listed twice"),
-    (lambda m: m.update(source="svhn"), "source"),
-    (lambda m: m.pop("class_names"), "class_names"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda m: m["labels"][0].update(count=0), "count"),
+        (lambda m: m["labels"][0].update(shard="../../etc/passwd"), "shard path"),
+        (lambda m: m["labels"][0].update(name="eight"), "named"),
+        (lambda m: m["labels"].append(dict(m["labels"][0])), "listed twice"),
+        (lambda m: m.update(source="svhn"), "source"),
+        (lambda m: m.pop("class_names"), "class_names"),
+    ],
+)
 def test_load_meta_rejects_inconsistent_meta(prepared, edit, match):
     meta = json.loads((prepared / "meta.json").read_text())
     edit(meta)
@@ -521,7 +541,9 @@ def test_rerun_replaces_meta_last(prepared):
         prepare_dataset("mnist5k", prepared, labels=[11])
     assert not (prepared / "meta.json").exists()
     meta = prepare_dataset("mnist5k", prepared, labels=[3])
-    assert [e["label"] for e in load_meta(prepared / "meta.json")["labels"]] == [3] == [e["label"] for e in meta["labels"]]
+    assert (
+        [e["label"] for e in load_meta(prepared / "meta.json")["labels"]] == [3] == [e["label"] for e in meta["labels"]]
+    )
 
 
 def test_numpy1_era_pickle(tmp_path):

@@ -3,6 +3,7 @@
 Processes stand in for concurrent Snakemake jobs on a multi-GPU workstation: each claims a slot
 with an exclusive flock on a per-GPU lock file and holds it while it lives.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,8 +37,12 @@ sys.stdin.read()
 
 def start_holders(count, n_devices, lock_dir, go):
     return [
-        subprocess.Popen([sys.executable, "-c", HOLDER, str(n_devices), str(lock_dir), str(go)],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(n_devices), str(lock_dir), str(go)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(count)
     ]
 
@@ -165,7 +170,9 @@ def fake_gpus(monkeypatch, tmp_path):
     def make(n):
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
-        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: (_ for _ in ()).throw(RuntimeError("no CUDA")))
+        monkeypatch.setattr(
+            torch.cuda, "get_device_properties", lambda i: (_ for _ in ()).throw(RuntimeError("no CUDA"))
+        )
         lw_device.release_gpu_claim()
         monkeypatch.setenv("LABELWISE_GPU_LOCK_DIR", str(tmp_path / "locks"))
         return tmp_path / "locks"

@@ -16,6 +16,7 @@ folders) is there.  A command that needs a tool this machine lacks (conda for `-
 skipped with the reason.  Commands for an allocation profile must not pass `--config` (it would
 replace the profile's `config:` and its launcher) unless they repeat the launcher.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,18 +28,36 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
 
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 PRESETS = sorted((REPO / "presets").glob("*.yaml"))
-CHECKOUT = ("Snakefile", "config.yaml", "rules", "workflow", "envs", "profiles", "presets", "Makefile",
-            "requirements.lock", "pyproject.toml", "tools", "benchmarks", "container", "labelwise", "tests")
-COMMAND = re.compile(r"^(?:\w+=(?:\"[^\"]*\"|'[^']*'|\S+)\s+)*(?:\.venv/bin/snakemake|snakemake|labelwise|make)(?:\s|$)")
+CHECKOUT = (
+    "Snakefile",
+    "config.yaml",
+    "rules",
+    "workflow",
+    "envs",
+    "profiles",
+    "presets",
+    "Makefile",
+    "requirements.lock",
+    "pyproject.toml",
+    "tools",
+    "benchmarks",
+    "container",
+    "labelwise",
+    "tests",
+)
+COMMAND = re.compile(
+    r"^(?:\w+=(?:\"[^\"]*\"|'[^']*'|\S+)\s+)*(?:\.venv/bin/snakemake|snakemake|labelwise|make)(?:\s|$)"
+)
 TINY = {
     "data": {"source": "mnist5k", "labels": [3]},
-    "models": {"wcgan": {"width": 4, "latent_dim": 8, "batch_size": 8},
-               "dccgan": {"width": 4, "latent_dim": 8, "batch_size": 8}},
+    "models": {
+        "wcgan": {"width": 4, "latent_dim": 8, "batch_size": 8},
+        "dccgan": {"width": 4, "latent_dim": 8, "batch_size": 8},
+    },
     "budget": {"iterations": 2, "checkpoint_every": 2},
     "evaluation": {"samples_per_label": 5, "classifier_epochs": 1, "inception": "off"},
     "runtime": {"device": "cpu", "progress_seconds": 1},
@@ -111,8 +130,10 @@ def workspace(document: Path, tmp_path_factory) -> tuple[Path, dict]:
         for name in CHECKOUT:
             if (REPO / name).exists():
                 (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(
-                    REPO / name, root / name, **({"ignore": shutil.ignore_patterns("results", "__pycache__")}
-                                                 if (REPO / name).is_dir() else {}))
+                    REPO / name,
+                    root / name,
+                    **({"ignore": shutil.ignore_patterns("results", "__pycache__")} if (REPO / name).is_dir() else {}),
+                )
         (root / "config.yaml").write_text(yaml.safe_dump(TINY))
         (root / ".venv").symlink_to(Path(sys.prefix))
         for i in range(1000):
@@ -121,8 +142,13 @@ def workspace(document: Path, tmp_path_factory) -> tuple[Path, dict]:
         shim.mkdir()
         (shim / "scontrol").write_text("#!/bin/sh\nexit 1\n")
         (shim / "scontrol").chmod(0o755)
-        env = dict(os.environ, PATH=os.pathsep.join([str(shim), str(Path(sys.executable).parent), os.environ["PATH"]]),
-                   LABELWISE_SLURM_ACCOUNT="", LABELWISE_SLURM_PARTITION="", TORCH_HOME=str(root / "no-torch-home"))
+        env = dict(
+            os.environ,
+            PATH=os.pathsep.join([str(shim), str(Path(sys.executable).parent), os.environ["PATH"]]),
+            LABELWISE_SLURM_ACCOUNT="",
+            LABELWISE_SLURM_PARTITION="",
+            TORCH_HOME=str(root / "no-torch-home"),
+        )
         for key in [k for k in env if k.startswith(("SLURM_", "LSB_", "LABELWISE_ALLOCATION"))]:
             env.pop(key)
         _WORKSPACES[document] = (root, env)
@@ -142,18 +168,25 @@ def as_run(command: str) -> str:
 def test_the_convention_finds_the_commands_it_should():
     readme = [c for p, _, c in CASES if p.name == "README.md"]
     assert "make run" in readme and "make test" in readme
-    assert any(c.startswith("snakemake paper --profile profiles/slurm --configfile presets/cifar10.yaml") for c in readme)
+    assert any(
+        c.startswith("snakemake paper --profile profiles/slurm --configfile presets/cifar10.yaml") for c in readme
+    )
     assert any(c.startswith("labelwise generate ") for c in readme)
     assert sum(c.startswith("labelwise ") for c in readme) >= 8  # the stages block and generate
     assert {p.stem for p, _, _ in CASES if p.suffix == ".yaml"} == {p.stem for p in PRESETS}
-    sample = [(1, "  snakemake --profile a \\"), (2, "    --configfile b.yaml   # note"), (3, "sbatch x"),
-              (4, "FOO='a b' labelwise grid --x '#not a comment'")]
-    assert commands_in_lines(sample) == [(1, "snakemake --profile a --configfile b.yaml"),
-                                         (4, "FOO='a b' labelwise grid --x '#not a comment'")]
+    sample = [
+        (1, "  snakemake --profile a \\"),
+        (2, "    --configfile b.yaml   # note"),
+        (3, "sbatch x"),
+        (4, "FOO='a b' labelwise grid --x '#not a comment'"),
+    ]
+    assert commands_in_lines(sample) == [
+        (1, "snakemake --profile a --configfile b.yaml"),
+        (4, "FOO='a b' labelwise grid --x '#not a comment'"),
+    ]
 
 
-@pytest.mark.parametrize("document, line, command", CASES,
-                         ids=[f"{p.relative_to(REPO)}:{n}" for p, n, _ in CASES])
+@pytest.mark.parametrize("document, line, command", CASES, ids=[f"{p.relative_to(REPO)}:{n}" for p, n, _ in CASES])
 def test_documented_command_runs_as_printed(document, line, command, tmp_path_factory):
     for flag, tool in NEEDS.items():
         if flag in command and shutil.which(tool) is None:
@@ -163,8 +196,10 @@ def test_documented_command_runs_as_printed(document, line, command, tmp_path_fa
         profile_config = yaml.safe_load((REPO / profile.group(1) / "config.v8+.yaml").read_text())
         assert "config" not in profile_config or "launcher" in command, (
             f"{document.name}:{line}: --config replaces {profile.group(1)}'s config: (its launcher); "
-            "give the settings with --configfile")
+            "give the settings with --configfile"
+        )
     root, env = workspace(document, tmp_path_factory)
-    result = subprocess.run(["bash", "-c", as_run(command)], cwd=root, env=env, capture_output=True, text=True,
-                            timeout=900)
+    result = subprocess.run(
+        ["bash", "-c", as_run(command)], cwd=root, env=env, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, f"{document.name}:{line}: {command}\n{(result.stdout + result.stderr)[-3000:]}"

@@ -6,10 +6,12 @@ the source: its `script:` file, or the `labelwise` entry point its shell command
 transitively, the labelwise modules imported on the way: of each, its module-level imports and those
 inside the functions and classes used (and the functions of that module they call, since a stage
 imports lazily inside functions).  `labelwise.cli` dispatches every stage, so of it only the stage a
-rule runs counts (`snakemake_entry` for scripts, `main` and `cmd_<stage>` for `labelwise <stage>`).  Each third-party top-level module must come from a distribution pinned in
+rule runs counts (`snakemake_entry` for scripts, `main` and `cmd_<stage>` for `labelwise <stage>`).
+Each third-party top-level module must come from a distribution pinned in
 the rule's env file (importlib.metadata maps modules to distributions), every pin must equal
 requirements.lock's, and each of those distributions must be declared in pyproject.toml.
 """
+
 from __future__ import annotations
 
 import ast
@@ -22,7 +24,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, workflow_rules
 
 DISPATCHER = "labelwise.cli"
@@ -107,11 +108,19 @@ def third_party_imports(path: Path, module: str | None = None, names=None, seen=
     if names is not None:
         # A name a module imports at its top only to re-export (labelwise.data's load_source) is
         # needed when asked for or referred to by what is used, not merely for being imported.
-        wanted = set(names) | {n.id for node in used if not isinstance(node, ast.ImportFrom)
-                               for n in ast.walk(node) if isinstance(n, ast.Name)}
-        used = [ast.ImportFrom(module=n.module, level=n.level,
-                               names=[a for a in n.names if (a.asname or a.name) in wanted])
-                if isinstance(n, ast.ImportFrom) else n for n in used]
+        wanted = set(names) | {
+            n.id
+            for node in used
+            if not isinstance(node, ast.ImportFrom)
+            for n in ast.walk(node)
+            if isinstance(n, ast.Name)
+        }
+        used = [
+            ast.ImportFrom(module=n.module, level=n.level, names=[a for a in n.names if (a.asname or a.name) in wanted])
+            if isinstance(n, ast.ImportFrom)
+            else n
+            for n in used
+        ]
     needed = set()
     for target, imported in _imports(used, package):
         top = target.split(".")[0]

@@ -1,19 +1,18 @@
 """`labelwise generate`: images on demand from trained generators, reproducible from a seed, and the
 pipeline's own files left exactly as they were."""
+
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from conftest import TINY_MODEL
 from PIL import Image
 
 from labelwise.cli import main
-
-from conftest import TINY_MODEL
 
 LABELS = (0, 7)
 
@@ -39,8 +38,11 @@ def trained(tmp_path_factory):
 
 def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
     """Every file under `folder`: its SHA-256 and modification time (ns)."""
-    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_the_same_seed_gives_byte_identical_pngs_and_the_results_stay_untouched(trained, tmp_path):
@@ -49,8 +51,28 @@ def test_the_same_seed_gives_byte_identical_pngs_and_the_results_stay_untouched(
     runs = {}
     for name, seed in (("a", 5), ("b", 5), ("c", 6)):
         out = tmp_path / name
-        assert main(["generate", *args, "--model", "wcgan", "--label", "all", "-n", "3", "--seed", str(seed),
-                     "--outdir", str(out), "--grid", "--device", "cpu"]) == 0
+        assert (
+            main(
+                [
+                    "generate",
+                    *args,
+                    "--model",
+                    "wcgan",
+                    "--label",
+                    "all",
+                    "-n",
+                    "3",
+                    "--seed",
+                    str(seed),
+                    "--outdir",
+                    str(out),
+                    "--grid",
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        )
         runs[name] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
     names = sorted([f"wcgan_label{k}_{i:04d}.png" for k in LABELS for i in range(3)] + ["wcgan_grid.png"])
     assert sorted(runs["a"]) == names
@@ -73,15 +95,22 @@ def test_one_label_of_the_conditional_model_and_a_given_generator_file(trained, 
     assert main(["generate", "--generator", str(given), "-n", "2", "--outdir", str(tmp_path / "g")]) == 0
     assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["wcgan_label0_0000.png", "wcgan_label0_0001.png"]
     # the same generator, through the pipeline's layout: the same images
-    assert main(["generate", *args, "--model", "wcgan", "--label", "0", "-n", "2", "--outdir", str(tmp_path / "p")]) == 0
-    assert (tmp_path / "g" / "wcgan_label0_0001.png").read_bytes() == (tmp_path / "p" / "wcgan_label0_0001.png").read_bytes()
+    assert (
+        main(["generate", *args, "--model", "wcgan", "--label", "0", "-n", "2", "--outdir", str(tmp_path / "p")]) == 0
+    )
+    assert (tmp_path / "g" / "wcgan_label0_0001.png").read_bytes() == (
+        tmp_path / "p" / "wcgan_label0_0001.png"
+    ).read_bytes()
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--model", "wcgan", "--label", "3"], "label(s) [3] are not among the configured labels [0, 7]"),
-    (["--model", "wcgan", "--label", "x"], "--label takes label numbers or 'all'"),
-    (["--model", "wcgan", "--outdir-in-results"], "is inside the pipeline's results folder"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--model", "wcgan", "--label", "3"], "label(s) [3] are not among the configured labels [0, 7]"),
+        (["--model", "wcgan", "--label", "x"], "--label takes label numbers or 'all'"),
+        (["--model", "wcgan", "--outdir-in-results"], "is inside the pipeline's results folder"),
+    ],
+)
 def test_bad_requests_end_in_one_error_line_and_write_nothing(trained, tmp_path, capsys, extra, message):
     tmp, args = trained
     before = snapshot(tmp / "results")

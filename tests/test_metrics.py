@@ -1,5 +1,6 @@
 """Metrics: torch-fidelity maths on known cases, Inception plumbing with random weights (agreeing with
 torch_fidelity.calculate_metrics), offline weights handling, the real-stats cache, the label classifier."""
+
 from __future__ import annotations
 
 import csv
@@ -42,7 +43,8 @@ def test_frechet_distance_closed_form_diagonal_gaussians():
     got = S.frechet_distance({"mu": mu1, "sigma": np.diag(s1)}, {"mu": mu2, "sigma": np.diag(s2)})
     assert got == pytest.approx(expected, rel=1e-9)
     assert S.frechet_distance({"mu": mu1, "sigma": np.diag(s1)}, {"mu": mu1, "sigma": np.diag(s1)}) == pytest.approx(
-        0, abs=1e-9)
+        0, abs=1e-9
+    )
 
 
 def test_gaussian_stats_are_mean_and_unbiased_covariance():
@@ -180,8 +182,12 @@ def test_inception_end_to_end_agrees_with_torch_fidelity(random_inception_weight
     write_images(shard, real, label=5, class_name="five")
     write_images(sample, fake, label=5)
 
-    settings = {"inception": "required", "inception_weights": str(random_inception_weights), "kid_subsets": 10,
-                "is_splits": 1}  # one split of the 4 samples: IS away from its trivial value 1
+    settings = {
+        "inception": "required",
+        "inception_weights": str(random_inception_weights),
+        "kid_subsets": 10,
+        "is_splits": 1,
+    }  # one split of the 4 samples: IS away from its trivial value 1
     spaces = open_spaces(settings, None, "cpu")
     out = evaluate_model("m", {5: sample}, {5: shard}, stats_dir=tmp_path / "stats", settings=settings, spaces=spaces)
     write_metrics(out, tmp_path / "metrics.json", tmp_path / "metrics.csv")
@@ -209,9 +215,19 @@ def test_inception_end_to_end_agrees_with_torch_fidelity(random_inception_weight
 
     # The same images through torch-fidelity's own pipeline, given the same weights file.
     ref = calculate_metrics(
-        input1=_Uint8RGB(fake), input2=_Uint8RGB(real), isc=True, fid=True, kid=True, isc_splits=1,
-        kid_subset_size=4, kid_subsets=10, feature_extractor="inception-v3-compat",
-        feature_extractor_weights_path=str(random_inception_weights), cuda=False, verbose=False, cache=False,
+        input1=_Uint8RGB(fake),
+        input2=_Uint8RGB(real),
+        isc=True,
+        fid=True,
+        kid=True,
+        isc_splits=1,
+        kid_subset_size=4,
+        kid_subsets=10,
+        feature_extractor="inception-v3-compat",
+        feature_extractor_weights_path=str(random_inception_weights),
+        cuda=False,
+        verbose=False,
+        cache=False,
         save_cpu_ram=True,
     )
     assert fid["per_label"]["5"] == pytest.approx(ref["frechet_inception_distance"], rel=1e-4)
@@ -340,8 +356,9 @@ def test_classifier_takes_rgb_64px_and_refuses_bad_input(tmp_path):
     gray = tmp_path / "gray.h5"
     write_images(gray, rng.integers(0, 255, (4, 1, 64, 64), dtype=np.uint8), label=3)
     with pytest.raises(LabelwiseError, match="1-channel samples but the real shard"):
-        evaluate_model("m", {3: gray, 7: shards[7]}, shards, classifier_path=clf, settings={"inception": "off"},
-                       device="cpu")
+        evaluate_model(
+            "m", {3: gray, 7: shards[7]}, shards, classifier_path=clf, settings={"inception": "off"}, device="cpu"
+        )
     with pytest.raises(LabelwiseError, match="real shards for labels"):
         evaluate_model("m", {3: shards[3]}, shards, classifier_path=clf, settings={"inception": "off"}, device="cpu")
     bad = tmp_path / "bad.pt"

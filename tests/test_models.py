@@ -1,6 +1,7 @@
 """The model registry (labelwise/models.py) is the one place a model is named: no other pipeline file
 spells a model name, and a model registered through LABELWISE_MODEL_PLUGINS is planned by the pipeline
 like the built-in ones."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from labelwise import config as lw_config
 from labelwise import models
 from labelwise.errors import LabelwiseError
@@ -27,14 +28,20 @@ def pipeline_files() -> list[Path]:
     files = []
     for name in SCANNED:
         path = REPO / name
-        files += [path] if path.is_file() else [p for p in sorted(path.rglob("*")) if p.suffix in (".py", ".smk", ".yaml")]
+        files += (
+            [path] if path.is_file() else [p for p in sorted(path.rglob("*")) if p.suffix in (".py", ".smk", ".yaml")]
+        )
     return [f for f in files if f not in ALLOWED and "__pycache__" not in f.parts]
 
 
 def test_no_pipeline_file_spells_a_model_name():
-    quoted = re.compile(r"""["'](%s)["']""" % "|".join(map(re.escape, models.names())))
-    found = [f"{f.relative_to(REPO)}:{n}: {line.strip()}" for f in pipeline_files()
-             for n, line in enumerate(f.read_text().splitlines(), 1) if quoted.search(line)]
+    quoted = re.compile(r"""["'](""" + "|".join(map(re.escape, models.names())) + r""")["']""")
+    found = [
+        f"{f.relative_to(REPO)}:{n}: {line.strip()}"
+        for f in pipeline_files()
+        for n, line in enumerate(f.read_text().splitlines(), 1)
+        if quoted.search(line)
+    ]
     assert not found, "model names belong in labelwise/models.py only:\n" + "\n".join(found)
 
 
@@ -54,10 +61,10 @@ def test_registry_order_conditional_flag_and_unknown_names():
         models.get("nope")
 
 
-TOY_PLUGIN = '''from labelwise.models import Model, register
+TOY_PLUGIN = """from labelwise.models import Model, register
 
 register(Model("toy", "Toy (per-label WGAN-GP)", "C5", loss="wgan-gp", settings="wcgan"))
-'''
+"""
 
 
 def checkout(tmp_path: Path) -> Path:
@@ -71,12 +78,30 @@ def test_a_model_registered_by_a_plugin_is_validated_and_its_jobs_are_planned(tm
     checkout(tmp_path)
     (tmp_path / "plugins").mkdir()
     (tmp_path / "plugins" / "toy_models.py").write_text(TOY_PLUGIN)
-    env = dict(os.environ, LABELWISE_MODEL_PLUGINS="toy_models",
-               PYTHONPATH=os.pathsep.join([str(tmp_path / "plugins"), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        LABELWISE_MODEL_PLUGINS="toy_models",
+        PYTHONPATH=os.pathsep.join([str(tmp_path / "plugins"), os.environ.get("PYTHONPATH", "")]),
+    )
     # A setting only the schema section it borrows (wcgan's) allows: the toy is validated as that model.
-    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--config",
-                             "models={toy: {gp_lambda: 5.0}}", "data={labels: [0, 1]}"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "--cores",
+            "1",
+            "--config",
+            "models={toy: {gp_lambda: 5.0}}",
+            "data={labels: [0, 1]}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
     planned = re.findall(r"^(?:local)?rule (\w+):\n(?:.*\n)*?\s+wildcards: (.*)$", out, flags=re.M)
@@ -84,6 +109,12 @@ def test_a_model_registered_by_a_plugin_is_validated_and_its_jobs_are_planned(tm
     assert toy_jobs == ["evaluate", "sample", "sample_grid", "train", "train", "training_curves"], out[-3000:]
     # The same config without the plugin: the name is refused before any job.
     del env["LABELWISE_MODEL_PLUGINS"]
-    refused = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--config",
-                              "models={toy: {}}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    refused = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--config", "models={toy: {}}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert refused.returncode != 0 and "toy" in refused.stdout + refused.stderr

@@ -6,6 +6,7 @@ amplifies rounding — the same `train_label` run with 1 and with 2 threads drif
 tolerances after ~13-15 iterations, by exactly as much as packed does — so the comparison stops
 at 10.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import kill_after_checkpoints
+
 from labelwise.errors import LabelwiseError
 from labelwise.images import write_images
 from labelwise.nets import Critic, Generator
@@ -45,7 +46,9 @@ def shards(make_shard):
 
 
 def outputs_for(root, labels=LABELS):
-    return [Outputs(generator=root / f"g{k}.pt", log=root / f"log{k}.csv", checkpoints=root / f"ckpt{k}") for k in labels]
+    return [
+        Outputs(generator=root / f"g{k}.pt", log=root / f"log{k}.csv", checkpoints=root / f"ckpt{k}") for k in labels
+    ]
 
 
 def weights(path):
@@ -58,7 +61,7 @@ def assert_close_weights(a, b, exact=False):
         if exact or not a[key].dtype.is_floating_point:
             assert torch.equal(a[key], b[key]), f"tensor {key} differs"
         else:
-            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=lambda m: f"{key}: {m}")
+            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=lambda m: f"{key}: {m}")  # noqa: B023
 
 
 def separate(shards, model, settings, budget, root, **kw):
@@ -154,7 +157,9 @@ def test_packed_equals_separate_runs(tmp_path, shards, tiny_settings, model, ker
             for va, vb in zip(ra[2:], rb[2:]):
                 assert (va == vb == "") or abs(float(va) - float(vb)) <= 1e-3 * (1 + abs(float(va)))
     # Different labels really trained different networks.
-    assert not torch.allclose(weights(packed[0].generator)["net.0.weight"], weights(packed[1].generator)["net.0.weight"])
+    assert not torch.allclose(
+        weights(packed[0].generator)["net.0.weight"], weights(packed[1].generator)["net.0.weight"]
+    )
 
 
 @pytest.mark.parametrize("model", ["wcgan", "dccgan"])
@@ -189,8 +194,9 @@ def test_packed_output_files_have_the_single_label_format(tmp_path, shards, tiny
             assert p["training"].pop("seconds") > 0  # wall time: differs run to run
         assert {k: v for k, v in pa.items() if k != "state_dict"} == {k: v for k, v in pb.items() if k != "state_dict"}
         assert pb["label"] == label and pb["training"]["iterations"] == 4 and pb["ema"] is None
-        assert {k: (v.shape, v.dtype, v.stride()) for k, v in pa["state_dict"].items()} == \
-               {k: (v.shape, v.dtype, v.stride()) for k, v in pb["state_dict"].items()}
+        assert {k: (v.shape, v.dtype, v.stride()) for k, v in pa["state_dict"].items()} == {
+            k: (v.shape, v.dtype, v.stride()) for k, v in pb["state_dict"].items()
+        }
         assert [i for i, _ in list_checkpoints(b.checkpoints)] == [4, 2]
         ca = torch.load(list_checkpoints(a.checkpoints)[0][1], weights_only=True)
         cb = torch.load(list_checkpoints(b.checkpoints)[0][1], weights_only=True)
@@ -276,8 +282,16 @@ train_packed(a["shards"], "wcgan", a["settings"], Budget(**a["budget"]), 0, outs
 
 
 def _packed_cmd(shards, root, settings, budget, kernel="grouped"):
-    blob = json.dumps({"shards": [str(s) for s in shards], "root": str(root), "labels": LABELS,
-                       "settings": settings, "budget": budget, "kernel": kernel})
+    blob = json.dumps(
+        {
+            "shards": [str(s) for s in shards],
+            "root": str(root),
+            "labels": LABELS,
+            "settings": settings,
+            "budget": budget,
+            "kernel": kernel,
+        }
+    )
     return [sys.executable, "-c", _SCRIPT, blob]
 
 
@@ -295,8 +309,9 @@ def test_sigkill_and_rerun_ends_bit_identical(tmp_path, shards, tiny_settings, k
     assert 0 < list_checkpoints(killed / f"ckpt{LABELS[0]}")[0][0] < budget["iterations"], "the kill must land mid-run"
     assert not any((killed / f"g{k}.pt").exists() for k in LABELS)
 
-    rerun = subprocess.run(_packed_cmd(shards, killed, settings, budget, kernel), capture_output=True, text=True,
-                           check=True)
+    rerun = subprocess.run(
+        _packed_cmd(shards, killed, settings, budget, kernel), capture_output=True, text=True, check=True
+    )
     assert "resuming from checkpoint at iteration" in rerun.stderr
     for k in LABELS:
         assert_close_weights(weights(straight / f"g{k}.pt"), weights(killed / f"g{k}.pt"), exact=True)
@@ -308,22 +323,32 @@ def test_snapshots_match_separate_runs_and_survive_a_resume(tmp_path, shards, ti
     from labelwise.train.generator_files import load_snapshots
 
     budget = Budget(iterations=8, checkpoint_every=4, snapshots=[0.25, 0.5, 1.0])  # at 2, 4, 8
-    with_bundles = lambda outs: [Outputs(o.generator, o.log, o.checkpoints, o.generator.with_suffix(".snap.pt"))  # noqa: E731
-                                 for o in outs]
+
+    def with_bundles(outs):
+        return [Outputs(o.generator, o.log, o.checkpoints, o.generator.with_suffix(".snap.pt")) for o in outs]
+
     apart = with_bundles(outputs_for(tmp_path / "separate"))
     for shard, out in zip(shards, apart):
         train_label(shard, "wcgan", tiny_settings, budget, 0, out, threads=1)
     staged = with_bundles(outputs_for(tmp_path / "staged"))
-    train_packed(shards, "wcgan", tiny_settings, Budget(iterations=4, checkpoint_every=4, snapshots=[0.5, 1.0]), 0,
-                 [Outputs(o.generator, o.log, o.checkpoints) for o in staged], threads=1)  # snapshots at 2, 4
+    train_packed(
+        shards,
+        "wcgan",
+        tiny_settings,
+        Budget(iterations=4, checkpoint_every=4, snapshots=[0.5, 1.0]),
+        0,
+        [Outputs(o.generator, o.log, o.checkpoints) for o in staged],
+        threads=1,
+    )  # snapshots at 2, 4
     results = train_packed(shards, "wcgan", tiny_settings, budget, 0, staged, threads=1)
     assert [r.resumed_from for r in results] == [4, 4, 4]  # 2 and 4 were taken: no restart needed
-    for label, a, b in zip(LABELS, apart, staged):
+    for _label, a, b in zip(LABELS, apart, staged):
         assert [i for i, _ in list_snapshots(b.checkpoints)] == [2, 4, 8]
         ea, eb = load_snapshots(a.snapshots), load_snapshots(b.snapshots)
         # (fractions are those of the run that took each snapshot, as with train_label: 0.5 of 4 here)
-        assert [(e["iteration"], e["label"], e["fingerprint"]) for e in ea] == \
-               [(e["iteration"], e["label"], e["fingerprint"]) for e in eb]
+        assert [(e["iteration"], e["label"], e["fingerprint"]) for e in ea] == [
+            (e["iteration"], e["label"], e["fingerprint"]) for e in eb
+        ]
         for x, y in zip(ea, eb):
             assert_close_weights(x["state_dict"], y["state_dict"])
         assert_close_weights(eb[-1]["state_dict"], weights(b.generator), exact=True)
@@ -333,8 +358,9 @@ def test_a_snapshot_point_already_passed_restarts_the_group(tmp_path, shards, ti
     caplog.set_level(logging.INFO, logger="labelwise.train")
     run = outputs_for(tmp_path / "run")
     train_packed(shards, "wcgan", tiny_settings, Budget(iterations=4, checkpoint_every=4), 0, run, threads=1)
-    results = train_packed(shards, "wcgan", tiny_settings, Budget(iterations=8, checkpoint_every=4, snapshots=[0.25]),
-                           0, run, threads=1)
+    results = train_packed(
+        shards, "wcgan", tiny_settings, Budget(iterations=8, checkpoint_every=4, snapshots=[0.25]), 0, run, threads=1
+    )
     assert [r.resumed_from for r in results] == [0, 0, 0] and "never taken" in caplog.text
 
 
@@ -353,7 +379,9 @@ def test_nonfinite_weights_are_never_saved(tmp_path, shards, tiny_settings, monk
     monkeypatch.setattr(torch.optim.Adam, "step", poisoned_step)
     out = outputs_for(tmp_path)
     budget = Budget(iterations=20, checkpoint_every=5, snapshots=[0.35])  # snapshot point 7
-    with pytest.raises(LabelwiseError, match=r"non-finite weights at iteration 7 \(label 5: generator\.net\.0\.weight\)"):
+    with pytest.raises(
+        LabelwiseError, match=r"non-finite weights at iteration 7 \(label 5: generator\.net\.0\.weight\)"
+    ):
         train_packed(shards, "wcgan", tiny_settings, budget, 0, out, threads=1)
     for o in out:
         assert [i for i, _ in list_checkpoints(o.checkpoints)] == [5]
@@ -418,7 +446,10 @@ def test_divergence_names_the_label_and_keeps_checkpoints(tmp_path, shards, tiny
 def test_train_label_channels_last_is_a_layout_not_another_model(tmp_path, make_shard, tiny_settings, model):
     """runtime.channels_last: the same training as NCHW up to rounding, and its own kill/resume is exact."""
     shard = make_shard(label=5, n=20)
-    out = lambda name: Outputs(tmp_path / f"{name}.pt", tmp_path / f"{name}.csv", tmp_path / f"{name}-ckpt")
+
+    def out(name):
+        return Outputs(tmp_path / f"{name}.pt", tmp_path / f"{name}.csv", tmp_path / f"{name}-ckpt")
+
     short = Budget(iterations=4, checkpoint_every=2)
     train_label(shard, model, tiny_settings, short, 0, out("nchw"), threads=1)
     train_label(shard, model, tiny_settings, short, 0, out("nhwc"), threads=1, channels_last=True)
@@ -430,8 +461,16 @@ def test_train_label_channels_last_is_a_layout_not_another_model(tmp_path, make_
     # Staged 3 + 3 iterations end bit-identical to 6 straight, both in channels_last.
     six = Budget(iterations=6, checkpoint_every=3)
     train_label(shard, model, tiny_settings, six, 0, out("straight"), threads=1, channels_last=True)
-    train_label(shard, model, tiny_settings, Budget(iterations=3, checkpoint_every=3), 0, out("staged"), threads=1,
-                channels_last=True)
+    train_label(
+        shard,
+        model,
+        tiny_settings,
+        Budget(iterations=3, checkpoint_every=3),
+        0,
+        out("staged"),
+        threads=1,
+        channels_last=True,
+    )
     result = train_label(shard, model, tiny_settings, six, 0, out("staged"), threads=1, channels_last=True)
     assert result.resumed_from == 3
     assert_close_weights(weights(tmp_path / "straight.pt"), weights(tmp_path / "staged.pt"), exact=True)
@@ -457,10 +496,11 @@ def test_bf16_trains_on_the_cpu_and_resumes_exactly(tmp_path, shards, tiny_setti
     fp32 = outputs_for(tmp_path / "fp32")
     train_packed(shards, model, tiny_settings, budget, 0, fp32, threads=1)
     straight = outputs_for(tmp_path / "bf16")
-    results = train_packed(shards, model, tiny_settings, budget, 0, straight, threads=1, precision="bf16",
-                           packed_kernel="bmm")
+    results = train_packed(
+        shards, model, tiny_settings, budget, 0, straight, threads=1, precision="bf16", packed_kernel="bmm"
+    )
     assert [r.iterations for r in results] == [6, 6, 6]
-    for label, a, b in zip(LABELS, fp32, straight):
+    for _label, a, b in zip(LABELS, fp32, straight):
         wa, wb = weights(a.generator), weights(b.generator)
         assert all(v.dtype == torch.float32 for v in wb.values() if v.is_floating_point())
         assert any(not torch.equal(wa[key], wb[key]) for key in wa if wa[key].is_floating_point())
@@ -472,35 +512,73 @@ def test_bf16_trains_on_the_cpu_and_resumes_exactly(tmp_path, shards, tiny_setti
         state = torch.load(list_checkpoints(b.checkpoints)[0][1], weights_only=True)
         for part in ("generator", "critic"):
             assert all(v.dtype == torch.float32 for v in state[part].values() if v.is_floating_point())
-        assert all(v.dtype == torch.float32 for entry in state["opt_d"]["state"].values()
-                   for name, v in entry.items() if name != "step")
+        assert all(
+            v.dtype == torch.float32
+            for entry in state["opt_d"]["state"].values()
+            for name, v in entry.items()
+            if name != "step"
+        )
     staged = outputs_for(tmp_path / "staged")
-    train_packed(shards, model, tiny_settings, Budget(iterations=3, checkpoint_every=3), 0, staged, threads=1,
-                 precision="bf16", packed_kernel="bmm")
+    train_packed(
+        shards,
+        model,
+        tiny_settings,
+        Budget(iterations=3, checkpoint_every=3),
+        0,
+        staged,
+        threads=1,
+        precision="bf16",
+        packed_kernel="bmm",
+    )
     train_packed(shards, model, tiny_settings, budget, 0, staged, threads=1, precision="bf16", packed_kernel="bmm")
     for a, b in zip(straight, staged):
         assert_close_weights(weights(a.generator), weights(b.generator), exact=True)
     # The single-label loop takes the same setting: label 2 alone in bf16 equals it packed, up to rounding.
     alone = outputs_for(tmp_path / "alone", LABELS[:1])
-    train_label(shards[0], model, tiny_settings, Budget(iterations=2, checkpoint_every=3), 0, alone[0], threads=1,
-                precision="bf16")
+    train_label(
+        shards[0],
+        model,
+        tiny_settings,
+        Budget(iterations=2, checkpoint_every=3),
+        0,
+        alone[0],
+        threads=1,
+        precision="bf16",
+    )
     packed_two = outputs_for(tmp_path / "packed2")
-    train_packed(shards, model, tiny_settings, Budget(iterations=2, checkpoint_every=3), 0, packed_two, threads=1,
-                 precision="bf16")
+    train_packed(
+        shards,
+        model,
+        tiny_settings,
+        Budget(iterations=2, checkpoint_every=3),
+        0,
+        packed_two,
+        threads=1,
+        precision="bf16",
+    )
     assert_first_losses_close(alone[0].log, packed_two[0].log, rel=0.03)
     assert not torch.equal(weights(alone[0].generator)["net.0.weight"], weights(fp32[0].generator)["net.0.weight"])
 
 
 def test_unknown_precision_or_kernel_is_one_clear_error(tmp_path, shards, tiny_settings):
     with pytest.raises(LabelwiseError, match="runtime.precision must be one of fp32, bf16, got 'fp16'"):
-        train_packed(shards, "wcgan", tiny_settings, Budget(iterations=2), 0, outputs_for(tmp_path / "out"),
-                     precision="fp16")
+        train_packed(
+            shards, "wcgan", tiny_settings, Budget(iterations=2), 0, outputs_for(tmp_path / "out"), precision="fp16"
+        )
     with pytest.raises(LabelwiseError, match="runtime.precision must be one of fp32, bf16, got 'fp16'"):
-        train_label(shards[0], "wcgan", tiny_settings, Budget(iterations=2), 0, outputs_for(tmp_path / "out")[0],
-                    precision="fp16")
+        train_label(
+            shards[0],
+            "wcgan",
+            tiny_settings,
+            Budget(iterations=2),
+            0,
+            outputs_for(tmp_path / "out")[0],
+            precision="fp16",
+        )
     with pytest.raises(LabelwiseError, match="runtime.packed_kernel must be one of auto, grouped, bmm, got 'fast'"):
-        train_packed(shards, "wcgan", tiny_settings, Budget(iterations=2), 0, outputs_for(tmp_path / "out"),
-                     packed_kernel="fast")
+        train_packed(
+            shards, "wcgan", tiny_settings, Budget(iterations=2), 0, outputs_for(tmp_path / "out"), packed_kernel="fast"
+        )
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
@@ -509,10 +587,30 @@ def test_unknown_precision_or_kernel_is_one_clear_error(tmp_path, shards, tiny_s
 
 def _cli_train(shards, root, settings, labels, extra=(), **paths):
     blob = json.dumps({"model": settings, "budget": {"iterations": 4, "checkpoint_every": 2}, "seed": 0})
-    args = {"generator": [str(root / f"g{k}.pt") for k in labels], "log": [str(root / f"log{k}.csv") for k in labels],
-            "checkpoints": [str(root / f"ckpt{k}") for k in labels]} | paths
-    cmd = [sys.executable, "-m", "labelwise.cli", "train", "--model", "wcgan", "--label", *map(str, labels),
-           "--settings", blob, "--shard", *map(str, shards), "--device", "cpu", "--threads", "1", *extra]
+    args = {
+        "generator": [str(root / f"g{k}.pt") for k in labels],
+        "log": [str(root / f"log{k}.csv") for k in labels],
+        "checkpoints": [str(root / f"ckpt{k}") for k in labels],
+    } | paths
+    cmd = [
+        sys.executable,
+        "-m",
+        "labelwise.cli",
+        "train",
+        "--model",
+        "wcgan",
+        "--label",
+        *map(str, labels),
+        "--settings",
+        blob,
+        "--shard",
+        *map(str, shards),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        *extra,
+    ]
     for key, values in args.items():
         cmd += [f"--{key}", *values]
     return subprocess.run(cmd, capture_output=True, text=True)
@@ -522,7 +620,9 @@ def test_cli_trains_several_labels_as_one_packed_job(tmp_path, shards, tiny_sett
     run = _cli_train(shards, tmp_path / "cli", tiny_settings, LABELS, extra=("--packed-kernel", "bmm"))
     assert run.returncode == 0, run.stderr
     assert "packed on device cpu, 1 thread(s), bmm kernel, fp32" in run.stderr
-    assert re.search(r"done: 4 iterations in [\d.]+ s \(stopped by the iterations budget\); [\d.]+ label-it/s", run.stderr)
+    assert re.search(
+        r"done: 4 iterations in [\d.]+ s \(stopped by the iterations budget\); [\d.]+ label-it/s", run.stderr
+    )
     apart = separate(shards, "wcgan", tiny_settings, Budget(iterations=4, checkpoint_every=2), tmp_path / "separate")
     for k, a in zip(LABELS, apart):
         assert_close_weights(weights(a.generator), weights(tmp_path / "cli" / f"g{k}.pt"))
@@ -540,10 +640,16 @@ def test_pipeline_labels_per_job_packs_labels_and_switching_back_retrains_nothin
     back to 1, the jobs find their final checkpoints: the generators come out bit-identical."""
     from test_pipeline import TINY, snakemake
 
-    config = dict(TINY, data={"source": "mnist5k", "labels": [0, 1, 2]}, models={"wcgan": TINY["models"]["wcgan"]},
-                  runtime=dict(TINY["runtime"], labels_per_job=2))
+    config = dict(
+        TINY,
+        data={"source": "mnist5k", "labels": [0, 1, 2]},
+        models={"wcgan": TINY["models"]["wcgan"]},
+        runtime=dict(TINY["runtime"], labels_per_job=2),
+    )
     targets = [f"results/mnist5k/wcgan/samples/{k}.h5" for k in (0, 1, 2)]
-    dry = snakemake(tmp_path, config, *targets, "-n", "-p", "--set-threads", "train=2", "--set-resources", "train:gpu=1")
+    dry = snakemake(
+        tmp_path, config, *targets, "-n", "-p", "--set-threads", "train=2", "--set-resources", "train:gpu=1"
+    )
     assert dry.returncode == 0, dry.stderr[-2000:]
     assert "rule train_labels_0_1:" in dry.stdout and "rule train_labels_2_2:" in dry.stdout
     assert "rule train:" not in dry.stdout
@@ -562,7 +668,9 @@ def test_pipeline_labels_per_job_packs_labels_and_switching_back_retrains_nothin
     alone = snakemake(single, dict(config, runtime=TINY["runtime"]), *targets[:2])
     assert alone.returncode == 0, alone.stderr[-3000:]
     for k in (0, 1):
-        assert_close_weights(weights(single / f"results/mnist5k/wcgan/generators/{k}.pt"), weights(ds / f"generators/{k}.pt"))
+        assert_close_weights(
+            weights(single / f"results/mnist5k/wcgan/generators/{k}.pt"), weights(ds / f"generators/{k}.pt")
+        )
 
     back = snakemake(tmp_path, dict(config, runtime=TINY["runtime"]), *targets)
     assert back.returncode == 0, back.stderr[-3000:]

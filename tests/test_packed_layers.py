@@ -4,6 +4,7 @@ Both kernels must compute K independent per-label networks: forward, backward an
 penalty's double backward equal to each label's own `Generator`/`Critic` up to fp32 rounding, with
 the same parameters (so checkpoints do not depend on the kernel).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -76,16 +77,22 @@ def test_packed_networks_equal_each_label_forward_backward_and_double_backward(m
         assert any(t.abs().max() > 0 for t in packed_c[j])  # a real gradient, not zeros on both sides
 
 
-@pytest.mark.parametrize("transposed,stride,padding,output_padding",
-                         [(t, 1, 0, 0) for t in (False, True)] + [(t, 2, 1, 0) for t in (False, True)]
-                         + [(False, 3, 2, 0), (True, 3, 2, 0), (True, 2, 1, 1)])  # output_padding: transposed only
+@pytest.mark.parametrize(
+    "transposed,stride,padding,output_padding",
+    [(t, 1, 0, 0) for t in (False, True)]
+    + [(t, 2, 1, 0) for t in (False, True)]
+    + [(False, 3, 2, 0), (True, 3, 2, 0), (True, 2, 1, 1)],
+)  # output_padding: transposed only
 def test_bmm_layers_equal_grouped_convolutions_and_pass_gradgradcheck(transposed, stride, padding, output_padding):
     """Against torch's grouped kernels on random weights (both carry the same parameters), and
     torch.autograd's numerical first and second derivative checks in float64."""
     torch.manual_seed(1)
     k, cin, cout = 3, 2, 4
-    single = (nn.ConvTranspose2d(cin, cout, 4, stride, padding, output_padding=output_padding) if transposed
-              else nn.Conv2d(cin, cout, 4, stride, padding))
+    single = (
+        nn.ConvTranspose2d(cin, cout, 4, stride, padding, output_padding=output_padding)
+        if transposed
+        else nn.Conv2d(cin, cout, 4, stride, padding)
+    )
     grouped, bmm = packed_conv(single, k, "grouped"), packed_conv(single, k, "bmm")
     assert isinstance(bmm, BmmConvTranspose2d if transposed else BmmConv2d)
     assert {n: p.shape for n, p in grouped.named_parameters()} == {n: p.shape for n, p in bmm.named_parameters()}
@@ -130,8 +137,21 @@ def _iteration(tiny_settings, cuda_graph: bool, k: int = 2):
     counts = [5, 7][:k]
     pool = torch.rand(sum(counts), 3, 32, 32) * 2 - 1
     rngs = [label_generators(0, label, "cpu") for label in LABELS[:k]]
-    return PackedIteration(pg, pc, opt_g, opt_d, pool, counts, rngs, batch_size=4, latent_dim=tiny_settings["latent_dim"],
-                           critic_steps=3, wgan=True, gp_lambda=10.0, cuda_graph=cuda_graph)
+    return PackedIteration(
+        pg,
+        pc,
+        opt_g,
+        opt_d,
+        pool,
+        counts,
+        rngs,
+        batch_size=4,
+        latent_dim=tiny_settings["latent_dim"],
+        critic_steps=3,
+        wgan=True,
+        gp_lambda=10.0,
+        cuda_graph=cuda_graph,
+    )
 
 
 def test_indices_drawn_at_once_are_each_labels_stream_step_by_step(tiny_settings):

@@ -2,9 +2,11 @@
 
 Importing those three costs seconds, and every `snakemake` invocation (a dry run, a status check, each
 job's own re-parse on a cluster) parses the Snakefile.  The parse-time helpers (config validation,
-`labelwise.plan` with `num_classes`, the Inception weights lookup) are torch-free; these tests keep them so.  Inside pytest
+`labelwise.plan` with `num_classes`, the Inception weights lookup) are torch-free; these tests keep
+them so.  Inside pytest
 torch is already imported (conftest), so every check runs in a fresh interpreter.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -18,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO
 
 HEAVY = ("torch", "torchvision", "torch_fidelity")
@@ -67,8 +68,9 @@ def parse_time_imports(path: Path) -> list[str]:
 def loaded_after(code: str, env: dict | None = None) -> dict:
     """Run `code` in a fresh interpreter; report which of HEAVY it left imported."""
     probe = f"{code}\nimport json, sys\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
-    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300,
-                            env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300, env=env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -81,8 +83,10 @@ def test_the_import_reader_sees_the_parse_time_imports(tmp_path):
     assert any("resolve_inception_weights" in s for s in statements)
     # and it keeps multi-line imports whole and skips run: blocks
     sample = tmp_path / "sample.smk"
-    sample.write_text("from a.b import (\n    c,\n    d,\n)\nrule x:\n    run:\n        import torch\n"
-                      "        shell('x')\n\nif True:\n    import e  # comment\n")
+    sample.write_text(
+        "from a.b import (\n    c,\n    d,\n)\nrule x:\n    run:\n        import torch\n"
+        "        shell('x')\n\nif True:\n    import e  # comment\n"
+    )
     assert parse_time_imports(sample) == ["from a.b import ( c, d, )", "import e"]
 
 
@@ -103,8 +107,21 @@ def test_dry_run_imports_no_torch(tmp_path):
     (shim / "scontrol").chmod(0o755)
     path = os.pathsep.join([str(shim), str(Path(sys.executable).parent), os.environ["PATH"]])
     env = dict(os.environ, PATH=path, TORCH_HOME=str(tmp_path / "no-torch-home"))
-    cmd = [sys.executable, "-X", "importtime", "-m", "snakemake", "-n", "-q", "-s", str(REPO / "Snakefile"),
-           "--directory", str(tmp_path), "--configfile", str(tmp_path / "config.yaml")]
+    cmd = [
+        sys.executable,
+        "-X",
+        "importtime",
+        "-m",
+        "snakemake",
+        "-n",
+        "-q",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(tmp_path / "config.yaml"),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stderr.splitlines()
@@ -118,8 +135,9 @@ def test_metrics_package_is_lazy_but_complete():
 
     assert loaded_after("import labelwise.metrics, labelwise.metrics.inception_weights") == []
     assert "torch" in loaded_after("from labelwise.metrics import evaluate_model")
-    submodules = [importlib.import_module(f"labelwise.metrics.{m}")
-                  for m in ("classifier", "evaluate", "realstats", "stats")]
+    submodules = [
+        importlib.import_module(f"labelwise.metrics.{m}") for m in ("classifier", "evaluate", "realstats", "stats")
+    ]
     for name in metrics.__all__:  # each exported name is its submodule's own object
         assert any(getattr(module, name, None) is getattr(metrics, name) for module in submodules), name
     from labelwise.metrics import inception as inc  # submodules still import as attributes

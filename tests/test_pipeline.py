@@ -1,4 +1,5 @@
 """The real Snakefile on a tiny config: end to end, nothing redone on a rerun, config errors up front."""
+
 from __future__ import annotations
 
 import copy
@@ -11,13 +12,14 @@ from pathlib import Path
 import h5py
 import pytest
 import yaml
-
 from conftest import REPO
 
 TINY = {
     "data": {"source": "mnist5k", "labels": [0, 7]},
-    "models": {"wcgan": {"width": 4, "latent_dim": 8, "batch_size": 8},
-               "dccgan": {"width": 4, "latent_dim": 8, "batch_size": 8}},
+    "models": {
+        "wcgan": {"width": 4, "latent_dim": 8, "batch_size": 8},
+        "dccgan": {"width": 4, "latent_dim": 8, "batch_size": 8},
+    },
     "budget": {"iterations": 6, "checkpoint_every": 3},
     "evaluation": {"samples_per_label": 5},
     "figures": {"grid_columns": 5},
@@ -30,8 +32,20 @@ NO_HUB = {"TORCH_HOME": "/nonexistent-torch-home"}
 def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **NO_HUB)
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--cores",
+        "2",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
 
@@ -122,15 +136,34 @@ FIGURES_OF_ONE_MODEL = {"sample_grid": 1, "training_curves": 1, "metrics_compari
 @pytest.mark.parametrize(
     "what, config, expected",
     [
-        ("an evaluation key", changed(evaluation={"samples_per_label": 6}),
-         {"sample": 2, "evaluate": 2, "sample_grid": 2, "metrics_comparison": 1}),
-        ("a wcgan training key", changed(models={**TINY["models"], "wcgan": {**TINY["models"]["wcgan"], "lr": 3e-4}}),
-         {"train": 2, "sample": 1, "evaluate": 1, **FIGURES_OF_ONE_MODEL}),
-        ("one more label", changed(data={"source": "mnist5k", "labels": [0, 3, 7]}),
-         {"train": 2, "sample": 2, "real_stats": 1, "evaluate": 2, "sample_grid": 2, "training_curves": 2,
-          "metrics_comparison": 1}),
-        ("a figure style key", changed(figures={"dpi": 100}),
-         {"sample_grid": 2, "training_curves": 2, "metrics_comparison": 1}),
+        (
+            "an evaluation key",
+            changed(evaluation={"samples_per_label": 6}),
+            {"sample": 2, "evaluate": 2, "sample_grid": 2, "metrics_comparison": 1},
+        ),
+        (
+            "a wcgan training key",
+            changed(models={**TINY["models"], "wcgan": {**TINY["models"]["wcgan"], "lr": 3e-4}}),
+            {"train": 2, "sample": 1, "evaluate": 1, **FIGURES_OF_ONE_MODEL},
+        ),
+        (
+            "one more label",
+            changed(data={"source": "mnist5k", "labels": [0, 3, 7]}),
+            {
+                "train": 2,
+                "sample": 2,
+                "real_stats": 1,
+                "evaluate": 2,
+                "sample_grid": 2,
+                "training_curves": 2,
+                "metrics_comparison": 1,
+            },
+        ),
+        (
+            "a figure style key",
+            changed(figures={"dpi": 100}),
+            {"sample_grid": 2, "training_curves": 2, "metrics_comparison": 1},
+        ),
         ("a runtime key", changed(runtime={"device": "cpu", "progress_seconds": 3, "threads": 2}), {}),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
@@ -151,9 +184,17 @@ def test_a_wcgan_key_leaves_dccgan_alone(finished_run):
 @pytest.mark.slow
 def test_inception_metrics_appear_with_weights(tmp_path, random_inception_weights):
     """Random weights of the real layout stand in for the (unavailable) published ones."""
-    config = dict(TINY, data={"source": "mnist5k", "labels": [3]}, models={"wcgan": TINY["models"]["wcgan"]},
-                  evaluation={"samples_per_label": 10, "inception": "required",
-                              "inception_weights": str(random_inception_weights), "kid_subset_size": 5})
+    config = dict(
+        TINY,
+        data={"source": "mnist5k", "labels": [3]},
+        models={"wcgan": TINY["models"]["wcgan"]},
+        evaluation={
+            "samples_per_label": 10,
+            "inception": "required",
+            "inception_weights": str(random_inception_weights),
+            "kid_subset_size": 5,
+        },
+    )
     result = snakemake(tmp_path, config)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "results/mnist5k/wcgan/metrics.json").read_text())
@@ -166,8 +207,12 @@ def test_inception_metrics_appear_with_weights(tmp_path, random_inception_weight
 
 
 def test_inception_required_without_weights_fails_with_the_fix(tmp_path):
-    config = dict(TINY, data={"source": "mnist5k", "labels": [3]}, models={"wcgan": TINY["models"]["wcgan"]},
-                  evaluation={"inception": "required"})
+    config = dict(
+        TINY,
+        data={"source": "mnist5k", "labels": [3]},
+        models={"wcgan": TINY["models"]["wcgan"]},
+        evaluation={"inception": "required"},
+    )
     result = snakemake(tmp_path, config, "--until", "real_stats")
     assert result.returncode != 0
     log = (tmp_path / "logs/mnist5k/stats/inception.log").read_text()
@@ -196,7 +241,9 @@ def test_bad_config_fails_before_any_job(tmp_path, change, key):
 
 
 def test_cli_lists_every_stage():
-    out = subprocess.run([sys.executable, "-m", "labelwise.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "labelwise.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for stage in ("prepare", "train", "sample", "grid", "classifier", "evaluate", "curves", "compare", "table"):
         assert stage in out
 

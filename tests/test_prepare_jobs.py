@@ -8,6 +8,7 @@ the same memory whether the folder has 2 classes or 20; parsing the Snakefile fo
 touches no class folder; JPEG draft decoding stays within its documented tolerance and is off by
 default.
 """
+
 from __future__ import annotations
 
 import io
@@ -21,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import REPO
 from PIL import Image
 
-from conftest import REPO
 from labelwise.data import assemble_meta, load_meta, prepare_dataset, prepare_label, read_shard
 from labelwise.data.sources import DRAFT_MARGIN, read_image
 
@@ -44,7 +45,9 @@ def make_folder(root: Path, n_classes: int, per_class: int, size=(60, 45), seed:
         folder = root / f"class{k:03d}"
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            (folder / f"{i:03d}.jpg").write_bytes(jpeg_bytes(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)))
+            (folder / f"{i:03d}.jpg").write_bytes(
+                jpeg_bytes(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+            )
     return root
 
 
@@ -56,8 +59,9 @@ def mixed_root(tmp_path) -> Path:
     rng = np.random.default_rng(1)
     exif = Image.Exif()
     exif[0x0112] = 6  # rotated 90°: exif_transpose must turn it upright
-    (root / "class000" / "rotated.jpg").write_bytes(jpeg_bytes(rng.integers(0, 256, (30, 70, 3), dtype=np.uint8),
-                                                               exif=exif.tobytes()))
+    (root / "class000" / "rotated.jpg").write_bytes(
+        jpeg_bytes(rng.integers(0, 256, (30, 70, 3), dtype=np.uint8), exif=exif.tobytes())
+    )
     Image.fromarray(rng.integers(0, 256, (40, 33), dtype=np.uint8), "L").save(root / "class001" / "grey.png")
     Image.fromarray(rng.integers(0, 256, (20, 64, 4), dtype=np.uint8), "RGBA").save(root / "class001" / "alpha.png")
     (root / "class002" / "cut.jpg").write_bytes((root / "class002" / "000.jpg").read_bytes()[:300])
@@ -112,8 +116,20 @@ def test_assemble_meta_refuses_a_shard_of_another_setting(tmp_path, mixed_root):
 def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--cores",
+        "2",
+        *args,
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return result
@@ -126,14 +142,18 @@ def planned(result: subprocess.CompletedProcess, rule: str) -> list[str]:
 
 @pytest.mark.e2e
 def test_pipeline_prepares_per_label_and_one_more_label_only_that_one(tmp_path, mixed_root):
-    config = {"data": {"source": "imagefolder", "root": str(mixed_root), "resolution": 16, "labels": [0, 2]},
-              "runtime": {"device": "cpu", "threads": 2}}
+    config = {
+        "data": {"source": "imagefolder", "root": str(mixed_root), "resolution": 16, "labels": [0, 2]},
+        "runtime": {"device": "cpu", "threads": 2},
+    }
     meta = "results/imagefolder/meta.json"
     first = snakemake(tmp_path, config, meta)
     assert (first.stdout + first.stderr).count("rule prepare_label:") == 2
     for label in (0, 2):  # one job per label, each with its own log and progress summary
         log = (tmp_path / f"logs/imagefolder/prepare/{label}.log").read_text()
-        assert re.search(rf"label {label} \(class00{label}\): \d+ files in .* files/s\), \d+ images, \d+ skipped, 2 thread", log), log
+        assert re.search(
+            rf"label {label} \(class00{label}\): \d+ files in .* files/s\), \d+ images, \d+ skipped, 2 thread", log
+        ), log
     assert "class002/cut.jpg" in (tmp_path / "logs/imagefolder/prepare/2.log").read_text()  # the warning
     assert_same_as_single_job(tmp_path / "results/imagefolder", mixed_root, [0, 2], 16, tmp_path / "ref")
 
@@ -169,8 +189,20 @@ def test_snakefile_reads_no_class_folder_at_parse_time(tmp_path):
         (root / f"n{k:08d}").mkdir(parents=True)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"data": {"source": "imagefolder", "root": str(root)}}))
     events = tmp_path / "events.json"
-    cmd = [sys.executable, "-c", AUDIT, str(events), "results/imagefolder/meta.json", "-n", "-s", str(REPO / "Snakefile"),
-           "--directory", str(tmp_path), "--configfile", str(tmp_path / "config.yaml")]
+    cmd = [
+        sys.executable,
+        "-c",
+        AUDIT,
+        str(events),
+        "results/imagefolder/meta.json",
+        "-n",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(tmp_path / "config.yaml"),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert len(planned(result, "prepare_label")) == n
@@ -213,7 +245,15 @@ def test_peak_memory_of_a_label_job_does_not_grow_with_the_labels(tmp_path):
     for n in (2, 20):
         root = make_folder(tmp_path / f"c{n}", n, PER_CLASS, size=(170, 128), seed=n)
         for mode in ("label", "dataset", "hold"):
-            cmd = [sys.executable, "-c", PEAK, mode, str(root), str(tmp_path / f"out-{mode}-{n}"), str(REPO / "benchmarks")]
+            cmd = [
+                sys.executable,
+                "-c",
+                PEAK,
+                mode,
+                str(root),
+                str(tmp_path / f"out-{mode}-{n}"),
+                str(REPO / "benchmarks"),
+            ]
             result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
             assert result.returncode == 0, result.stderr[-3000:]
             peaks[mode, n] = int(result.stdout.split()[-1])
@@ -275,7 +315,9 @@ def test_jpeg_draft_is_off_by_default_and_leaves_other_formats_alone(tmp_path):
     root = tmp_path / "images" / "only"
     root.mkdir(parents=True)
     (root / "a.jpg").write_bytes(jpeg_bytes(array))
-    (root / "b.jpg").write_bytes(jpeg_bytes(array[::-1].copy()))  # a class needs two images (the classifier holds one out)
+    (root / "b.jpg").write_bytes(
+        jpeg_bytes(array[::-1].copy())
+    )  # a class needs two images (the classifier holds one out)
     plain = prepare_dataset("imagefolder", tmp_path / "plain", root=root.parent, resolution=32)
     drafted = prepare_dataset("imagefolder", tmp_path / "draft", root=root.parent, resolution=32, jpeg_draft=True)
     assert plain["jpeg_draft"] is False and drafted["jpeg_draft"] is True
@@ -290,9 +332,17 @@ def test_a_label_job_logs_progress_with_rate_and_eta(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="labelwise.data"):
         prepare_label(tmp_path / "out", root, 0, resolution=16, progress_seconds=1e-9)
     lines = [r.getMessage() for r in caplog.records]
-    progress = [line for line in lines if re.fullmatch(r"label 0 \(class000\): \d+/150 files \(\d+%\) [\d.]+ files/s ETA \d+m\d\ds", line)]
+    progress = [
+        line
+        for line in lines
+        if re.fullmatch(r"label 0 \(class000\): \d+/150 files \(\d+%\) [\d.]+ files/s ETA \d+m\d\ds", line)
+    ]
     assert [line.split(":")[1].split()[0] for line in progress] == ["64/150", "128/150"]  # one per decoded chunk
-    assert re.fullmatch(r"label 0 \(class000\): 150 files in [\d.]+ s \([\d.]+ files/s\), 150 images, 0 skipped, 1 thread\(s\); wrote .*", lines[-1])
+    assert re.fullmatch(
+        r"label 0 \(class000\): 150 files in [\d.]+ s \([\d.]+ files/s\), "
+        r"150 images, 0 skipped, 1 thread\(s\); wrote .*",
+        lines[-1],
+    )
 
 
 def test_cifar_preparation_holds_the_dataset_once(tmp_path):

@@ -1,4 +1,5 @@
 """The paper presets: valid over config.yaml, and their DAGs build (ImageNet-1k: 1,000 labels)."""
+
 from __future__ import annotations
 
 import copy
@@ -6,10 +7,10 @@ import re
 
 import pytest
 import yaml
-
 from conftest import REPO, SHARED_DATA
-from labelwise.config import validate_config
 from test_pipeline import snakemake
+
+from labelwise.config import validate_config
 
 PRESETS = sorted((REPO / "presets").glob("*.yaml"))
 

@@ -9,6 +9,7 @@ names each such use by file:line.
 Dunder names (`__version__`) are public by convention; third-party modules (torch, snakemake) are not
 this project's to fix and are left out.
 """
+
 from __future__ import annotations
 
 import ast
@@ -78,16 +79,26 @@ def private_uses(tree: ast.AST, project: set[str]) -> list[tuple[int, str]]:
             # setattr/getattr/hasattr/delattr and monkeypatch.setattr(module, "_name", ...)
             target, name = node.args[0], node.args[1]
             called = ast.unparse(node.func)
-            if (called.split(".")[-1] in ("setattr", "getattr", "hasattr", "delattr")
-                    and isinstance(target, ast.Name) and target.id in bound
-                    and isinstance(name, ast.Constant) and isinstance(name.value, str) and is_private(name.value)):
+            if (
+                called.split(".")[-1] in ("setattr", "getattr", "hasattr", "delattr")
+                and isinstance(target, ast.Name)
+                and target.id in bound
+                and isinstance(name, ast.Constant)
+                and isinstance(name.value, str)
+                and is_private(name.value)
+            ):
                 found.append((node.lineno, f"{called}({target.id}, {name.value!r}, ...)"))
         if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
             # monkeypatch.setattr("labelwise.x._name", ...) / mock.patch("labelwise.x._name")
             text = node.args[0].value
-            if (isinstance(text, str) and re.fullmatch(r"[\w.]+", text) and text.split(".")[0] in project
-                    and "." in text and any(is_private(part) for part in text.split("."))
-                    and ast.unparse(node.func).split(".")[-1] in ("setattr", "patch", "delattr")):
+            if (
+                isinstance(text, str)
+                and re.fullmatch(r"[\w.]+", text)
+                and text.split(".")[0] in project
+                and "." in text
+                and any(is_private(part) for part in text.split("."))
+                and ast.unparse(node.func).split(".")[-1] in ("setattr", "patch", "delattr")
+            ):
                 found.append((node.lineno, f"{ast.unparse(node.func)}({text!r}, ...)"))
     return sorted(set(found))
 
@@ -131,7 +142,12 @@ def test_no_module_uses_another_modules_private_names():
         problems += [f"{path.relative_to(REPO)}:{line}: {what}" for line, what in private_uses(tree, project)]
         for number, line in enumerate(path.read_text().splitlines(), 1):
             # the rules call the package by its full dotted names (labelwise.plan.train_settings)
-            problems += [f"{path.relative_to(REPO)}:{number}: {m.group(0)}" for m in SNAKE_PRIVATE.finditer(line)
-                         if is_private(m.group(1))]
-    assert not problems, ("private names used outside their module; make them public (and rename their "
-                          "uses) or go through the public API:\n  " + "\n  ".join(problems))
+            problems += [
+                f"{path.relative_to(REPO)}:{number}: {m.group(0)}"
+                for m in SNAKE_PRIVATE.finditer(line)
+                if is_private(m.group(1))
+            ]
+    assert not problems, (
+        "private names used outside their module; make them public (and rename their "
+        "uses) or go through the public API:\n  " + "\n  ".join(problems)
+    )

@@ -8,6 +8,7 @@ GPU's cores, and the script must size Snakemake for the two nodes.  No LSF, jsru
 needed, since a dry run starts no job.  A `--config` that drops the launcher stops the script before
 any job.  (Real Slurm runs of submit.sbatch: tests/test_cluster.py.)
 """
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
 
 # What a user's checkout holds that a run reads; copied so that the dry run writes nothing in REPO.
@@ -51,8 +51,11 @@ def run_submit(site: str, tmp_path: Path, config_args: list[str]) -> tuple[subpr
     if site == "summit":
         # LSF's host file: the launch node once, then each compute node once per core slot.
         (tmp_path / "hosts").write_text("batch1\n" + "".join(f"h{i % 2 + 1}\n" for i in range(84)))
-        env.update(LSB_DJOB_HOSTFILE=str(tmp_path / "hosts"), LS_SUBCWD=str(tmp_path),
-                   LABELWISE_SNAKEMAKE_ARGS=" ".join(config_args))
+        env.update(
+            LSB_DJOB_HOSTFILE=str(tmp_path / "hosts"),
+            LS_SUBCWD=str(tmp_path),
+            LABELWISE_SNAKEMAKE_ARGS=" ".join(config_args),
+        )
         cmd, gpus = ["bash", "profiles/summit/submit.lsf", "-n"], 12
     else:
         env.update(SLURM_JOB_NUM_NODES="2", SLURM_SUBMIT_DIR=str(tmp_path))
@@ -81,8 +84,11 @@ def test_submit_script_dry_runs_cifar100_with_the_site_launcher(site, tmp_path):
 def test_a_command_line_config_that_drops_the_launcher_stops_the_submit_script(tmp_path):
     """`--config` replaces the profile's whole `config:` key, launcher included: inside an allocation
     that would train every label on the node running Snakemake, so the run stops before any job."""
-    result, _ = run_submit("frontier", tmp_path, ["--configfile", "presets/cifar100.yaml", "--config",
-                                                  "data={root: /nonexistent/cifar-100-python}"])
+    result, _ = run_submit(
+        "frontier",
+        tmp_path,
+        ["--configfile", "presets/cifar100.yaml", "--config", "data={root: /nonexistent/cifar-100-python}"],
+    )
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("labelwise: config error:")]
     assert len(errors) == 1 and "runtime.launcher is empty in a frontier allocation" in errors[0], result.stderr[-3000:]

@@ -1,5 +1,6 @@
 """Weak scaling (rules/scaling.smk, labelwise/scaling.py): the summary maths from synthetic job
 records, the figure, the timed job wrapper, and the real Snakefile with k = 1, 2 on two cores."""
+
 from __future__ import annotations
 
 import csv
@@ -8,18 +9,29 @@ import math
 from pathlib import Path
 
 import pytest
+from test_pipeline import TINY, snakemake
 
 from labelwise import scaling
-from test_pipeline import TINY, snakemake
 
 
 def record(k, slot, start, end, *, launched=None, host="node1", device="cpu", gpu_uuid=None, train=None, label=None):
     return {
-        "k": k, "slot": slot, "label": slot if label is None else label, "model": "wcgan",
-        "launched": launched, "start": start, "end": end, "seconds": end - start,
-        "train_seconds": (end - start) / 2 if train is None else train, "iterations": 10,
-        "host": host, "device": device, "gpu_uuid": gpu_uuid, "gpu_name": None,
-        "cuda_visible_devices": None, "threads": 1,
+        "k": k,
+        "slot": slot,
+        "label": slot if label is None else label,
+        "model": "wcgan",
+        "launched": launched,
+        "start": start,
+        "end": end,
+        "seconds": end - start,
+        "train_seconds": (end - start) / 2 if train is None else train,
+        "iterations": 10,
+        "host": host,
+        "device": device,
+        "gpu_uuid": gpu_uuid,
+        "gpu_name": None,
+        "cuda_visible_devices": None,
+        "threads": 1,
     }
 
 
@@ -35,11 +47,14 @@ def write_records(directory: Path, records) -> list[Path]:
 
 # --- summary maths -------------------------------------------------------------------------------------
 
+
 def test_makespan_runs_from_the_first_launch_to_the_last_end():
-    stats = scaling.group_stats([
-        record(2, 0, start=100.5, end=110.0, launched=100.0),
-        record(2, 1, start=101.0, end=112.0, launched=100.2),
-    ])
+    stats = scaling.group_stats(
+        [
+            record(2, 0, start=100.5, end=110.0, launched=100.0),
+            record(2, 1, start=101.0, end=112.0, launched=100.2),
+        ]
+    )
     assert stats["k"] == 2 and stats["n_jobs"] == 2
     assert stats["makespan_s"] == pytest.approx(12.0)  # 112.0 - 100.0 (launched, not started)
     assert stats["mean_job_s"] == pytest.approx((9.5 + 11.0) / 2)
@@ -58,7 +73,7 @@ def test_without_a_launch_time_the_start_counts():
     "intervals, overlap, most",
     [
         ([(0, 10), (1, 11), (2, 12)], True, 3),
-        ([(0, 10), (10, 20)], False, 1),          # back to back: touching is not overlapping
+        ([(0, 10), (10, 20)], False, 1),  # back to back: touching is not overlapping
         ([(0, 10), (5, 15), (12, 20)], False, 2),  # pairs overlap, never all three
         ([(0, 4), (0, 4)], True, 2),
     ],
@@ -85,20 +100,27 @@ def test_efficiency_is_t1_over_tk():
 
 
 def test_efficiency_base_is_the_smallest_k_when_1_is_not_measured():
-    rows = scaling.summary_rows([
-        scaling.group_stats([record(8, i, 0.0, 16.0) for i in range(8)]),
-        scaling.group_stats([record(2, i, 0.0, 8.0) for i in range(2)]),
-    ])
+    rows = scaling.summary_rows(
+        [
+            scaling.group_stats([record(8, i, 0.0, 16.0) for i in range(8)]),
+            scaling.group_stats([record(2, i, 0.0, 8.0) for i in range(2)]),
+        ]
+    )
     assert [(r["k"], r["base_k"], r["efficiency"]) for r in rows] == [(2, 2, 1.0), (8, 2, 0.5)]
 
 
 def test_gpu_groups_count_distinct_gpus_and_hosts():
-    on_two = [record(2, 0, 0, 5, host="a", device="cuda:0", gpu_uuid="GPU-1"),
-              record(2, 1, 0, 5, host="b", device="cuda:0", gpu_uuid="GPU-2")]
+    on_two = [
+        record(2, 0, 0, 5, host="a", device="cuda:0", gpu_uuid="GPU-1"),
+        record(2, 1, 0, 5, host="b", device="cuda:0", gpu_uuid="GPU-2"),
+    ]
     stats = scaling.group_stats(on_two)
     assert stats["device_kind"] == "cuda" and stats["hosts"] == 2 and stats["gpus"] == 2
     assert scaling.concurrency_problem(stats) is None
-    shared = [record(2, 0, 0, 5, device="cuda:0", gpu_uuid="GPU-1"), record(2, 1, 0, 5, device="cuda:0", gpu_uuid="GPU-1")]
+    shared = [
+        record(2, 0, 0, 5, device="cuda:0", gpu_uuid="GPU-1"),
+        record(2, 1, 0, 5, device="cuda:0", gpu_uuid="GPU-1"),
+    ]
     assert "shared 1 GPU" in scaling.concurrency_problem(scaling.group_stats(shared))
 
 
@@ -113,10 +135,14 @@ def test_missing_jobs_are_reported():
 
 
 def test_summary_and_jobs_csv_round_trip(tmp_path):
-    paths = write_records(tmp_path, [
-        record(1, 0, 0.0, 10.0, launched=-0.5),
-        record(2, 0, 20.0, 31.0, launched=19.9), record(2, 1, 20.1, 30.0, launched=19.9, label=7),
-    ])
+    paths = write_records(
+        tmp_path,
+        [
+            record(1, 0, 0.0, 10.0, launched=-0.5),
+            record(2, 0, 20.0, 31.0, launched=19.9),
+            record(2, 1, 20.1, 30.0, launched=19.9, label=7),
+        ],
+    )
     scaling.write_summary(paths, tmp_path / "summary.csv", tmp_path / "jobs.csv")
     with open(tmp_path / "summary.csv", newline="") as f:
         raw = list(csv.DictReader(f))
@@ -132,6 +158,7 @@ def test_summary_and_jobs_csv_round_trip(tmp_path):
 
 
 # --- the figure -------------------------------------------------------------------------------------
+
 
 def summary(*groups):
     return scaling.summary_rows([scaling.group_stats(g) for g in groups])
@@ -175,10 +202,28 @@ def test_figure_with_a_single_k(tmp_path):
 
 # --- the timed job wrapper ------------------------------------------------------------------------------
 
+
 def train_args(shard, scratch, settings, label=0):
-    return ["--model", "wcgan", "--label", str(label), "--settings", json.dumps(settings), "--shard", str(shard),
-            "--generator", str(scratch / "generator.pt"), "--log", str(scratch / "train_log.csv"),
-            "--checkpoints", str(scratch / "checkpoints"), "--device", "cpu", "--threads", "1"]
+    return [
+        "--model",
+        "wcgan",
+        "--label",
+        str(label),
+        "--settings",
+        json.dumps(settings),
+        "--shard",
+        str(shard),
+        "--generator",
+        str(scratch / "generator.pt"),
+        "--log",
+        str(scratch / "train_log.csv"),
+        "--checkpoints",
+        str(scratch / "checkpoints"),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+    ]
 
 
 def test_job_wrapper_times_labelwise_train_from_scratch(tmp_path, make_shard, tiny_settings):
@@ -188,8 +233,21 @@ def test_job_wrapper_times_labelwise_train_from_scratch(tmp_path, make_shard, ti
     (scratch / "checkpoints" / "stale").write_text("another run's checkpoint")
     settings = {"model": tiny_settings, "budget": {"iterations": 4, "minutes": None, "checkpoint_every": 2}, "seed": 0}
     out = tmp_path / "k1" / "job0.json"
-    code = scaling.main(["job", "--record", str(out), "--k", "1", "--slot", "0", "--launched", "123.5", "--",
-                         *train_args(shard, scratch, settings, label=3)])
+    code = scaling.main(
+        [
+            "job",
+            "--record",
+            str(out),
+            "--k",
+            "1",
+            "--slot",
+            "0",
+            "--launched",
+            "123.5",
+            "--",
+            *train_args(shard, scratch, settings, label=3),
+        ]
+    )
     assert code == 0
     rec = json.loads(out.read_text())
     assert rec["k"] == 1 and rec["slot"] == 0 and rec["label"] == 3 and rec["model"] == "wcgan"
@@ -205,15 +263,27 @@ def test_job_wrapper_writes_no_record_when_training_fails(tmp_path, make_shard, 
     shard = make_shard(label=3)
     settings = {"model": tiny_settings, "budget": {"iterations": 2, "minutes": None, "checkpoint_every": 2}, "seed": 0}
     out = tmp_path / "job0.json"
-    code = scaling.main(["job", "--record", str(out), "--k", "1", "--slot", "0", "--",
-                         *train_args(shard, tmp_path / "scratch", settings, label=5)])  # shard holds label 3
+    code = scaling.main(
+        [
+            "job",
+            "--record",
+            str(out),
+            "--k",
+            "1",
+            "--slot",
+            "0",
+            "--",
+            *train_args(shard, tmp_path / "scratch", settings, label=5),
+        ]
+    )  # shard holds label 3
     assert code == 1 and not out.exists()
 
 
 # --- the Snakefile -------------------------------------------------------------------------------------
 
-SCALING = dict(TINY, models={"wcgan": TINY["models"]["wcgan"]},
-               scaling={"ks": [1, 2], "iterations": 10, "checkpoint_every": 5})
+SCALING = dict(
+    TINY, models={"wcgan": TINY["models"]["wcgan"]}, scaling={"ks": [1, 2], "iterations": 10, "checkpoint_every": 5}
+)
 FIGURES = ["results/mnist5k/figures/weak_scaling.png", "results/mnist5k/figures/weak_scaling.pdf"]
 
 

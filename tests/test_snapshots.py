@@ -1,4 +1,5 @@
 """Generator snapshots along training (budget.snapshots) and FID against training time."""
+
 from __future__ import annotations
 
 import json
@@ -7,15 +8,18 @@ import pytest
 import torch
 
 from labelwise.errors import LabelwiseError
-from labelwise.train import Budget, Outputs, load_generator, train_label
-from labelwise.train import loop
+from labelwise.train import Budget, Outputs, load_generator, loop, train_label
 from labelwise.train.checkpoint import list_checkpoints, list_snapshots
 from labelwise.train.generator_files import load_snapshots, snapshot_generator
 
 
 def outputs(root, bundle=True):
-    return Outputs(generator=root / "g.pt", log=root / "log.csv", checkpoints=root / "ckpt",
-                   snapshots=root / "snapshots.pt" if bundle else None)
+    return Outputs(
+        generator=root / "g.pt",
+        log=root / "log.csv",
+        checkpoints=root / "ckpt",
+        snapshots=root / "snapshots.pt" if bundle else None,
+    )
 
 
 def taken(out):
@@ -85,19 +89,22 @@ def test_a_crash_and_resume_keeps_the_snapshots_and_ends_identical(tmp_path, mak
     assert [e["iteration"] for e in b] == [3, 6, 12]
     for x, y in zip(a, b):  # bit-identical to the run that never stopped, snapshot by snapshot
         assert_same_state(x["state_dict"], y["state_dict"])
-    assert_same_state(load_generator(straight.generator)[0].state_dict(),
-                      load_generator(crashed.generator)[0].state_dict())
+    assert_same_state(
+        load_generator(straight.generator)[0].state_dict(), load_generator(crashed.generator)[0].state_dict()
+    )
 
 
 def test_a_fresh_start_deletes_stale_snapshots(tmp_path, make_shard, tiny_settings):
     shard = make_shard(label=2)
     out = outputs(tmp_path)
-    train_label(shard, "wcgan", tiny_settings, Budget(iterations=8, checkpoint_every=4, snapshots=[0.5]), 0, out,
-                threads=1)
+    train_label(
+        shard, "wcgan", tiny_settings, Budget(iterations=8, checkpoint_every=4, snapshots=[0.5]), 0, out, threads=1
+    )
     assert taken(out) == [4]
     changed = dict(tiny_settings, lr=5e-4)  # other settings: the checkpoints and snapshots are stale
-    result = train_label(shard, "wcgan", changed, Budget(iterations=8, checkpoint_every=4, snapshots=[0.25]), 0, out,
-                         threads=1)
+    result = train_label(
+        shard, "wcgan", changed, Budget(iterations=8, checkpoint_every=4, snapshots=[0.25]), 0, out, threads=1
+    )
     assert result.resumed_from == 0 and taken(out) == [2]
     assert [e["iteration"] for e in load_snapshots(out.snapshots)] == [2]
 
@@ -109,12 +116,14 @@ def test_snapshots_configured_after_training_retrain_from_the_start(tmp_path, ma
     plain = load_generator(out.generator)[0].state_dict()
     # The point at the final checkpoint is taken from it, without training.
     out = outputs(tmp_path)
-    result = train_label(shard, "wcgan", tiny_settings, Budget(iterations=8, checkpoint_every=4, snapshots=[1.0]), 0,
-                         out, threads=1)
+    result = train_label(
+        shard, "wcgan", tiny_settings, Budget(iterations=8, checkpoint_every=4, snapshots=[1.0]), 0, out, threads=1
+    )
     assert result.resumed_from == 8 and taken(out) == [8]
     # A point inside the trained part can only be taken by training again, to the same weights.
-    result = train_label(shard, "wcgan", tiny_settings, Budget(iterations=8, checkpoint_every=4, snapshots=[0.5, 1.0]),
-                         0, out, threads=1)
+    result = train_label(
+        shard, "wcgan", tiny_settings, Budget(iterations=8, checkpoint_every=4, snapshots=[0.5, 1.0]), 0, out, threads=1
+    )
     assert result.resumed_from == 0 and taken(out) == [4, 8]
     assert_same_state(load_generator(out.generator)[0].state_dict(), plain)
 
@@ -130,8 +139,9 @@ def test_a_minutes_budget_bundles_only_the_snapshots_reached(tmp_path, make_shar
 def test_cgan_snapshots_bind_to_each_label(tmp_path, make_shard, tiny_settings):
     shards = [make_shard(label=k, n=16) for k in (2, 5)]
     out = outputs(tmp_path)
-    train_label(shards, "cgan", tiny_settings, Budget(iterations=6, checkpoint_every=3, snapshots=[0.5, 1.0]), 0, out,
-                threads=1)
+    train_label(
+        shards, "cgan", tiny_settings, Budget(iterations=6, checkpoint_every=3, snapshots=[0.5, 1.0]), 0, out, threads=1
+    )
     last = load_snapshots(out.snapshots)[-1]
     assert last["iteration"] == 6 and last["labels"] == [2, 5]
     z = torch.randn(3, 8)
@@ -174,11 +184,21 @@ def test_fid_along_training_ends_with_the_final_evaluation(tmp_path, make_shard,
         samples = {k: tmp_path / model / f"samples{k}.h5" for k in labels}
         for k in labels:
             sample_label(generators[k], samples[k], 6, 0, label=k, device="cpu")
-        final = evaluate_model(model, samples, shards, stats_dir=tmp_path / "stats", classifier_path=clf,
-                               settings=settings, device="cpu")
-        curve = snapshot_metrics(model, bundles, shards, stats_dir=tmp_path / "stats", classifier_path=clf,
-                                 samples_per_label=6, seed=0, settings=settings, device="cpu")
-        assert [p["iteration"] for p in curve["points"]] == [2, 4][:len(fractions)]
+        final = evaluate_model(
+            model, samples, shards, stats_dir=tmp_path / "stats", classifier_path=clf, settings=settings, device="cpu"
+        )
+        curve = snapshot_metrics(
+            model,
+            bundles,
+            shards,
+            stats_dir=tmp_path / "stats",
+            classifier_path=clf,
+            samples_per_label=6,
+            seed=0,
+            settings=settings,
+            device="cpu",
+        )
+        assert [p["iteration"] for p in curve["points"]] == [2, 4][: len(fractions)]
         add_end_of_training(curve, final, logs)
         end = curve["end"]
         assert end["iterations_per_label"] == {"0": 4, "7": 4}
@@ -195,7 +215,9 @@ def test_fid_along_training_ends_with_the_final_evaluation(tmp_path, make_shard,
         runs.append(tmp_path / f"{model}.json")
         rows = (tmp_path / f"{model}.csv").read_text().splitlines()
         assert rows[0].startswith("point,iteration,fraction,elapsed_seconds,classifier_fid")
-        assert [r.split(",")[:3] for r in rows[1:]] == [["snapshot", "2", "0.5"], ["snapshot", "4", "1.0"]][:len(fractions)] + [["end", "4", ""]]
+        assert [r.split(",")[:3] for r in rows[1:]] == [["snapshot", "2", "0.5"], ["snapshot", "4", "1.0"]][
+            : len(fractions)
+        ] + [["end", "4", ""]]
         # An evaluation of other sample counts is not this curve's end.
         other = json.loads(json.dumps(final))
         other["protocol"]["n_generated"] = {"0": 5, "7": 6}
@@ -207,13 +229,17 @@ def test_fid_along_training_ends_with_the_final_evaluation(tmp_path, make_shard,
 
 # ------------------------------------------------------------------------------------- pipeline
 
+
 @pytest.mark.e2e
 def test_pipeline_draws_fid_against_training_time(tmp_path):
     from test_pipeline import TINY, snakemake
 
-    config = dict(TINY, models={"wcgan": TINY["models"]["wcgan"], "cgan": TINY["models"]["wcgan"]},
-                  budget={**TINY["budget"], "snapshots": [0.5]},
-                  evaluation={**TINY["evaluation"], "classifier_epochs": 1})
+    config = dict(
+        TINY,
+        models={"wcgan": TINY["models"]["wcgan"], "cgan": TINY["models"]["wcgan"]},
+        budget={**TINY["budget"], "snapshots": [0.5]},
+        evaluation={**TINY["evaluation"], "classifier_epochs": 1},
+    )
     plan = snakemake(tmp_path, config, "--dry-run", "paper")
     assert plan.returncode == 0, plan.stderr[-3000:]
     assert "rule fid_vs_time_figure:" in plan.stdout and "snapshots/all.pt" in plan.stdout

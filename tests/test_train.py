@@ -1,4 +1,5 @@
 """Training: outputs, exact resume after a kill, budget extension, stale/corrupt checkpoints, divergence."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import kill_after_checkpoints
+
 from labelwise import losses
 from labelwise.errors import LabelwiseError
 from labelwise.train import LOG_COLUMNS, Budget, Outputs, load_generator, train_label
@@ -129,7 +130,9 @@ def test_divergence_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, 
 
 def test_minutes_budget_stops_early(tmp_path, make_shard, tiny_settings):
     out = outputs(tmp_path)
-    result = train_label(make_shard(), "wcgan", tiny_settings, Budget(iterations=10**6, minutes=0.02), 0, out, threads=1)
+    result = train_label(
+        make_shard(), "wcgan", tiny_settings, Budget(iterations=10**6, minutes=0.02), 0, out, threads=1
+    )
     assert result.stopped_by == "minutes" and 0 < result.iterations < 10**6
     assert out.generator.exists()
 
@@ -148,9 +151,32 @@ def test_shard_of_another_label_is_rejected(tmp_path, make_shard, tiny_settings)
 
 def train_cmd(shard, root, settings, budget):
     blob = json.dumps({"model": settings, "budget": budget, "seed": 0})
-    return [sys.executable, "-m", "labelwise.cli", "train", "--model", "wcgan", "--label", "0", "--settings", blob, "--shard", str(shard),
-            "--generator", str(root / "g.pt"), "--log", str(root / "log.csv"), "--checkpoints", str(root / "ckpt"),
-            "--device", "cpu", "--threads", "1", "--progress-seconds", "0.5"]
+    return [
+        sys.executable,
+        "-m",
+        "labelwise.cli",
+        "train",
+        "--model",
+        "wcgan",
+        "--label",
+        "0",
+        "--settings",
+        blob,
+        "--shard",
+        str(shard),
+        "--generator",
+        str(root / "g.pt"),
+        "--log",
+        str(root / "log.csv"),
+        "--checkpoints",
+        str(root / "ckpt"),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--progress-seconds",
+        "0.5",
+    ]
 
 
 def test_sigkill_and_rerun_ends_bit_identical(tmp_path, make_shard, tiny_settings):
@@ -189,7 +215,7 @@ def test_sigterm_saves_checkpoint_and_exits_with_one_line(tmp_path, make_shard, 
     assert proc.returncode == 1
     assert "stopped by signal 15" in err and "rerun to resume" in err
     assert "Traceback" not in err
-    (iteration, _), = list_checkpoints(root / "ckpt")
+    ((iteration, _),) = list_checkpoints(root / "ckpt")
     assert 0 < iteration < budget["iterations"]
 
 

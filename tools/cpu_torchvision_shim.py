@@ -9,6 +9,7 @@ tools/bootstrap_venv.sh installs this module into the venv's site-packages toget
 line that imports it, and only when the installed pair is mismatched.  It is not part of the
 labelwise package: users with a matching torch/torchvision never load it.
 """
+
 import importlib.abc
 import sys
 

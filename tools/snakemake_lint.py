@@ -4,6 +4,7 @@ Usage: python tools/snakemake_lint.py [snakemake options...]  (run from the repo
 options, e.g. --config runtime='{labels_per_job: 4}', are passed to snakemake).  Exit status 0 when
 every finding is listed, 1 otherwise (the unlisted ones are printed), 2 when snakemake itself fails.
 """
+
 from __future__ import annotations
 
 import re
@@ -43,8 +44,9 @@ def unlisted(found, rows) -> list[tuple[str, str]]:
 
 
 def main(argv: list[str]) -> int:
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--lint", *argv], cwd=ROOT,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint", *argv], cwd=ROOT, capture_output=True, text=True
+    )
     output = result.stdout + result.stderr
     found = findings(output)
     if result.returncode not in (0, 1) or (result.returncode == 1 and not found):
@@ -55,8 +57,11 @@ def main(argv: list[str]) -> int:
     for where, title in bad:
         print(f"{where}: {title}")
     if bad:
-        print(f"{len(bad)} snakemake --lint finding(s) not listed in {LIST.relative_to(ROOT)}: fix them, or list "
-              "and explain a deliberate one there", file=sys.stderr)
+        print(
+            f"{len(bad)} snakemake --lint finding(s) not listed in {LIST.relative_to(ROOT)}: fix them, or list "
+            "and explain a deliberate one there",
+            file=sys.stderr,
+        )
         return 1
     print(f"snakemake --lint: {len(found)} finding(s), all deliberate ({LIST.relative_to(ROOT)})")
     return 0

@@ -7,6 +7,7 @@ lists them at parse time).  Reference: a trivial Snakefile (one `touch` rule, ex
 same number of jobs, dry-run the same way — what Snakemake itself costs for a DAG of that size;
 the ratio is the pipeline's own parse/config/DAG cost on top of it.
 """
+
 from __future__ import annotations
 
 import re
@@ -49,7 +50,7 @@ def _dry_run(snakefile, directory, configfile=None) -> tuple[float, int]:
 
 def run(ctx) -> list:
     rows = []
-    for n_labels in ((10,) if ctx.quick else (10, 100, 1000)):
+    for n_labels in (10,) if ctx.quick else (10, 100, 1000):
         work = ctx.tmp / f"dag-{n_labels}"
         work.mkdir(parents=True, exist_ok=True)
         cfg = work / "config.yaml"
@@ -63,10 +64,13 @@ def run(ctx) -> list:
         _, jobs = _dry_run(ctx.repo / "Snakefile", work / "run", cfg)  # also warms the file cache
         trivial = work / "Trivial.smk"
         trivial.write_text(TRIVIAL.format(n=max(jobs - 1, 1)))
-        new = compare(f"d.dryrun/{n_labels} labels",
-                      ("trivial Snakefile, same job count", lambda: _dry_run(trivial, work / "trivial")[0]),
-                      {"pipeline snakemake -n": lambda: _dry_run(ctx.repo / "Snakefile", work / "run", cfg)[0]},
-                      repeats=ctx.repeats(3, quick=1), log=ctx.log)
+        new = compare(
+            f"d.dryrun/{n_labels} labels",
+            ("trivial Snakefile, same job count", lambda: _dry_run(trivial, work / "trivial")[0]),
+            {"pipeline snakemake -n": lambda: _dry_run(ctx.repo / "Snakefile", work / "run", cfg)[0]},
+            repeats=ctx.repeats(3, quick=1),
+            log=ctx.log,
+        )
         new[0].extra = {"labels": n_labels, "jobs": jobs, "jobs_per_s": jobs / new[0].candidate_median_s}
         new[0].note = f"{jobs} jobs, {jobs / new[0].candidate_median_s:.0f} jobs/s"
         rows += new

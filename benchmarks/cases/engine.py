@@ -24,6 +24,7 @@ each one, so a run cut short still reports.  A row that fails (out of memory at 
 recorded under "skipped" with the reason; the others go on.  After `BUDGET_S` seconds the
 remaining rows are skipped, so the command ends within its time.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -32,12 +33,11 @@ import traceback
 
 import torch
 import yaml
+from harness import Row
 
 from labelwise.train.compute import count_flops  # the one FLOP counter: budget.gflop counts with it too
 
-from harness import Row
-
-from .gpu import save_partial, bench_device
+from .gpu import bench_device, save_partial
 
 NAME = "engine"
 DESCRIPTION = "packed training iteration: label-iterations/s for K labels, fp32/bf16, grouped/bmm, vs bf16 matmul"
@@ -50,10 +50,24 @@ BUDGET_S = 240.0  # seconds of this case before no new row starts: the command e
 
 def _sizes(quick: bool) -> dict:
     if quick:
-        return {"ks": (1, 2), "nets": {"width": 4, "latent_dim": 16, "batch_size": 8}, "window_s": 0.0,
-                "windows": 2, "warmup": 1, "matmul_n": 256, "images_per_label": 16}
-    return {"ks": (1, 10, 40, 100), "nets": {}, "window_s": 0.5, "windows": 3, "warmup": 2, "matmul_n": 8192,
-            "images_per_label": 256}
+        return {
+            "ks": (1, 2),
+            "nets": {"width": 4, "latent_dim": 16, "batch_size": 8},
+            "window_s": 0.0,
+            "windows": 2,
+            "warmup": 1,
+            "matmul_n": 256,
+            "images_per_label": 16,
+        }
+    return {
+        "ks": (1, 10, 40, 100),
+        "nets": {},
+        "window_s": 0.5,
+        "windows": 3,
+        "warmup": 2,
+        "matmul_n": 8192,
+        "images_per_label": 256,
+    }
 
 
 def _sync(dev: torch.device) -> None:
@@ -75,15 +89,23 @@ def matmul_rate(dev: torch.device, n: int, repeats: int = 5) -> tuple[float, lis
             a @ b
         _sync(dev)
         times.append((time.perf_counter() - t0) / 10)
-    return 2.0 * n ** 3 / statistics.median(times), times
+    return 2.0 * n**3 / statistics.median(times), times
 
 
-def build_iteration(model: str, settings: dict, k: int, kernel: str, precision: str, dev: torch.device,
-                    images_per_label: int, cuda_graph: bool = False):
+def build_iteration(
+    model: str,
+    settings: dict,
+    k: int,
+    kernel: str,
+    precision: str,
+    dev: torch.device,
+    images_per_label: int,
+    cuda_graph: bool = False,
+):
     """A PackedIteration of K copies of one label's networks on synthetic images (speed does not depend
     on the weights' or the pixels' values)."""
-    from labelwise.train.engine import PackedIteration
     from labelwise import models
+    from labelwise.train.engine import PackedIteration
     from labelwise.train.loop import build_networks, label_generators
     from labelwise.train.packed import PackedCritic, PackedGenerator
 
@@ -97,11 +119,22 @@ def build_iteration(model: str, settings: dict, k: int, kernel: str, precision: 
     rngs = [label_generators(0, j, dev) for j in range(k)]
     pg.train()
     pc.train()
-    return PackedIteration(pg, pc, opt_g, opt_d, pool, [images_per_label] * k, rngs,
-                           batch_size=int(settings["batch_size"]), latent_dim=int(settings["latent_dim"]),
-                           critic_steps=int(settings["critic_steps"]), wgan=models.get(model).loss == "wgan-gp",
-                           gp_lambda=float(settings.get("gp_lambda", 10.0)), precision=precision,
-                           cuda_graph=cuda_graph)
+    return PackedIteration(
+        pg,
+        pc,
+        opt_g,
+        opt_d,
+        pool,
+        [images_per_label] * k,
+        rngs,
+        batch_size=int(settings["batch_size"]),
+        latent_dim=int(settings["latent_dim"]),
+        critic_steps=int(settings["critic_steps"]),
+        wgan=models.get(model).loss == "wgan-gp",
+        gp_lambda=float(settings.get("gp_lambda", 10.0)),
+        precision=precision,
+        cuda_graph=cuda_graph,
+    )
 
 
 def label_iterations_per_s(step, k: int, dev: torch.device, window_s: float, windows: int) -> list[float]:
@@ -143,8 +176,11 @@ def run(ctx) -> list:
             step = build_iteration(model, settings[model], 1, kernel, "fp32", dev, sizes["images_per_label"])
             step()  # lazy set-up outside the count
             flops[model, kernel] = count_flops(step)
-        print(f"engine: {model}: {flops[model, 'grouped'] / 1e9:.3g} GFLOP per label-iteration (grouped), "
-              f"{flops[model, 'bmm'] / 1e9:.3g} (bmm)", flush=True)
+        print(
+            f"engine: {model}: {flops[model, 'grouped'] / 1e9:.3g} GFLOP per label-iteration (grouped), "
+            f"{flops[model, 'bmm'] / 1e9:.3g} (bmm)",
+            flush=True,
+        )
 
     variants = [(k, p, kern, False) for k in sizes["ks"] for p in PRECISIONS for kern in KERNELS]
     if dev.type == "cuda":
@@ -157,8 +193,21 @@ def run(ctx) -> list:
                 ctx.skip(f"{case}/{label}", f"time budget of {BUDGET_S:.0f} s spent")
                 continue
             try:
-                row = _row(ctx, dev, model, settings[model], k, precision, kernel, graph, sizes,
-                           flops[model, "grouped"], rate, reference, matmul_times)
+                row = _row(
+                    ctx,
+                    dev,
+                    model,
+                    settings[model],
+                    k,
+                    precision,
+                    kernel,
+                    graph,
+                    sizes,
+                    flops[model, "grouped"],
+                    rate,
+                    reference,
+                    matmul_times,
+                )
             except Exception as exc:  # noqa: BLE001 - out of memory at K=100 must not end the run
                 ctx.log(traceback.format_exc())
                 ctx.skip(f"{case}/{label}", f"failed: {type(exc).__name__}: {str(exc)[:200]}")
@@ -169,8 +218,11 @@ def run(ctx) -> list:
                     torch.cuda.empty_cache()
             rows.append(row)
             e = row.extra
-            print(f"engine: {model} K={k} {label}: {e['label_iterations_per_s']:.1f} label-it/s, "
-                  f"{100 * e['fraction_of_bf16_matmul']:.2f}% of the bf16 matmul ceiling", flush=True)
+            print(
+                f"engine: {model} K={k} {label}: {e['label_iterations_per_s']:.1f} label-it/s, "
+                f"{100 * e['fraction_of_bf16_matmul']:.2f}% of the bf16 matmul ceiling",
+                flush=True,
+            )
             save_partial(ctx, rows)
     return rows
 
@@ -188,18 +240,33 @@ def _row(ctx, dev, model, settings, k, precision, kernel, graph, sizes, flops, r
     per_label_it = [1.0 / r for r in rates]
     ceiling_s = flops / rate  # seconds one label-iteration's FLOPs take at the bf16 matmul rate
     median_rate = 1.0 / statistics.median(per_label_it)  # so that the fraction is exactly 1/ratio
-    return Row(case=f"g.engine/{model}/K={k}", candidate=f"{kernel} {precision}{' + CUDA graph' if graph else ''}",
-               reference=reference, repeats=len(rates), candidate_median_s=statistics.median(per_label_it),
-               reference_median_s=ceiling_s, ratio=statistics.median(per_label_it) / ceiling_s,
-               candidate_s=per_label_it, reference_s=[flops / (2.0 * sizes["matmul_n"] ** 3 / t) for t in matmul_times],
-               note=f"s per label-iteration; {median_rate:.1f} label-it/s = {100 * ceiling_s * median_rate:.2f}% "
-                    f"of the bf16 matmul ceiling",
-               extra={"model": model, "labels": k, "precision": precision, "packed_kernel": kernel,
-                      "cuda_graph": graph, "label_iterations_per_s": median_rate,
-                      "label_iterations_per_s_windows": rates, "flops_per_label_iteration": flops,
-                      "flops_counted_with": "torch.utils.flop_counter.FlopCounterMode, K=1, grouped, fp32",
-                      "bf16_matmul_flops_per_s": rate, "fraction_of_bf16_matmul": ceiling_s * median_rate,
-                      "settings": settings, "device": str(dev),
-                      "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-                      "peak_memory_bytes": int(torch.cuda.max_memory_allocated(dev)) if dev.type == "cuda" else None})
-
+    return Row(
+        case=f"g.engine/{model}/K={k}",
+        candidate=f"{kernel} {precision}{' + CUDA graph' if graph else ''}",
+        reference=reference,
+        repeats=len(rates),
+        candidate_median_s=statistics.median(per_label_it),
+        reference_median_s=ceiling_s,
+        ratio=statistics.median(per_label_it) / ceiling_s,
+        candidate_s=per_label_it,
+        reference_s=[flops / (2.0 * sizes["matmul_n"] ** 3 / t) for t in matmul_times],
+        note=f"s per label-iteration; {median_rate:.1f} label-it/s = {100 * ceiling_s * median_rate:.2f}% "
+        f"of the bf16 matmul ceiling",
+        extra={
+            "model": model,
+            "labels": k,
+            "precision": precision,
+            "packed_kernel": kernel,
+            "cuda_graph": graph,
+            "label_iterations_per_s": median_rate,
+            "label_iterations_per_s_windows": rates,
+            "flops_per_label_iteration": flops,
+            "flops_counted_with": "torch.utils.flop_counter.FlopCounterMode, K=1, grouped, fp32",
+            "bf16_matmul_flops_per_s": rate,
+            "fraction_of_bf16_matmul": ceiling_s * median_rate,
+            "settings": settings,
+            "device": str(dev),
+            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+            "peak_memory_bytes": int(torch.cuda.max_memory_allocated(dev)) if dev.type == "cuda" else None,
+        },
+    )

@@ -24,6 +24,7 @@ convolutions, the same 128-d covariances; only the FID's matrix square root can 
 the matrices' values); the FIDs themselves mean nothing here.  Both sides' metrics are checked to
 be identical.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -31,7 +32,6 @@ import json
 import logging
 
 import torch
-
 from harness import compare, timed
 
 NAME = "evaluate"
@@ -59,8 +59,16 @@ def _fake_samples(ctx, labels) -> dict:
         x = x[:, :, top : top + h, left : left + w]
         images = x.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8).numpy()
         paths[label] = ctx.tmp / "evaluate" / "samples" / f"{label}.h5"
-        write_images(paths[label], images, label=label, class_name=str(label), source="generated", model="wcgan",
-                     resolution=r, channels=c)
+        write_images(
+            paths[label],
+            images,
+            label=label,
+            class_name=str(label),
+            source="generated",
+            model="wcgan",
+            resolution=r,
+            channels=c,
+        )
     return paths
 
 
@@ -95,8 +103,15 @@ def _run(ctx) -> list:
         cached_dir = root / f"stats-cached-{len(labels)}"
 
         def evaluate(stats_dir):
-            return evaluate_model("wcgan", {k: samples[k] for k in labels}, {k: shards[k] for k in labels},
-                                  stats_dir=stats_dir, classifier_path=classifier, settings=settings, device="cpu")
+            return evaluate_model(
+                "wcgan",
+                {k: samples[k] for k in labels},
+                {k: shards[k] for k in labels},
+                stats_dir=stats_dir,
+                classifier_path=classifier,
+                settings=settings,
+                device="cpu",
+            )
 
         # Fill the cache once, as rule real_stats (or the first evaluation) would.
         first = evaluate(cached_dir)
@@ -110,19 +125,35 @@ def _run(ctx) -> list:
         def cached():
             results["cached"] = evaluate(cached_dir)
 
-        rows += compare(f"f.evaluate/{tag}", ("real stats computed afresh", timed(afresh)),
-                        {"real stats cached": timed(cached)},
-                        repeats=ctx.repeats(7), warmup=0 if ctx.quick else 1, log=ctx.log)
-        same = (json.dumps(results["afresh"], sort_keys=True) == json.dumps(results["cached"], sort_keys=True)
-                == json.dumps(first, sort_keys=True))
+        rows += compare(
+            f"f.evaluate/{tag}",
+            ("real stats computed afresh", timed(afresh)),
+            {"real stats cached": timed(cached)},
+            repeats=ctx.repeats(7),
+            warmup=0 if ctx.quick else 1,
+            log=ctx.log,
+        )
+        same = (
+            json.dumps(results["afresh"], sort_keys=True)
+            == json.dumps(results["cached"], sort_keys=True)
+            == json.dumps(first, sort_keys=True)
+        )
         if not same:
             raise AssertionError(f"f.evaluate/{tag}: metrics differ between cached and freshly computed real stats")
         npz = sum(stats_path(cached_dir, "classifier", k).stat().st_size for k in labels)
         n_real = sum(first["protocol"]["n_real"].values())
         row = rows[-1]
-        row.note = (f"classifier space, {n_real} real + {SAMPLES_PER_LABEL * len(labels)} generated images, "
-                    "1 thread (torch and BLAS); metrics identical")
-        row.extra = {"labels": labels, "n_real": n_real, "n_generated": SAMPLES_PER_LABEL * len(labels),
-                     "stats_npz_bytes": npz, "saved_s": row.reference_median_s - row.candidate_median_s,
-                     "classifier_held_out_accuracy": info["held_out_accuracy"], "metrics_identical": same}
+        row.note = (
+            f"classifier space, {n_real} real + {SAMPLES_PER_LABEL * len(labels)} generated images, "
+            "1 thread (torch and BLAS); metrics identical"
+        )
+        row.extra = {
+            "labels": labels,
+            "n_real": n_real,
+            "n_generated": SAMPLES_PER_LABEL * len(labels),
+            "stats_npz_bytes": npz,
+            "saved_s": row.reference_median_s - row.candidate_median_s,
+            "classifier_held_out_accuracy": info["held_out_accuracy"],
+            "metrics_identical": same,
+        }
     return rows

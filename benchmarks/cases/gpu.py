@@ -50,6 +50,7 @@ Every row records torch.cuda.max_memory_allocated (in-process variants: the peak
 concurrent processes: the sum of the workers' peaks, plus the device memory in use when all were
 ready, CUDA contexts included) and the GPU's name.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,14 +66,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-
-from harness import Row, cpu_model, compare
+from harness import Row, compare, cpu_model
 
 from .plain import PlainGAN
 
 NAME = "gpu"
-DESCRIPTION = ("GPU, CIFAR-10 size: 10 labels packed vs separate (in turn / concurrent processes); "
-               "channels_last, torch.compile, bf16, data placement on the plain loop")
+DESCRIPTION = (
+    "GPU, CIFAR-10 size: 10 labels packed vs separate (in turn / concurrent processes); "
+    "channels_last, torch.compile, bf16, data placement on the plain loop"
+)
 SKIP_LINE = "gpu: skipped (no CUDA device; use --device cpu to smoke-test the code path)"
 WORKER = Path(__file__).with_name("train_worker.py")
 MODELS = ("wcgan", "dccgan")
@@ -82,11 +84,24 @@ QUICK_NETS = {"width": 4, "latent_dim": 16, "batch_size": 8}  # --quick: tiny ne
 
 def _sizes(quick: bool) -> dict:
     if quick:
-        return {"labels": 2, "images": 24, "iterations": {"wcgan": 2, "dccgan": 3}, "base": {"wcgan": 1, "dccgan": 1},
-                "steps": {"wcgan": 2, "dccgan": 3}, "warmup_steps": 1, "worker_warmup": 1}
-    return {"labels": 10, "images": 1000, "iterations": {"wcgan": 50, "dccgan": 120},
-            "base": {"wcgan": 10, "dccgan": 20},
-            "steps": {"wcgan": 30, "dccgan": 100}, "warmup_steps": 3, "worker_warmup": 2}
+        return {
+            "labels": 2,
+            "images": 24,
+            "iterations": {"wcgan": 2, "dccgan": 3},
+            "base": {"wcgan": 1, "dccgan": 1},
+            "steps": {"wcgan": 2, "dccgan": 3},
+            "warmup_steps": 1,
+            "worker_warmup": 1,
+        }
+    return {
+        "labels": 10,
+        "images": 1000,
+        "iterations": {"wcgan": 50, "dccgan": 120},
+        "base": {"wcgan": 10, "dccgan": 20},
+        "steps": {"wcgan": 30, "dccgan": 100},
+        "warmup_steps": 3,
+        "worker_warmup": 2,
+    }
 
 
 def _settings(ctx) -> dict:
@@ -116,9 +131,13 @@ def _device_info(dev: torch.device) -> dict:
     info = {"device": str(dev), "torch": torch.__version__}
     if dev.type == "cuda":
         props = torch.cuda.get_device_properties(dev)
-        info.update(device_name=torch.cuda.get_device_name(dev), device_memory_bytes=int(props.total_memory),
-                    torch_cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
-                    cudnn_benchmark_default=bool(torch.backends.cudnn.benchmark))
+        info.update(
+            device_name=torch.cuda.get_device_name(dev),
+            device_memory_bytes=int(props.total_memory),
+            torch_cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            cudnn_benchmark_default=bool(torch.backends.cudnn.benchmark),
+        )
         try:  # fp32 convolutions use TF32 tensor cores unless this is off (PyTorch's default: on)
             info["cudnn_allow_tf32"] = bool(torch.backends.cudnn.allow_tf32)
         except Exception:  # noqa: BLE001
@@ -133,13 +152,23 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def _paired_row(case: str, candidate: str, reference: str, cand_t: list, ref_t: list, note: str = "",
-                extra: dict | None = None) -> Row:
+def _paired_row(
+    case: str, candidate: str, reference: str, cand_t: list, ref_t: list, note: str = "", extra: dict | None = None
+) -> Row:
     """A Row from already measured paired times, computed exactly as harness.compare does."""
-    return Row(case=case, candidate=candidate, reference=reference, repeats=len(cand_t),
-               candidate_median_s=statistics.median(cand_t), reference_median_s=statistics.median(ref_t),
-               ratio=statistics.median(c / r if r > 0 else float("nan") for c, r in zip(cand_t, ref_t)),
-               candidate_s=list(cand_t), reference_s=list(ref_t), note=note, extra=extra or {})
+    return Row(
+        case=case,
+        candidate=candidate,
+        reference=reference,
+        repeats=len(cand_t),
+        candidate_median_s=statistics.median(cand_t),
+        reference_median_s=statistics.median(ref_t),
+        ratio=statistics.median(c / r if r > 0 else float("nan") for c, r in zip(cand_t, ref_t)),
+        candidate_s=list(cand_t),
+        reference_s=list(ref_t),
+        note=note,
+        extra=extra or {},
+    )
 
 
 def _section(ctx, part: str, fn) -> list:
@@ -186,14 +215,20 @@ def run(ctx) -> list:
     sizes = _sizes(ctx.quick)
     models = _settings(ctx)
     info = _device_info(dev)
-    ctx.log(f"  [gpu] device {info['device']} ({info['device_name']}); writing {sizes['labels']} synthetic "
-            f"3x32x32 shards of {sizes['images']} images")
+    ctx.log(
+        f"  [gpu] device {info['device']} ({info['device_name']}); writing {sizes['labels']} synthetic "
+        f"3x32x32 shards of {sizes['images']} images"
+    )
     shards = _write_shards(ctx, sizes["labels"], sizes["images"])
     rows: list[Row] = []
-    parts = [(f"packed/{model}", lambda model=model: _packed_vs_separate(ctx, dev, model, models[model], shards, sizes))
-             for model in MODELS]
-    parts += [(f"options/{model}", lambda model=model: _options(ctx, dev, model, models[model], shards[0], sizes))
-              for model in MODELS]
+    parts = [
+        (f"packed/{model}", lambda model=model: _packed_vs_separate(ctx, dev, model, models[model], shards, sizes))
+        for model in MODELS
+    ]
+    parts += [
+        (f"options/{model}", lambda model=model: _options(ctx, dev, model, models[model], shards[0], sizes))
+        for model in MODELS
+    ]
     for part, fn in parts:  # the most wanted first: a run cut short still brings back those
         new = _section(ctx, part, fn)
         for row in new:
@@ -209,8 +244,9 @@ def save_partial(ctx, rows: list[Row]) -> None:
     path = os.environ.get("LABELWISE_BENCH_PARTIAL")
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps({"rows": [r.as_dict() for r in rows],
-                                          "skipped": getattr(ctx, "skipped", [])}, indent=1) + "\n")
+        Path(path).write_text(
+            json.dumps({"rows": [r.as_dict() for r in rows], "skipped": getattr(ctx, "skipped", [])}, indent=1) + "\n"
+        )
 
 
 # --------------------------------------------------------------------------- packed vs separate
@@ -228,9 +264,16 @@ class _Workers:
         try:
             for spec in specs:
                 shutil.rmtree(spec["root"], ignore_errors=True)
-                self.procs.append(subprocess.Popen(
-                    [sys.executable, str(WORKER), json.dumps({**spec, "serve": True})], stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE, text=True, cwd=ctx.repo, env=env))
+                self.procs.append(
+                    subprocess.Popen(
+                        [sys.executable, str(WORKER), json.dumps({**spec, "serve": True})],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        text=True,
+                        cwd=ctx.repo,
+                        env=env,
+                    )
+                )
             self._expect("ready")
         except BaseException:
             self.close()
@@ -286,10 +329,18 @@ def _check_outputs(reference: list[Path], candidate: list[Path], iterations: int
         (ri, rsd), (ci, csd) = _generator_weights(ref_path), _generator_weights(cand_path)
         shapes = {k: tuple(v.shape) for k, v in rsd.items()}
         if ri != iterations or ci != iterations or shapes != {k: tuple(v.shape) for k, v in csd.items()}:
-            raise RuntimeError(f"{cand_path} does not match {ref_path}: iterations {ci} vs {ri} (want {iterations}), "
-                               f"or different tensors")
-        diff = max([diff] + [float((rsd[k].double() - csd[k].double()).abs().max()) for k in rsd
-                             if rsd[k].is_floating_point() and rsd[k].numel()])
+            raise RuntimeError(
+                f"{cand_path} does not match {ref_path}: iterations {ci} vs {ri} (want {iterations}), "
+                f"or different tensors"
+            )
+        diff = max(
+            [diff]
+            + [
+                float((rsd[k].double() - csd[k].double()).abs().max())
+                for k in rsd
+                if rsd[k].is_floating_point() and rsd[k].numel()
+            ]
+        )
     return diff
 
 
@@ -310,12 +361,34 @@ def _packed_vs_separate(ctx, dev: torch.device, model: str, settings: dict, shar
 
     def separate(iterations: int, outs: list, channels_last: bool = False) -> None:
         for j, out in zip(labels, outs):
-            train_label(shards[j], model, settings, Budget(iterations=iterations, checkpoint_every=NEVER), 0, out,
-                        label=j, device=device, threads=1, progress_seconds=1e9, channels_last=channels_last)
+            train_label(
+                shards[j],
+                model,
+                settings,
+                Budget(iterations=iterations, checkpoint_every=NEVER),
+                0,
+                out,
+                label=j,
+                device=device,
+                threads=1,
+                progress_seconds=1e9,
+                channels_last=channels_last,
+            )
 
     def packed(iterations: int, outs: list, channels_last: bool = False) -> None:
-        train_packed(shards, model, settings, Budget(iterations=iterations, checkpoint_every=NEVER), 0, outs,
-                     labels=labels, device=device, threads=1, progress_seconds=1e9, channels_last=channels_last)
+        train_packed(
+            shards,
+            model,
+            settings,
+            Budget(iterations=iterations, checkpoint_every=NEVER),
+            0,
+            outs,
+            labels=labels,
+            device=device,
+            threads=1,
+            progress_seconds=1e9,
+            channels_last=channels_last,
+        )
 
     peaks: dict[str, int] = {}
     base: dict[str, list[float]] = {}
@@ -338,6 +411,7 @@ def _packed_vs_separate(ctx, dev: torch.device, model: str, settings: dict, shar
         def run_once() -> float:
             base.setdefault(name, []).append(clocked(name, fn, n0, f"{tag}-base"))
             return clocked(name, fn, n, tag)
+
         return run_once
 
     ref_name = f"separate: {k} x train_label in turn"
@@ -360,15 +434,34 @@ def _packed_vs_separate(ctx, dev: torch.device, model: str, settings: dict, shar
     packed(warm, fresh("warmup"))
     packed(warm, fresh("warmup"), channels_last=True)
     shutil.rmtree(work / "warmup", ignore_errors=True)
-    candidates = {packed_name: in_process(packed_name, packed, "packed"),
-                  packed_cl: in_process(packed_cl, lambda i, o: packed(i, o, channels_last=True), "packed-cl")}
+    candidates = {
+        packed_name: in_process(packed_name, packed, "packed"),
+        packed_cl: in_process(packed_cl, lambda i, o: packed(i, o, channels_last=True), "packed-cl"),
+    }
     ctx.log(f"  [gpu] {model}: starting and warming up {k} worker processes")
     try:  # started and warmed up once, before any clock; without them the in-process rows still run
-        pool.append(_Workers(ctx, [
-            {"mode": "separate", "shards": [shards[j]], "labels": [j], "model": model, "settings": settings,
-             "iterations": n, "checkpoint_every": NEVER, "threads": 1, "channels_last": False,
-             "root": str(work / f"proc-{j}"), "device": device, "warmup_iterations": sizes["worker_warmup"]}
-            for j in labels]))
+        pool.append(
+            _Workers(
+                ctx,
+                [
+                    {
+                        "mode": "separate",
+                        "shards": [shards[j]],
+                        "labels": [j],
+                        "model": model,
+                        "settings": settings,
+                        "iterations": n,
+                        "checkpoint_every": NEVER,
+                        "threads": 1,
+                        "channels_last": False,
+                        "root": str(work / f"proc-{j}"),
+                        "device": device,
+                        "warmup_iterations": sizes["worker_warmup"],
+                    }
+                    for j in labels
+                ],
+            )
+        )
         candidates[conc_name] = concurrent
     except Exception as exc:  # noqa: BLE001
         ctx.log(traceback.format_exc())
@@ -378,28 +471,40 @@ def _packed_vs_separate(ctx, dev: torch.device, model: str, settings: dict, shar
 
     case = f"g.packed/{model}/K={k}"
     whole = f"{k} labels x {n} iterations, {model}{' (quick sizes)' if ctx.quick else ''}; whole calls"
-    notes = {packed_name: whole, packed_cl: whole,
-             conc_name: whole + "; worker start-up and warm-up excluded"}
+    notes = {packed_name: whole, packed_cl: whole, conc_name: whole + "; worker start-up and warm-up excluded"}
     try:
-        rows = compare(case, (ref_name, in_process(ref_name, separate, "sep")), candidates,
-                       repeats=ctx.repeats(3), log=ctx.log, notes=notes)
+        rows = compare(
+            case,
+            (ref_name, in_process(ref_name, separate, "sep")),
+            candidates,
+            repeats=ctx.repeats(3),
+            log=ctx.log,
+            notes=notes,
+        )
     finally:
         for workers in pool:
             workers.close()
 
-    gens = {name: [work / tag / f"g{j}.pt" for j in labels] for name, tag in
-            ((ref_name, "sep"), (packed_name, "packed"), (packed_cl, "packed-cl"))}
+    gens = {
+        name: [work / tag / f"g{j}.pt" for j in labels]
+        for name, tag in ((ref_name, "sep"), (packed_name, "packed"), (packed_cl, "packed-cl"))
+    }
     gens[conc_name] = [work / f"proc-{j}.last" / f"g{j}.pt" for j in labels]  # serve mode keeps the last run's there
     by_name = {row.candidate: row for row in rows}
     for row in rows:
-        row.extra = {"model": model, "labels": k, "iterations_per_label": n, "settings": settings,
-                     "label_iterations_per_s": k * n / row.candidate_median_s,
-                     "reference_label_iterations_per_s": k * n / row.reference_median_s,
-                     "speedup": 1.0 / row.ratio if row.ratio else float("nan"),
-                     "peak_memory_bytes": peaks.get(row.candidate), "reference_peak_memory_bytes": peaks.get(ref_name),
-                     "outputs_identical_shapes": True,  # _check_outputs raises otherwise
-                     "max_abs_generator_weight_diff_vs_reference":
-                         _check_outputs(gens[ref_name], gens[row.candidate], n)}
+        row.extra = {
+            "model": model,
+            "labels": k,
+            "iterations_per_label": n,
+            "settings": settings,
+            "label_iterations_per_s": k * n / row.candidate_median_s,
+            "reference_label_iterations_per_s": k * n / row.reference_median_s,
+            "speedup": 1.0 / row.ratio if row.ratio else float("nan"),
+            "peak_memory_bytes": peaks.get(row.candidate),
+            "reference_peak_memory_bytes": peaks.get(ref_name),
+            "outputs_identical_shapes": True,  # _check_outputs raises otherwise
+            "max_abs_generator_weight_diff_vs_reference": _check_outputs(gens[ref_name], gens[row.candidate], n),
+        }
         row.note += f"; {k * n / row.candidate_median_s:.0f} vs {k * n / row.reference_median_s:.0f} label-it/s"
     conc = by_name.get(conc_name)
     if conc is not None:
@@ -418,15 +523,27 @@ def _packed_vs_separate(ctx, dev: torch.device, model: str, settings: dict, shar
     ref_m = marginal(ref_name, by_name[packed_name].reference_s)
     for name in (packed_name, packed_cl):
         cand_m = marginal(name, by_name[name].candidate_s)
-        row = _paired_row(f"g.packed-steady/{model}/K={k}", name, ref_name, cand_m, ref_m,
-                          note=f"s per iteration of all {k} labels: (T({n}) - T({n0})) / {n - n0}",
-                          extra={"model": model, "labels": k, "iterations": [n0, n],
-                                 "label_iterations_per_s": k / statistics.median(cand_m),
-                                 "reference_label_iterations_per_s": k / statistics.median(ref_m),
-                                 "fixed_seconds_per_call": statistics.median(
-                                     t - n * m for t, m in zip(by_name[name].candidate_s, cand_m)),
-                                 "reference_fixed_seconds_per_call": statistics.median(
-                                     t - n * m for t, m in zip(by_name[name].reference_s, ref_m))})
+        row = _paired_row(
+            f"g.packed-steady/{model}/K={k}",
+            name,
+            ref_name,
+            cand_m,
+            ref_m,
+            note=f"s per iteration of all {k} labels: (T({n}) - T({n0})) / {n - n0}",
+            extra={
+                "model": model,
+                "labels": k,
+                "iterations": [n0, n],
+                "label_iterations_per_s": k / statistics.median(cand_m),
+                "reference_label_iterations_per_s": k / statistics.median(ref_m),
+                "fixed_seconds_per_call": statistics.median(
+                    t - n * m for t, m in zip(by_name[name].candidate_s, cand_m)
+                ),
+                "reference_fixed_seconds_per_call": statistics.median(
+                    t - n * m for t, m in zip(by_name[name].reference_s, ref_m)
+                ),
+            },
+        )
         row.extra["speedup"] = 1.0 / row.ratio if row.ratio else float("nan")
         rows.append(row)
     shutil.rmtree(work, ignore_errors=True)
@@ -453,11 +570,16 @@ def _option_variants(model: str, dev: torch.device, quick: bool) -> tuple[dict, 
             skipped["torch.compile"] = "left out of the CPU smoke test (compiling takes minutes on a small CPU)"
         else:
             variants["torch.compile"] = {"compile": True}
-            variants["torch.compile + channels_last + bf16 autocast"] = {"compile": True, "channels_last": True,
-                                                                         "autocast_bf16": True}
+            variants["torch.compile + channels_last + bf16 autocast"] = {
+                "compile": True,
+                "channels_last": True,
+                "autocast_bf16": True,
+            }
             if dev.type == "cuda":
-                variants["torch.compile reduce-overhead (CUDA graphs)"] = {"compile": True,
-                                                                          "compile_mode": "reduce-overhead"}
+                variants["torch.compile reduce-overhead (CUDA graphs)"] = {
+                    "compile": True,
+                    "compile_mode": "reduce-overhead",
+                }
     else:
         skipped["torch.compile"] = "not applicable: no double backward (gradient penalty) through compiled graphs"
     return variants, skipped
@@ -477,8 +599,11 @@ def _bf16_numerics(shard, model: str, settings: dict, dev: torch.device, variant
             continue
         gan = PlainGAN(shard, model, settings, device=dev, **opts)
         got = gan.critic_loss(real.contiguous(memory_format=gan.fmt), z, alpha)
-        out[name] = {term: abs(float(g.detach()) - float(w.detach())) / max(abs(float(w.detach())), 1e-12)
-                     for term, g, w in zip(("loss", "neg_wasserstein", "gradient_penalty"), got, want) if w is not None}
+        out[name] = {
+            term: abs(float(g.detach()) - float(w.detach())) / max(abs(float(w.detach())), 1e-12)
+            for term, g, w in zip(("loss", "neg_wasserstein", "gradient_penalty"), got, want)
+            if w is not None
+        }
     return out
 
 
@@ -488,8 +613,11 @@ def _inductor_counters() -> dict:
     try:
         from torch._dynamo.utils import counters
 
-        return {group: {str(k): int(v) for k, v in counters[group].items()}
-                for group in ("stats", "inductor", "graph_break") if counters.get(group)}
+        return {
+            group: {str(k): int(v) for k, v in counters[group].items()}
+            for group in ("stats", "inductor", "graph_break")
+            if counters.get(group)
+        }
     except Exception as exc:  # noqa: BLE001 - private API: informative only
         return {"unreadable": repr(exc)}
 
@@ -518,8 +646,10 @@ def _options(ctx, dev: torch.device, model: str, settings: dict, shard: str, siz
                 if cuda:
                     peak = int(torch.cuda.max_memory_allocated(dev))
                     old = peaks.get(name, {"max_memory_allocated": 0, "peak_above_resident": 0})
-                    peaks[name] = {"max_memory_allocated": max(old["max_memory_allocated"], peak),
-                                   "peak_above_resident": max(old["peak_above_resident"], peak - resident)}
+                    peaks[name] = {
+                        "max_memory_allocated": max(old["max_memory_allocated"], peak),
+                        "peak_above_resident": max(old["peak_above_resident"], peak - resident),
+                    }
                 return seconds
             except Exception as exc:  # noqa: BLE001 - a candidate that breaks mid-run gets NaN, not the section
                 if name == ref_name:
@@ -530,6 +660,7 @@ def _options(ctx, dev: torch.device, model: str, settings: dict, shard: str, siz
                 return float("nan")
             finally:
                 torch.backends.cudnn.benchmark = previous
+
         return run_once
 
     variants_built = {}
@@ -557,14 +688,25 @@ def _options(ctx, dev: torch.device, model: str, settings: dict, shard: str, siz
             ctx.log(f"  [gpu] {model} {name}: {skipped[name]}")
     candidates = {name: per_iteration(name, gan, benchmark) for name, (gan, benchmark) in variants_built.items()}
     note = f"s per iteration, {steps} steady-state iterations per repeat"
-    rows = compare(f"g.options/{model}", (ref_name, per_iteration(ref_name, ref_gan, False)), candidates,
-                   repeats=ctx.repeats(5), log=ctx.log, notes={name: note for name in candidates})
+    rows = compare(
+        f"g.options/{model}",
+        (ref_name, per_iteration(ref_name, ref_gan, False)),
+        candidates,
+        repeats=ctx.repeats(5),
+        log=ctx.log,
+        notes={name: note for name in candidates},
+    )
     numerics = _bf16_numerics(shard, model, settings, dev, {n: variants[n] for n in variants_built})
     for row in rows:
-        row.extra = {"model": model, "steps_per_repeat": steps, "settings": settings,
-                     "iterations_per_s": 1.0 / row.candidate_median_s,
-                     "reference_iterations_per_s": 1.0 / row.reference_median_s,
-                     "memory": peaks.get(row.candidate), "reference_memory": peaks.get(ref_name)}
+        row.extra = {
+            "model": model,
+            "steps_per_repeat": steps,
+            "settings": settings,
+            "iterations_per_s": 1.0 / row.candidate_median_s,
+            "reference_iterations_per_s": 1.0 / row.reference_median_s,
+            "memory": peaks.get(row.candidate),
+            "reference_memory": peaks.get(ref_name),
+        }
         if row.candidate in numerics:
             row.extra["bf16_vs_fp32_rel_diff_same_batch"] = numerics[row.candidate]
         if row.candidate in compile_counters:  # e.g. cudagraph_skips: CUDA graphs not used for some graphs

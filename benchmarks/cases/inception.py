@@ -8,13 +8,13 @@ weights cannot be downloaded here, so the file holds the network's random initia
 does not depend on the weight values.  Images: real mnist5k digits (28x28, grey), resized to
 299x299 inside the network, as in the pipeline.
 """
+
 from __future__ import annotations
 
 import logging
 
 import numpy as np
 import torch
-
 from harness import compare, timed
 
 NAME = "inception"
@@ -23,8 +23,15 @@ DESCRIPTION = "Inception-v3 features: labelwise.metrics InceptionSpace vs torch-
 
 def run(ctx) -> list:
     try:
-        from labelwise.metrics.inception import EXTRACTOR_NAME, LOGITS_FEATURE, POOL_FEATURE, InceptionSpace, build_inception
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+        from labelwise.metrics.inception import (
+            EXTRACTOR_NAME,
+            LOGITS_FEATURE,
+            POOL_FEATURE,
+            InceptionSpace,
+            build_inception,
+        )
     except Exception as exc:  # the case is optional: report why it was skipped
         ctx.log(f"  [inception] skipped: {exc}")
         return []
@@ -36,8 +43,9 @@ def run(ctx) -> list:
     torch.save(build_inception(None).state_dict(), weights)
     logging.getLogger("labelwise.metrics").setLevel(logging.ERROR)  # the expected "not the published weights"
     space = InceptionSpace(weights, device="cpu", batch_size=50)
-    direct = FeatureExtractorInceptionV3(EXTRACTOR_NAME, [POOL_FEATURE, LOGITS_FEATURE],
-                                         feature_extractor_weights_path=str(weights)).eval()
+    direct = FeatureExtractorInceptionV3(
+        EXTRACTOR_NAME, [POOL_FEATURE, LOGITS_FEATURE], feature_extractor_weights_path=str(weights)
+    ).eval()
     n = 4 if ctx.quick else 20
     images = np.ascontiguousarray(read_images(ctx.shard(0))[0][:n])
 
@@ -49,9 +57,14 @@ def run(ctx) -> list:
             out.append(direct(x))
         return out
 
-    rows = compare("e.inception", ("torch-fidelity FeatureExtractorInceptionV3", timed(reference)),
-                   {"labelwise InceptionSpace.features": timed(lambda: space.features(images))},
-                   repeats=ctx.repeats(3, quick=1), warmup=0 if ctx.quick else 1, log=ctx.log)
+    rows = compare(
+        "e.inception",
+        ("torch-fidelity FeatureExtractorInceptionV3", timed(reference)),
+        {"labelwise InceptionSpace.features": timed(lambda: space.features(images))},
+        repeats=ctx.repeats(3, quick=1),
+        warmup=0 if ctx.quick else 1,
+        log=ctx.log,
+    )
     rows[0].note = f"{n} mnist5k images, batch 50, 1 thread, random weights"
     rows[0].extra = {"images": n, "images_per_s": n / rows[0].candidate_median_s}
     return rows

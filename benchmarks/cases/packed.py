@@ -19,6 +19,7 @@ torch and labelwise):
 
 Ratio = packed wall time / separate wall time (below 1: packed is faster; speedup = 1/ratio).
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,15 @@ def _run_workers(ctx, specs: list[dict]) -> float:
     try:
         for spec in specs:
             shutil.rmtree(spec["root"], ignore_errors=True)
-            procs.append(subprocess.Popen([sys.executable, str(WORKER), json.dumps(spec)], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, text=True, cwd=ctx.repo))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(WORKER), json.dumps(spec)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    cwd=ctx.repo,
+                )
+            )
         for p in procs:
             line = p.stdout.readline()
             if line.strip() != "ready":
@@ -74,10 +82,19 @@ def run(ctx) -> list:
         shards = [str(ctx.shard(label)) for label in labels]
 
         def spec(tag, mode, part, threads, channels_last=False, kernel="grouped"):
-            return {"mode": mode, "shards": [shards[i] for i in part], "labels": [labels[i] for i in part],
-                    "model": model, "settings": settings, "iterations": iterations, "checkpoint_every": 100,
-                    "threads": threads, "channels_last": channels_last, "packed_kernel": kernel,
-                    "root": str(ctx.tmp / f"packed-{tag}-{part[0]}")}
+            return {
+                "mode": mode,
+                "shards": [shards[i] for i in part],
+                "labels": [labels[i] for i in part],
+                "model": model,
+                "settings": settings,
+                "iterations": iterations,
+                "checkpoint_every": 100,
+                "threads": threads,
+                "channels_last": channels_last,
+                "packed_kernel": kernel,
+                "root": str(ctx.tmp / f"packed-{tag}-{part[0]}"),
+            }
 
         halves = [list(range(0, k, 2)), list(range(1, k, 2))]
         variants = {
@@ -88,16 +105,25 @@ def run(ctx) -> list:
         if not ctx.quick:
             variants["packed 2 procs x 1 thread, channels_last"] = [spec("p21cl", "packed", h, 1, True) for h in halves]
             variants["separate 2 procs x 1 thread, channels_last"] = [
-                spec("sepcl", "separate-packed1", h, 1, True) for h in halves]
+                spec("sepcl", "separate-packed1", h, 1, True) for h in halves
+            ]
         reference = [spec("sep", "separate", h, 1) for h in halves]
-        new = compare(f"b.packed/K={k}", ("separate 2 procs x 1 thread", lambda: _run_workers(ctx, reference)),
-                      {name: (lambda s=s: _run_workers(ctx, s)) for name, s in variants.items()},
-                      repeats=ctx.repeats(3), log=ctx.log,
-                      notes={name: f"{k} labels x {iterations} iterations, {model}" for name in variants})
+        new = compare(
+            f"b.packed/K={k}",
+            ("separate 2 procs x 1 thread", lambda: _run_workers(ctx, reference)),
+            {name: (lambda s=s: _run_workers(ctx, s)) for name, s in variants.items()},
+            repeats=ctx.repeats(3),
+            log=ctx.log,
+            notes={name: f"{k} labels x {iterations} iterations, {model}" for name in variants},
+        )
         for row in new:
-            row.extra = {"labels": k, "iterations_per_label": iterations, "model": model,
-                         "label_iterations_per_s": k * iterations / row.candidate_median_s,
-                         "reference_label_iterations_per_s": k * iterations / row.reference_median_s}
+            row.extra = {
+                "labels": k,
+                "iterations_per_label": iterations,
+                "model": model,
+                "label_iterations_per_s": k * iterations / row.candidate_median_s,
+                "reference_label_iterations_per_s": k * iterations / row.reference_median_s,
+            }
         by_name = {row.candidate: row for row in new}
         bmm, grouped = by_name["packed 2 procs x 1 thread, bmm kernel"], by_name["packed 2 procs x 1 thread"]
         bmm.extra["bmm_vs_grouped"] = statistics.median(p / q for p, q in zip(bmm.candidate_s, grouped.candidate_s))

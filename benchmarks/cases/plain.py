@@ -21,6 +21,7 @@ through the critic's bf16 kernels), and the norm, penalty and every loss are red
 (`.float()` on each score).  `gp_fp32=True` also runs the penalty's critic pass, and so its
 double backward, entirely in fp32 (autocast off there), for comparison.  bf16 needs no loss scaling.
 """
+
 from __future__ import annotations
 
 import time
@@ -33,10 +34,22 @@ from labelwise.nets import Critic, Generator, dcgan_init_, network_resolution
 
 
 class PlainGAN:
-    def __init__(self, shard, model: str, settings: dict, seed: int = 0, *, channels_last: bool = False,
-                 compile: bool = False, compile_mode: str | None = None, device: str | torch.device = "cpu",
-                 autocast_bf16: bool = False, gp_fp32: bool = False, data_on_device: bool = True,
-                 cpu_indices: bool = False):
+    def __init__(
+        self,
+        shard,
+        model: str,
+        settings: dict,
+        seed: int = 0,
+        *,
+        channels_last: bool = False,
+        compile: bool = False,
+        compile_mode: str | None = None,
+        device: str | torch.device = "cpu",
+        autocast_bf16: bool = False,
+        gp_fp32: bool = False,
+        data_on_device: bool = True,
+        cpu_indices: bool = False,
+    ):
         images, _ = read_images(shard)
         c, h, w = images.shape[1:]
         r = network_resolution(max(h, w))
@@ -92,8 +105,14 @@ class PlainGAN:
                 neg_w = D(fake).float().mean() - D(real).float().mean()
             else:
                 lr_, lf = D(real).float(), D(fake).float()
-                return (F.binary_cross_entropy_with_logits(lr_, torch.ones_like(lr_))
-                        + F.binary_cross_entropy_with_logits(lf, torch.zeros_like(lf))), None, None
+                return (
+                    (
+                        F.binary_cross_entropy_with_logits(lr_, torch.ones_like(lr_))
+                        + F.binary_cross_entropy_with_logits(lf, torch.zeros_like(lf))
+                    ),
+                    None,
+                    None,
+                )
         a = torch.rand(self.bs, 1, 1, 1, device=self.dev) if alpha is None else alpha
         xi = (a * real + (1 - a) * fake).requires_grad_(True)
         with self._amp(self.amp and not self.gp_fp32):

@@ -13,6 +13,7 @@ the per-core rate and adds 1,000 job start-ups (a fresh Python that imports labe
 prepares a one-image label, measured here) spread over the 16 cores; it assumes the cores do not
 share a bottleneck (file system, memory bandwidth), which one core's measurement cannot show.
 """
+
 from __future__ import annotations
 
 import io
@@ -23,7 +24,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from harness import compare, timed
 
 NAME = "prepare"
@@ -43,7 +43,9 @@ def make_folder(root: Path, classes: int, per_class: int, seed: int = 0) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             field = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize((500, 375), Image.BICUBIC)
-            pixels = np.clip(np.asarray(field, dtype=np.int16) + rng.normal(0, 10, (375, 500, 3)), 0, 255).astype(np.uint8)
+            pixels = np.clip(np.asarray(field, dtype=np.int16) + rng.normal(0, 10, (375, 500, 3)), 0, 255).astype(
+                np.uint8
+            )
             buffer = io.BytesIO()
             Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
             (folder / f"{i:04d}.JPEG").write_bytes(buffer.getvalue())
@@ -76,6 +78,7 @@ def _job_startup_seconds(root: Path, out: Path, repeats: int) -> float:
 
 def run(ctx) -> list:
     import reference_prepare
+
     from labelwise.data import prepare_label
 
     classes, per_class = (4, 10) if ctx.quick else (20, 50)
@@ -85,25 +88,41 @@ def run(ctx) -> list:
     out = ctx.tmp / "prepare-out"
 
     def per_label(threads=1, draft=False):
-        return lambda: [prepare_label(out, root, k, resolution=RESOLUTION, threads=threads, jpeg_draft=draft)
-                        for k in labels]
+        return lambda: [
+            prepare_label(out, root, k, resolution=RESOLUTION, threads=threads, jpeg_draft=draft) for k in labels
+        ]
 
-    rows = compare(f"h.prepare/{classes}x{per_class} JPEGs 500x375 -> 64 px",
-                   ("single job, all labels in memory (before)",
-                    timed(lambda: reference_prepare.prepare(root, ctx.tmp / "ref-out", labels, RESOLUTION))),
-                   {"per-label jobs, 1 thread": timed(per_label()),
-                    "per-label jobs, 1 thread, jpeg_draft": timed(per_label(draft=True)),
-                    "per-label jobs, 2 threads": timed(per_label(threads=2))},
-                   repeats=ctx.repeats(5), warmup=1, log=ctx.log)
+    rows = compare(
+        f"h.prepare/{classes}x{per_class} JPEGs 500x375 -> 64 px",
+        (
+            "single job, all labels in memory (before)",
+            timed(lambda: reference_prepare.prepare(root, ctx.tmp / "ref-out", labels, RESOLUTION)),
+        ),
+        {
+            "per-label jobs, 1 thread": timed(per_label()),
+            "per-label jobs, 1 thread, jpeg_draft": timed(per_label(draft=True)),
+            "per-label jobs, 2 threads": timed(per_label(threads=2)),
+        },
+        repeats=ctx.repeats(5),
+        warmup=1,
+        log=ctx.log,
+    )
     startup = _job_startup_seconds(root, ctx.tmp / "startup-out", ctx.repeats(5))
     before_rate = n / rows[0].reference_median_s
     for row, threads in zip(rows, (1, 1, 2)):
         rate = n / row.candidate_median_s / threads
         hours = (IMAGENET_IMAGES / rate + IMAGENET_LABELS * startup) / NODE_CORES / 3600
-        row.extra = {"images": n, "images_per_s_per_core": rate, "before_images_per_s_per_core": before_rate,
-                     "job_startup_s": startup, "projected_imagenet1k_hours_16_cores": hours,
-                     "before_projected_imagenet1k_hours_1_core": IMAGENET_IMAGES / before_rate / 3600}
-        row.note = (f"{rate:.0f} images/s per core (before: {before_rate:.0f}, one job, one core); "
-                    f"ImageNet-1k on {NODE_CORES} cores ≈ {hours * 60:.0f} min "
-                    f"(before: {IMAGENET_IMAGES / before_rate / 3600:.1f} h on one core); job start-up {startup:.1f} s")
+        row.extra = {
+            "images": n,
+            "images_per_s_per_core": rate,
+            "before_images_per_s_per_core": before_rate,
+            "job_startup_s": startup,
+            "projected_imagenet1k_hours_16_cores": hours,
+            "before_projected_imagenet1k_hours_1_core": IMAGENET_IMAGES / before_rate / 3600,
+        }
+        row.note = (
+            f"{rate:.0f} images/s per core (before: {before_rate:.0f}, one job, one core); "
+            f"ImageNet-1k on {NODE_CORES} cores ≈ {hours * 60:.0f} min "
+            f"(before: {IMAGENET_IMAGES / before_rate / 3600:.1f} h on one core); job start-up {startup:.1f} s"
+        )
     return rows

@@ -7,12 +7,12 @@ chunk per image, a SHA-256 of the pixels written and verified on read, written a
 it (so both are durable on return) and reads it with np.load.  Reads come from the page cache in
 both cases.
 """
+
 from __future__ import annotations
 
 import os
 
 import numpy as np
-
 from harness import compare, timed
 
 NAME = "shards"
@@ -35,13 +35,28 @@ def run(ctx) -> list:
     for tag, images in (("1 label", one), ("10 labels", everything)):
         h5, npy = ctx.tmp / "bench.h5", ctx.tmp / "bench.npy"
         n = len(images)
-        rows += compare(f"c.write/{tag}", ("np.save + fsync", timed(lambda: _np_save(npy, images))),
-                        {"write_images": timed(lambda: write_images(h5, images, label=0))},
-                        repeats=ctx.repeats(7), warmup=1, log=ctx.log)
-        rows += compare(f"c.read/{tag}", ("np.load", timed(lambda: np.load(npy))),
-                        {"read_images": timed(lambda: read_images(h5))}, repeats=ctx.repeats(7), warmup=1, log=ctx.log)
+        rows += compare(
+            f"c.write/{tag}",
+            ("np.save + fsync", timed(lambda: _np_save(npy, images))),
+            {"write_images": timed(lambda: write_images(h5, images, label=0))},
+            repeats=ctx.repeats(7),
+            warmup=1,
+            log=ctx.log,
+        )
+        rows += compare(
+            f"c.read/{tag}",
+            ("np.load", timed(lambda: np.load(npy))),
+            {"read_images": timed(lambda: read_images(h5))},
+            repeats=ctx.repeats(7),
+            warmup=1,
+            log=ctx.log,
+        )
         for row in rows[-2:]:
-            row.extra = {"images": n, "bytes": int(images.nbytes), "h5_bytes": h5.stat().st_size,
-                         "npy_bytes": npy.stat().st_size}
+            row.extra = {
+                "images": n,
+                "bytes": int(images.nbytes),
+                "h5_bytes": h5.stat().st_size,
+                "npy_bytes": npy.stat().st_size,
+            }
             row.note = f"{n} images, {images.nbytes / 1e6:.1f} MB raw, {h5.stat().st_size / 1e6:.2f} MB as HDF5"
     return rows

@@ -10,12 +10,12 @@ channels_last memory format, torch.compile (DCGAN only: compiled graphs cannot b
 twice, which the WGAN-GP gradient penalty needs), 2 threads instead of 1 — vs the plain NCHW
 eager loop.  These are measurements for choosing defaults; labelwise's defaults are not changed.
 """
+
 from __future__ import annotations
 
 import shutil
 
 import torch
-
 from harness import compare, timed
 
 from .plain import PlainGAN, plain_train
@@ -38,16 +38,31 @@ def run(ctx) -> list:
         def candidate(model=model, settings=settings, n=n, root=root):
             shutil.rmtree(root, ignore_errors=True)  # a fresh run each time, never a resume
             out = Outputs(root / "g.pt", root / "log.csv", root / "ckpt")
-            train_label(shard, model, settings, Budget(iterations=n, checkpoint_every=ctx.config["budget"]["checkpoint_every"]),
-                        0, out, device="cpu", threads=1, progress_seconds=1e9)
+            train_label(
+                shard,
+                model,
+                settings,
+                Budget(iterations=n, checkpoint_every=ctx.config["budget"]["checkpoint_every"]),
+                0,
+                out,
+                device="cpu",
+                threads=1,
+                progress_seconds=1e9,
+            )
 
         def reference(model=model, settings=settings, n=n, root=root):
             root.mkdir(parents=True, exist_ok=True)
             plain_train(shard, model, settings, n, root / "plain.pt")
 
-        rows += compare(f"a.overhead/{model}", ("plain PyTorch loop", timed(reference)),
-                        {"labelwise train_label": timed(candidate)}, repeats=ctx.repeats(4), warmup=1,
-                        notes={"labelwise train_label": f"{n} iterations, 1 thread, whole call"}, log=ctx.log)
+        rows += compare(
+            f"a.overhead/{model}",
+            ("plain PyTorch loop", timed(reference)),
+            {"labelwise train_label": timed(candidate)},
+            repeats=ctx.repeats(4),
+            warmup=1,
+            notes={"labelwise train_label": f"{n} iterations, 1 thread, whole call"},
+            log=ctx.log,
+        )
         rows[-1].extra = {"iterations": n, "settings": settings}
 
     for model in ("wcgan", "dccgan"):
@@ -57,7 +72,9 @@ def run(ctx) -> list:
         variants = {"channels_last": PlainGAN(shard, model, settings, channels_last=True)}
         if model == "dccgan" and not ctx.quick:
             variants["torch.compile"] = PlainGAN(shard, model, settings, compile=True)
-            variants["torch.compile + channels_last"] = PlainGAN(shard, model, settings, compile=True, channels_last=True)
+            variants["torch.compile + channels_last"] = PlainGAN(
+                shard, model, settings, compile=True, channels_last=True
+            )
         for gan in (base, *variants.values()):
             gan.timed_steps(2)  # warm-up: allocator, oneDNN primitive caches, compilation
 
@@ -68,6 +85,7 @@ def run(ctx) -> list:
                     return gan.timed_steps(n) / n
                 finally:
                     torch.set_num_threads(1)
+
             return run_once
 
         candidates = {name: per_iteration(gan, 1, n) for name, gan in variants.items()}
@@ -78,6 +96,12 @@ def run(ctx) -> list:
         notes["2 threads"] = f"seconds per iteration, {n2} steady-state iterations per repeat"
         if model == "wcgan":
             notes["channels_last"] += "; torch.compile: not applicable (no double backward through compiled graphs)"
-        rows += compare(f"a.options/{model}", ("plain NCHW eager, 1 thread", per_iteration(base, 1, n)), candidates,
-                        repeats=ctx.repeats(3), log=ctx.log, notes=notes)
+        rows += compare(
+            f"a.options/{model}",
+            ("plain NCHW eager, 1 thread", per_iteration(base, 1, n)),
+            candidates,
+            repeats=ctx.repeats(3),
+            log=ctx.log,
+            notes=notes,
+        )
     return rows

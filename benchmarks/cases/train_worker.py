@@ -17,6 +17,7 @@ for more runs: after 'done' it moves its outputs to <root>.last (so each run sta
 resume, and the last run's outputs stay to be checked), says
 'ready' again and waits for the next 'go'; end of input (or any other line) ends it.
 """
+
 import json
 import shutil
 import sys
@@ -43,17 +44,50 @@ def outputs(where: Path) -> list:
 def train(iterations: int, outs: list) -> None:
     budget = Budget(iterations=iterations, checkpoint_every=a["checkpoint_every"])
     if a["mode"] == "packed":
-        train_packed(a["shards"], a["model"], a["settings"], budget, 0, outs, labels=a["labels"], device=device,
-                     threads=a["threads"], progress_seconds=1e9, channels_last=a["channels_last"],
-                     packed_kernel=a.get("packed_kernel", "auto"))
+        train_packed(
+            a["shards"],
+            a["model"],
+            a["settings"],
+            budget,
+            0,
+            outs,
+            labels=a["labels"],
+            device=device,
+            threads=a["threads"],
+            progress_seconds=1e9,
+            channels_last=a["channels_last"],
+            packed_kernel=a.get("packed_kernel", "auto"),
+        )
     elif a["mode"] == "separate-packed1":  # one label at a time through train_packed: K=1 is a plain network
         for shard, label, out in zip(a["shards"], a["labels"], outs):
-            train_packed([shard], a["model"], a["settings"], budget, 0, [out], labels=[label], device=device,
-                         threads=a["threads"], progress_seconds=1e9, channels_last=a["channels_last"])
+            train_packed(
+                [shard],
+                a["model"],
+                a["settings"],
+                budget,
+                0,
+                [out],
+                labels=[label],
+                device=device,
+                threads=a["threads"],
+                progress_seconds=1e9,
+                channels_last=a["channels_last"],
+            )
     else:
         for shard, label, out in zip(a["shards"], a["labels"], outs):
-            train_label(shard, a["model"], a["settings"], budget, 0, out, label=label, device=device,
-                        threads=a["threads"], progress_seconds=1e9, channels_last=a.get("channels_last", False))
+            train_label(
+                shard,
+                a["model"],
+                a["settings"],
+                budget,
+                0,
+                out,
+                label=label,
+                device=device,
+                threads=a["threads"],
+                progress_seconds=1e9,
+                channels_last=a.get("channels_last", False),
+            )
 
 
 def sync() -> None:

@@ -7,6 +7,7 @@ Training reads a shard through `read_shard` (checksum-verified against meta.json
 `labelwise.data.sources` (docs/data-sources.md), the shard and meta.json layout in
 `labelwise.data.shards`.
 """
+
 from .shards import assemble_meta, load_meta, prepare_dataset, prepare_label, read_shard
 from .sources import SOURCES, num_classes
 

@@ -5,6 +5,7 @@ word; `to_rgb8` scales 16-bit and float images to 0..255 (refusing floats outsid
 composites transparency onto black (the background the networks pad with) and reports that it did,
 and leaves every other mode to PIL.  The rule mode by mode: docs/data-sources.md ("Pixels").
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,10 @@ def to_rgb8(image: Image.Image) -> tuple[Image.Image, bool]:
     if image.mode == "F":
         values = np.asarray(image, dtype=np.float64)
         if values.size and (not np.isfinite(values).all() or values.min() < 0.0 or values.max() > 1.0):
-            raise ValueError(f"floating-point pixels outside [0, 1] (min {values.min():g}, max {values.max():g}); "
-                             "save the image as 8- or 16-bit")
+            raise ValueError(
+                f"floating-point pixels outside [0, 1] (min {values.min():g}, max {values.max():g}); "
+                "save the image as 8- or 16-bit"
+            )
         grey = np.rint(values * 255.0).astype(np.uint8)
         return Image.fromarray(grey, mode="L").convert("RGB"), False
     if image.mode in _ALPHA or "transparency" in image.info:

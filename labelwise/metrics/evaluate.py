@@ -7,6 +7,7 @@ both spaces, intra-FID (mean of per-label FIDs), KID and IS in Inception space, 
 accuracy in classifier space.  All maths is torch-fidelity's (`stats`).  Real-side statistics come
 from the per-label cache (`realstats`), so evaluating a second model recomputes nothing real.
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,7 +15,7 @@ import json
 import logging
 import math
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -31,8 +32,18 @@ log = logging.getLogger("labelwise.metrics")
 # The evaluation settings the metrics read: the config's keys with the schema's defaults (their one
 # source) and rng_seed, the seed of IS shuffling and KID subsets (torch-fidelity's; not a config key).
 _DEFAULTS = section_defaults("evaluation") | {"rng_seed": S.RNG_SEED}
-DEFAULT_SETTINGS = {k: _DEFAULTS[k] for k in ("inception", "inception_weights", "is_splits", "kid_subsets",
-                                              "kid_subset_size", "rng_seed", "feature_batch_size")}
+DEFAULT_SETTINGS = {
+    k: _DEFAULTS[k]
+    for k in (
+        "inception",
+        "inception_weights",
+        "is_splits",
+        "kid_subsets",
+        "kid_subset_size",
+        "rng_seed",
+        "feature_batch_size",
+    )
+}
 
 NOTES = {
     "fid_small_n": (
@@ -61,15 +72,21 @@ def settings_with_defaults(settings: Mapping | None) -> dict:
     """DEFAULT_SETTINGS overridden by `settings`; other keys (the config's `evaluation` section also
     holds sampling keys, and the schema already rejects unknown ones) are ignored."""
     merged = dict(DEFAULT_SETTINGS)
-    merged.update({k: v for k, v in (settings or {}).items()
-                   if k in DEFAULT_SETTINGS and (v is not None or k == "inception_weights")})
+    merged.update(
+        {
+            k: v
+            for k, v in (settings or {}).items()
+            if k in DEFAULT_SETTINGS and (v is not None or k == "inception_weights")
+        }
+    )
     if merged["inception_weights"] == "":
         merged["inception_weights"] = None
     return merged
 
 
-def open_spaces(settings: Mapping | None = None, classifier_path: os.PathLike | None = None,
-                device: str = "auto") -> tuple[dict[str, FeatureSpace], dict[str, str]]:
+def open_spaces(
+    settings: Mapping | None = None, classifier_path: os.PathLike | None = None, device: str = "auto"
+) -> tuple[dict[str, FeatureSpace], dict[str, str]]:
     """The feature spaces to evaluate in, and the reason for each one that is skipped.
 
     Raises LabelwiseError for evaluation.inception 'required' without weights, and for weights or a
@@ -90,8 +107,9 @@ def open_spaces(settings: Mapping | None = None, classifier_path: os.PathLike | 
     else:
         from .inception import InceptionSpace
 
-        space, reason = InceptionSpace.from_settings(s["inception"], s["inception_weights"], device=dev,
-                                                     batch_size=s["feature_batch_size"])
+        space, reason = InceptionSpace.from_settings(
+            s["inception"], s["inception_weights"], device=dev, batch_size=s["feature_batch_size"]
+        )
         if space is None:
             skipped["inception"] = reason
             log.warning("skipping Inception metrics: %s", reason)
@@ -137,13 +155,17 @@ def evaluate_model(
     if not labels:
         raise LabelwiseError(f"{model}: no generated sample files to evaluate")
     if labels != sorted(int(k) for k in real_shards_by_label):
-        raise LabelwiseError(f"{model}: generated samples for labels {labels} but real shards for labels "
-                             f"{sorted(real_shards_by_label)}; evaluate the same labels on both sides")
+        raise LabelwiseError(
+            f"{model}: generated samples for labels {labels} but real shards for labels "
+            f"{sorted(real_shards_by_label)}; evaluate the same labels on both sides"
+        )
     opened, skipped = spaces if spaces is not None else open_spaces(s, classifier_path, device)
     if "classifier" in opened and not set(labels) <= set(opened["classifier"].labels):
         clf = opened["classifier"]
-        raise LabelwiseError(f"{clf.path}: the classifier was trained on labels {clf.labels}, not all of {labels}; "
-                             "retrain it on the selected labels (delete it and rerun)")
+        raise LabelwiseError(
+            f"{clf.path}: the classifier was trained on labels {clf.labels}, not all of {labels}; "
+            "retrain it on the selected labels (delete it and rerun)"
+        )
 
     generated: dict[int, np.ndarray] = {}
     trained: dict[str, dict] = {}
@@ -155,12 +177,15 @@ def evaluate_model(
         trained[str(label)] = training_of(sample_attrs)
         real_images, attrs = read_images(shard, verify=False)  # checksums are verified where features are made
         if len(images) < 2:
-            raise LabelwiseError(f"{path}: {len(images)} generated image(s) for label {label}; FID/KID/IS need at "
-                                 "least 2: raise evaluation.samples_per_label and rerun sampling")
+            raise LabelwiseError(
+                f"{path}: {len(images)} generated image(s) for label {label}; FID/KID/IS need at "
+                "least 2: raise evaluation.samples_per_label and rerun sampling"
+            )
         if images.shape[1] != real_images.shape[1]:
             raise LabelwiseError(
                 f"{path}: {images.shape[1]}-channel samples but the real shard {shard} has {real_images.shape[1]} "
-                "channels; sample from the generator trained on this dataset")
+                "channels; sample from the generator trained on this dataset"
+            )
         generated[label] = images
         n_real[str(label)] = int(len(real_images))
         class_names[str(label)] = str(attrs.get("class_name", label))
@@ -202,10 +227,13 @@ def evaluate_model(
             correct += int(np.sum(pred == label))
             total += len(pred)
         out["classifier"] = {
-            "status": "ok", "weights": str(clf.path), "held_out_accuracy": clf.held_out_accuracy,
+            "status": "ok",
+            "weights": str(clf.path),
+            "held_out_accuracy": clf.held_out_accuracy,
             "n_held_out": clf.info.get("n_held_out"),
             "label_accuracy": {"pooled": correct / total, "per_label": acc},
-            "fid": m["fid"], "is": m["is"],
+            "fid": m["fid"],
+            "is": m["is"],
         }
     else:
         out["classifier"] = {"status": "skipped", "reason": skipped.get("classifier", "not requested")}
@@ -222,9 +250,11 @@ def training_of(attrs: dict) -> dict:
     """What a sample file says about its generator: the EMA decay (None: the trained weights were
     sampled) and its training record (labelwise.train.compute.training_record; None for files
     written before the record existed)."""
+
     def loaded(key):
         value = attrs.get(key)
         return json.loads(value) if isinstance(value, (str, bytes)) else None
+
     return {"ema": loaded("ema"), "record": loaded("training")}
 
 
@@ -233,20 +263,27 @@ def training_summary(trained: dict[str, dict]) -> dict:
     models (budget.gflop: equal counted FLOPs; else iterations or minutes), and what each label got."""
     records = {k: v["record"] for k, v in trained.items() if v["record"]}
     emas = sorted({json.dumps(v["ema"]) for v in trained.values()})
-    out: dict = {"generator": "weight average (EMA)" if emas != ["null"] else "trained weights",
-                 "ema_decay": json.loads(emas[0]) if len(emas) == 1 else [json.loads(e) for e in emas]}
+    out: dict = {
+        "generator": "weight average (EMA)" if emas != ["null"] else "trained weights",
+        "ema_decay": json.loads(emas[0]) if len(emas) == 1 else [json.loads(e) for e in emas],
+    }
     if not records:
         return {**out, "equal_budget": None, "per_label": {}}
     first = next(iter(records.values()))["budget"]
-    equal = ("gflop" if first.get("gflop") else "iterations")
+    equal = "gflop" if first.get("gflop") else "iterations"
     stops = sorted({r["stopped_by"] for r in records.values()})
     if "minutes" in stops:
         equal = "minutes" if stops == ["minutes"] else f"{equal} and minutes (whichever came first)"
     keys = ("iterations", "seconds", "gflop", "real_images_seen")
     totals = {k: sum(r[k] for r in records.values()) for k in keys}
-    return {**out, "equal_budget": equal, "budget": first,
-            "flops_per_iteration": next(iter(records.values()))["flops_per_iteration"], "total": totals,
-            "per_label": {k: {key: r[key] for key in (*keys, "stopped_by")} for k, r in records.items()}}
+    return {
+        **out,
+        "equal_budget": equal,
+        "budget": first,
+        "flops_per_iteration": next(iter(records.values()))["flops_per_iteration"],
+        "total": totals,
+        "per_label": {k: {key: r[key] for key in (*keys, "stopped_by")} for k, r in records.items()},
+    }
 
 
 def space_metrics(space: FeatureSpace, real: dict[int, RealStats], fake: dict[int, dict], s: dict) -> dict:
@@ -255,13 +292,16 @@ def space_metrics(space: FeatureSpace, real: dict[int, RealStats], fake: dict[in
     labels = sorted(real)
     fid = {}
     for label in labels:
-        fid[str(label)] = finite_or_none(S.frechet_distance(real[label].gaussian, S.gaussian_stats(fake[label]["pool"])))
+        fid[str(label)] = finite_or_none(
+            S.frechet_distance(real[label].gaussian, S.gaussian_stats(fake[label]["pool"]))
+        )
     real_pool = np.concatenate([real[k].features for k in labels])
     fake_pool = np.concatenate([fake[k]["pool"] for k in labels])
     finite = [v for v in fid.values() if v is not None]
     # One label: pooled is the same comparison; skip a second 2048-d eigendecomposition (seconds on a CPU).
-    pooled_fid = (fid[str(labels[0])] if len(labels) == 1
-                  else finite_or_none(S.frechet_distance_features(real_pool, fake_pool)))
+    pooled_fid = (
+        fid[str(labels[0])] if len(labels) == 1 else finite_or_none(S.frechet_distance_features(real_pool, fake_pool))
+    )
     result = {
         "fid": {
             "pooled": pooled_fid,
@@ -270,8 +310,9 @@ def space_metrics(space: FeatureSpace, real: dict[int, RealStats], fake: dict[in
             "n_real": {str(k): real[k].n for k in labels},
             "n_generated": {str(k): int(len(fake[k]["pool"])) for k in labels},
         },
-        "is": S.inception_score(np.concatenate([fake[k]["logits"] for k in labels]), splits=s["is_splits"],
-                                seed=s["rng_seed"]),
+        "is": S.inception_score(
+            np.concatenate([fake[k]["logits"] for k in labels]), splits=s["is_splits"], seed=s["rng_seed"]
+        ),
         "_logits": {k: fake[k]["logits"] for k in labels},
     }
     if space.name == "inception":
@@ -282,8 +323,18 @@ def space_metrics(space: FeatureSpace, real: dict[int, RealStats], fake: dict[in
     return result
 
 
-CSV_COLUMNS = ("label", "class_name", "n_real", "n_generated", "label_accuracy", "classifier_fid", "inception_fid",
-               "kid_mean", "kid_std", "kid_subset_size")
+CSV_COLUMNS = (
+    "label",
+    "class_name",
+    "n_real",
+    "n_generated",
+    "label_accuracy",
+    "classifier_fid",
+    "inception_fid",
+    "kid_mean",
+    "kid_std",
+    "kid_subset_size",
+)
 
 
 def per_label_rows(metrics: dict) -> list[dict]:
@@ -294,18 +345,20 @@ def per_label_rows(metrics: dict) -> list[dict]:
     for label in p["labels"]:
         k = str(label)
         kid = inc.get("kid", {}).get("per_label", {}).get(k, {}) if inc.get("status") == "ok" else {}
-        rows.append({
-            "label": label,
-            "class_name": p["class_names"].get(k, k),
-            "n_real": p["n_real"].get(k),
-            "n_generated": p["n_generated"].get(k),
-            "label_accuracy": clf.get("label_accuracy", {}).get("per_label", {}).get(k),
-            "classifier_fid": clf.get("fid", {}).get("per_label", {}).get(k),
-            "inception_fid": inc.get("fid", {}).get("per_label", {}).get(k),
-            "kid_mean": kid.get("mean"),
-            "kid_std": kid.get("std"),
-            "kid_subset_size": kid.get("subset_size"),
-        })
+        rows.append(
+            {
+                "label": label,
+                "class_name": p["class_names"].get(k, k),
+                "n_real": p["n_real"].get(k),
+                "n_generated": p["n_generated"].get(k),
+                "label_accuracy": clf.get("label_accuracy", {}).get("per_label", {}).get(k),
+                "classifier_fid": clf.get("fid", {}).get("per_label", {}).get(k),
+                "inception_fid": inc.get("fid", {}).get("per_label", {}).get(k),
+                "kid_mean": kid.get("mean"),
+                "kid_std": kid.get("std"),
+                "kid_subset_size": kid.get("subset_size"),
+            }
+        )
     return rows
 
 

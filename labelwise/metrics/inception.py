@@ -9,6 +9,7 @@ published FID/IS/KID numbers) around it.  `evaluation.inception` decides what a 
 Inception metrics with that reason recorded, 'off' never looks.  A file that is there but truncated
 or of the wrong layout is always an error.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,10 +22,15 @@ import numpy as np
 import torch
 
 from ..errors import LabelwiseError
+
 # The weights lookup is torch-free (the Snakefile uses it at parse time); re-exported from here.
-from .inception_weights import (CONFIG_KEY, HUB_FILENAME, HUB_FILENAME_TORCH_FIDELITY, MODES,  # noqa: F401
-                                PUBLISHED_SHA256_PREFIX, URL_INCEPTION_V3, fetch_hint, hub_dir, hub_weights_path,
-                                locate_weights, resolve_inception_weights)
+from .inception_weights import (
+    CONFIG_KEY,
+    MODES,  # noqa: F401
+    PUBLISHED_SHA256_PREFIX,
+    fetch_hint,
+    locate_weights,
+)
 
 try:
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
@@ -64,8 +70,12 @@ class _TorchFidelityInceptionV3(FeatureExtractorInceptionV3):
         empty = io.BytesIO()
         torch.save({}, empty)
         empty.seek(0)
-        super().__init__(EXTRACTOR_NAME, list(features_list), feature_extractor_weights_path=empty,
-                         feature_extractor_internal_dtype=internal_dtype)
+        super().__init__(
+            EXTRACTOR_NAME,
+            list(features_list),
+            feature_extractor_weights_path=empty,
+            feature_extractor_internal_dtype=internal_dtype,
+        )
         self._constructing = False
 
     def load_state_dict(self, state_dict, strict=True, assign=False):
@@ -74,8 +84,9 @@ class _TorchFidelityInceptionV3(FeatureExtractorInceptionV3):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 
-def build_inception(state_dict: dict | None = None, features=(POOL_FEATURE, LOGITS_FEATURE),
-                    internal_dtype: str | None = None) -> FeatureExtractorInceptionV3:
+def build_inception(
+    state_dict: dict | None = None, features=(POOL_FEATURE, LOGITS_FEATURE), internal_dtype: str | None = None
+) -> FeatureExtractorInceptionV3:
     """torch-fidelity's InceptionV3 holding `state_dict` (strictly loaded), or its random
     initialisation when `state_dict` is None (used by tests, which cannot have the real weights)."""
     net = _TorchFidelityInceptionV3(features, internal_dtype)
@@ -109,8 +120,10 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read an Inception weights file safely (weights_only=True) and check it has the layout
     torch-fidelity's network expects and finite values; LabelwiseError naming the file otherwise."""
     path = Path(path)
-    fix = (f"delete it and fetch it again ({fetch_hint(path)}), or point {CONFIG_KEY} at a good copy; "
-           "evaluation.inception: off skips Inception metrics")
+    fix = (
+        f"delete it and fetch it again ({fetch_hint(path)}), or point {CONFIG_KEY} at a good copy; "
+        "evaluation.inception: off skips Inception metrics"
+    )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any failure to read means the same thing to the user: a bad file
@@ -124,8 +137,11 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     want = expected_layout()
     missing = [k for k in want if k not in state and not _optional(k)]
     unexpected = [k for k in state if k not in want]
-    wrong = [f"{k} {tuple(state[k].shape)} (expected {want[k]})" for k in want
-             if k in state and tuple(state[k].shape) != want[k]]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} (expected {want[k]})"
+        for k in want
+        if k in state and tuple(state[k].shape) != want[k]
+    ]
     if missing or unexpected or wrong:
         parts = []
         for what, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
@@ -158,9 +174,13 @@ class InceptionSpace:
         state = load_weights(self.weights_path)
         self.sha256 = file_sha256(self.weights_path)
         if not self.sha256.startswith(PUBLISHED_SHA256_PREFIX):
-            log.warning("%s: sha256 %s... is not that of the published Inception weights (%s...); "
-                        "scores will not be comparable with published ones",
-                        self.weights_path, self.sha256[:8], PUBLISHED_SHA256_PREFIX)
+            log.warning(
+                "%s: sha256 %s... is not that of the published Inception weights (%s...); "
+                "scores will not be comparable with published ones",
+                self.weights_path,
+                self.sha256[:8],
+                PUBLISHED_SHA256_PREFIX,
+            )
         self.net = build_inception(state).to(self.device)
         # What makes two feature sets comparable: recorded in stats caches and checked on reuse.
         self.identity = {"extractor": EXTRACTOR_NAME, "features": POOL_FEATURE, "weights_sha256": self.sha256}

@@ -7,6 +7,7 @@ torch hub cache follows torch's own rule (`torch.hub.get_dir`: `$TORCH_HOME/hub`
 defaulting to `$XDG_CACHE_HOME/torch`, that to `~/.cache`); once torch is imported, torch itself is
 asked, so `torch.hub.set_dir` and a patched `get_dir` are honoured.
 """
+
 from __future__ import annotations
 
 import os

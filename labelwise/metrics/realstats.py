@@ -8,6 +8,7 @@ sha256 and n — and a cached file whose record disagrees with the current shard
 recomputed rather than silently reused.  In the pipeline the file is a rule output,
 results/{dataset}/stats/{space}/{label}.npz (see `stats_path`).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,8 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import LabelwiseError
 from ..data.shards import read_shard_file
+from ..errors import LabelwiseError
 from ..images import read_attrs
 from ..io import atomic_path
 from ..plan import layout
@@ -78,17 +79,32 @@ def compute_real_stats(shard_path: str | os.PathLike, space: FeatureSpace) -> Re
         )
     feats = np.asarray(space.features(images)["pool"], np.float32)
     g = gaussian_stats(feats)
-    return RealStats(features=feats, mu=g["mu"], sigma=g["sigma"], space=space.name, identity=dict(space.identity),
-                     label=attrs.get("label"), class_name=attrs.get("class_name"), channels=int(images.shape[1]),
-                     shard=str(shard_path),
-                     shard_sha256=attrs.get("sha256"))
+    return RealStats(
+        features=feats,
+        mu=g["mu"],
+        sigma=g["sigma"],
+        space=space.name,
+        identity=dict(space.identity),
+        label=attrs.get("label"),
+        class_name=attrs.get("class_name"),
+        channels=int(images.shape[1]),
+        shard=str(shard_path),
+        shard_sha256=attrs.get("sha256"),
+    )
 
 
 def save_real_stats(path: str | os.PathLike, stats: RealStats) -> None:
     meta = {
-        "format": FORMAT, "space": stats.space, "identity": stats.identity, "label": stats.label,
-        "class_name": stats.class_name, "channels": stats.channels, "n": stats.n,
-        "feature_dim": int(stats.features.shape[1]), "shard": stats.shard, "shard_sha256": stats.shard_sha256,
+        "format": FORMAT,
+        "space": stats.space,
+        "identity": stats.identity,
+        "label": stats.label,
+        "class_name": stats.class_name,
+        "channels": stats.channels,
+        "n": stats.n,
+        "feature_dim": int(stats.features.shape[1]),
+        "shard": stats.shard,
+        "shard_sha256": stats.shard_sha256,
     }
     with atomic_path(path) as tmp:
         # An open file handle: np.savez would otherwise append '.npz' to the temporary name.
@@ -109,14 +125,29 @@ def load_real_stats(path: str | os.PathLike) -> RealStats:
     except Exception as exc:  # zip, key, json or dtype trouble all mean: not a good stats file
         raise LabelwiseError(f"{path}: unreadable real-image statistics ({type(exc).__name__}: {exc}); {fix}") from None
     d = features.shape[1] if features.ndim == 2 else -1
-    if (meta.get("format") != FORMAT or features.ndim != 2 or meta.get("n") != len(features)
-            or mu.shape != (d,) or sigma.shape != (d, d)):
-        raise LabelwiseError(f"{path}: not a complete {FORMAT} file (format {meta.get('format')!r}, "
-                             f"features {features.shape}, n {meta.get('n')}); {fix}")
-    return RealStats(features=features, mu=mu, sigma=sigma, space=meta["space"], identity=meta["identity"],
-                     label=meta.get("label"), class_name=meta.get("class_name"), channels=meta.get("channels"),
-                     shard=meta.get("shard"),
-                     shard_sha256=meta.get("shard_sha256"))
+    if (
+        meta.get("format") != FORMAT
+        or features.ndim != 2
+        or meta.get("n") != len(features)
+        or mu.shape != (d,)
+        or sigma.shape != (d, d)
+    ):
+        raise LabelwiseError(
+            f"{path}: not a complete {FORMAT} file (format {meta.get('format')!r}, "
+            f"features {features.shape}, n {meta.get('n')}); {fix}"
+        )
+    return RealStats(
+        features=features,
+        mu=mu,
+        sigma=sigma,
+        space=meta["space"],
+        identity=meta["identity"],
+        label=meta.get("label"),
+        class_name=meta.get("class_name"),
+        channels=meta.get("channels"),
+        shard=meta.get("shard"),
+        shard_sha256=meta.get("shard_sha256"),
+    )
 
 
 def write_real_stats(shard_path: str | os.PathLike, out_path: str | os.PathLike, space: FeatureSpace) -> RealStats:

@@ -8,12 +8,13 @@ which it was taken (the mean over labels of the per-label jobs' elapsed seconds,
 model's own), and the curve ends at the final generators' FIDs from metrics.json at the training
 logs' last wall time (`add_end_of_training`), wherever each job stopped.
 """
+
 from __future__ import annotations
 
 import csv
 import logging
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -21,15 +22,23 @@ from ..device import select_device
 from ..errors import LabelwiseError
 from ..io import atomic_path, write_json
 from ..sample import draw
-from ..trainlog import last_log_row
 from ..train.generator_files import load_snapshots, snapshot_generator
+from ..trainlog import last_log_row
 from .evaluate import NOTES, finite_or_none, open_spaces, settings_with_defaults, space_metrics
 from .realstats import real_stats, stats_path
 
 log = logging.getLogger("labelwise.metrics")
 
-CSV_COLUMNS = ("point", "iteration", "fraction", "elapsed_seconds", "classifier_fid", "classifier_intra_fid", "inception_fid",
-               "inception_intra_fid")
+CSV_COLUMNS = (
+    "point",
+    "iteration",
+    "fraction",
+    "elapsed_seconds",
+    "classifier_fid",
+    "classifier_intra_fid",
+    "inception_fid",
+    "inception_intra_fid",
+)
 
 
 def snapshot_metrics(
@@ -56,8 +65,9 @@ def snapshot_metrics(
     if not labels:
         raise LabelwiseError(f"{model}: no snapshot bundles to evaluate")
     if samples_per_label < 2:
-        raise LabelwiseError(f"{model}: FID needs at least 2 generated images per label; raise "
-                             "evaluation.samples_per_label")
+        raise LabelwiseError(
+            f"{model}: FID needs at least 2 generated images per label; raise evaluation.samples_per_label"
+        )
     dev = select_device(device)
     loaded: dict[str, list[dict]] = {}  # one read per bundle file (the conditional model's is shared)
     snapshots: dict[int, dict[int, dict]] = {}  # label -> iteration -> snapshot
@@ -73,20 +83,32 @@ def snapshot_metrics(
     every = sorted(set().union(*(set(v) for v in snapshots.values())))
     points = [p for p in every if all(p in snapshots[k] for k in labels)]
     not_reached = [
-        {"iteration": p, "fraction": _fraction(snapshots, p),
-         "labels_reached": [k for k in labels if p in snapshots[k]]}
-        for p in every if p not in points
+        {
+            "iteration": p,
+            "fraction": _fraction(snapshots, p),
+            "labels_reached": [k for k in labels if p in snapshots[k]],
+        }
+        for p in every
+        if p not in points
     ]
     for miss in not_reached:
-        log.warning("[%s] snapshot at iteration %d reached by labels %s only (minutes budget): left out", model,
-                    miss["iteration"], miss["labels_reached"])
+        log.warning(
+            "[%s] snapshot at iteration %d reached by labels %s only (minutes budget): left out",
+            model,
+            miss["iteration"],
+            miss["labels_reached"],
+        )
 
     opened, skipped = open_spaces(s, classifier_path, device)
     if "classifier" in opened and not set(labels) <= set(opened["classifier"].labels):
-        raise LabelwiseError(f"{opened['classifier'].path}: the classifier was trained on labels "
-                             f"{opened['classifier'].labels}, not all of {labels}")
-    real = {name: {k: real_stats(real_shards_by_label[k], stats_path(stats_dir, name, k), space) for k in labels}
-            for name, space in opened.items()}
+        raise LabelwiseError(
+            f"{opened['classifier'].path}: the classifier was trained on labels "
+            f"{opened['classifier'].labels}, not all of {labels}"
+        )
+    real = {
+        name: {k: real_stats(real_shards_by_label[k], stats_path(stats_dir, name, k), space) for k in labels}
+        for name, space in opened.items()
+    }
 
     results = []
     for p in points:
@@ -94,8 +116,9 @@ def snapshot_metrics(
         elapsed = {}
         for label in labels:
             entry = snapshots[label][p]
-            gen, info = snapshot_generator(entry, dev, label=label,
-                                           where=f"{bundles_by_label[label]} (snapshot at iteration {p})")
+            gen, info = snapshot_generator(
+                entry, dev, label=label, where=f"{bundles_by_label[label]} (snapshot at iteration {p})"
+            )
             images = draw(gen, info, samples_per_label, seed, dev, batch_size)
             for name, space in opened.items():
                 fake[name][label] = space.features(images)
@@ -109,11 +132,18 @@ def snapshot_metrics(
         }
         for name, space in opened.items():
             fid = space_metrics(space, real[name], fake[name], s)["fid"]
-            point[name] = {"fid": {"pooled": fid["pooled"], "intra_fid": fid["intra_fid"],
-                                   "per_label": fid["per_label"]}}
-        log.info("[%s] snapshot at iteration %d (%.1f s): %s", model, p, point["elapsed_seconds"],
-                 ", ".join(f"{n} FID {point[n]['fid']['pooled']:.4g}" for n in opened if point[n]["fid"]["pooled"]
-                           is not None))
+            point[name] = {
+                "fid": {"pooled": fid["pooled"], "intra_fid": fid["intra_fid"], "per_label": fid["per_label"]}
+            }
+        log.info(
+            "[%s] snapshot at iteration %d (%.1f s): %s",
+            model,
+            p,
+            point["elapsed_seconds"],
+            ", ".join(
+                f"{n} FID {point[n]['fid']['pooled']:.4g}" for n in opened if point[n]["fid"]["pooled"] is not None
+            ),
+        )
         results.append(point)
 
     return {
@@ -123,8 +153,11 @@ def snapshot_metrics(
         "seed": int(seed),
         "feature_spaces": sorted(opened),
         "skipped_spaces": skipped,
-        "inception": ({"status": "ok", "reason": None} if "inception" in opened
-                      else {"status": "skipped", "reason": skipped.get("inception")}),
+        "inception": (
+            {"status": "ok", "reason": None}
+            if "inception" in opened
+            else {"status": "skipped", "reason": skipped.get("inception")}
+        ),
         "elapsed": "training wall seconds at the snapshot (elapsed_seconds: mean over labels for per-label models)",
         "points": results,
         "not_reached": not_reached,
@@ -132,8 +165,9 @@ def snapshot_metrics(
     }
 
 
-def add_end_of_training(result: dict, metrics: Mapping, log_paths: Sequence[os.PathLike], *,
-                        where: str = "metrics.json") -> dict:
+def add_end_of_training(
+    result: dict, metrics: Mapping, log_paths: Sequence[os.PathLike], *, where: str = "metrics.json"
+) -> dict:
     """Give `result` (from `snapshot_metrics`) its "end": where training ended, from the model's
     metrics.json (`evaluate_model`: the final generators, the same samples per label, noise and
     FID code as the snapshot points) and its training logs (one per label in `result["labels"]`
@@ -153,8 +187,10 @@ def add_end_of_training(result: dict, metrics: Mapping, log_paths: Sequence[os.P
         ends[str(label)] = (iteration, seconds)
     n_generated = metrics.get("protocol", {}).get("n_generated", {})
     if any(int(n_generated.get(str(k), -1)) != result["samples_per_label"] for k in labels):
-        raise LabelwiseError(f"{where}: evaluated with {n_generated} generated images per label, the snapshots with "
-                             f"{result['samples_per_label']}; rerun the evaluate stage")
+        raise LabelwiseError(
+            f"{where}: evaluated with {n_generated} generated images per label, the snapshots with "
+            f"{result['samples_per_label']}; rerun the evaluate stage"
+        )
     end = {
         "iterations_per_label": {k: it for k, (it, _) in ends.items()},
         "elapsed_seconds": float(np.mean([t for _, t in ends.values()])),
@@ -163,10 +199,12 @@ def add_end_of_training(result: dict, metrics: Mapping, log_paths: Sequence[os.P
     for name in result["feature_spaces"]:
         fid = (metrics.get(name) or {}).get("fid") if (metrics.get(name) or {}).get("status") == "ok" else None
         if not fid:
-            raise LabelwiseError(f"{where}: no {name} FID, but the snapshots were evaluated in {name} features; rerun "
-                                 "the evaluate stage")
-        end[name] = {"fid": {"pooled": fid.get("pooled"), "intra_fid": fid.get("intra_fid"),
-                             "per_label": fid.get("per_label")}}
+            raise LabelwiseError(
+                f"{where}: no {name} FID, but the snapshots were evaluated in {name} features; rerun the evaluate stage"
+            )
+        end[name] = {
+            "fid": {"pooled": fid.get("pooled"), "intra_fid": fid.get("intra_fid"), "per_label": fid.get("per_label")}
+        }
     result["end"] = end
     return result
 
@@ -192,8 +230,12 @@ def write_snapshot_metrics(result: dict, json_path: os.PathLike, csv_path: os.Pa
                 if end:  # iteration: the labels' largest (a minutes budget may stop them apart)
                     rows.append(("end", max(end["iterations_per_label"].values()), None, end))
                 for point, iteration, fraction, p in rows:
-                    row = {"point": point, "iteration": iteration, "fraction": fraction,
-                           "elapsed_seconds": p["elapsed_seconds"]}
+                    row = {
+                        "point": point,
+                        "iteration": iteration,
+                        "fraction": fraction,
+                        "elapsed_seconds": p["elapsed_seconds"],
+                    }
                     for name in ("classifier", "inception"):
                         fid = p.get(name, {}).get("fid", {})
                         row[f"{name}_fid"] = fid.get("pooled")

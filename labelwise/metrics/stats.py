@@ -5,6 +5,7 @@ IS and KID that labelwise reports is computed by the same code as torch-fidelity
 `calculate_metrics`.  This module only adapts array types, caps parameters that small per-label
 sample counts would otherwise break (IS splits, KID subset size) and reports what was used.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -72,8 +73,9 @@ def inception_score(logits, splits: int = IS_SPLITS, seed: int = RNG_SEED) -> di
     return {"mean": out[KEY_METRIC_ISC_MEAN], "std": out[KEY_METRIC_ISC_STD], "splits": used, "n": n}
 
 
-def kernel_distance(features_1, features_2, subset_size: int = KID_SUBSET_SIZE, subsets: int = KID_SUBSETS,
-                    seed: int = RNG_SEED) -> dict:
+def kernel_distance(
+    features_1, features_2, subset_size: int = KID_SUBSET_SIZE, subsets: int = KID_SUBSETS, seed: int = RNG_SEED
+) -> dict:
     """KID (unbiased MMD² with torch-fidelity's cubic polynomial kernel) over random subsets.
 
     torch-fidelity draws `subsets` subsets of `subset_size` samples from each set without
@@ -86,5 +88,9 @@ def kernel_distance(features_1, features_2, subset_size: int = KID_SUBSET_SIZE, 
     if size < 2:
         raise ValueError(f"KID needs at least 2 samples in each set, got {f1.shape[0]} and {f2.shape[0]}")
     out = kid_features_to_metric(f1, f2, kid_subsets=int(subsets), kid_subset_size=size, rng_seed=seed, verbose=False)
-    return {"mean": out[KEY_METRIC_KID_MEAN], "std": out[KEY_METRIC_KID_STD], "subset_size": size,
-            "subsets": int(subsets)}
+    return {
+        "mean": out[KEY_METRIC_KID_MEAN],
+        "std": out[KEY_METRIC_KID_STD],
+        "subset_size": size,
+        "subsets": int(subsets),
+    }

@@ -19,6 +19,7 @@ and generated images are treated identically.  Draws come from the label's own d
 images (B, K, C, H, W)) draws each label's parameters from that label's stream, so it draws what K
 separate runs draw and stays equal to them up to rounding.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -43,8 +44,9 @@ def policy_of(settings: dict) -> tuple[str, ...]:
     policy = list(settings.get("augment_policy") or OPERATIONS)
     bad = [op for op in policy if op not in OPERATIONS]
     if bad:
-        raise LabelwiseError(f"models.<name>.augment_policy: unknown operation(s) {bad}; "
-                             f"choose from {', '.join(OPERATIONS)}")
+        raise LabelwiseError(
+            f"models.<name>.augment_policy: unknown operation(s) {bad}; choose from {', '.join(OPERATIONS)}"
+        )
     return tuple(op for op in OPERATIONS if op in policy)
 
 

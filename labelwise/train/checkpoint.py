@@ -8,6 +8,7 @@ starts afresh.  Generator snapshots (budget.snapshots) live beside the checkpoin
 `snapshots/`: a resume keeps them, and every fresh start (`load_resumable` returning None) deletes
 them with the checkpoints.
 """
+
 from __future__ import annotations
 
 import logging
@@ -65,8 +66,11 @@ def save_checkpoint(directory: Path, iteration: int, state: dict) -> Path:
     """
     path = checkpoint_path(directory, iteration)
     previous = list_checkpoints(directory)
-    kept, resume = ((f"the last good checkpoint {previous[0][1]} is kept", "a rerun resumes from it") if previous
-                    else ("no earlier checkpoint exists", "a rerun starts this label from the beginning"))
+    kept, resume = (
+        (f"the last good checkpoint {previous[0][1]} is kept", "a rerun resumes from it")
+        if previous
+        else ("no earlier checkpoint exists", "a rerun starts this label from the beginning")
+    )
     bad = nonfinite_tensors({k: state[k] for k in ("generator", "critic") if isinstance(state.get(k), dict)})
     if bad:
         raise LabelwiseError(

@@ -1,6 +1,7 @@
 """What the two training loops share: the bookkeeping schedule, the stop on a signal, the checkpoint
 fingerprint and the divergence error, so that `train_label` (labelwise.train.loop) and `train_packed`
 (labelwise.train.packed) log, check, checkpoint, stop and fail alike."""
+
 from __future__ import annotations
 
 import hashlib
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
 def training_fingerprint(model: str, settings: dict, seed: int, label: int, shard_sha256: str) -> str:
     """What a checkpoint was trained with (model, settings, seed, label, data checksum), hashed: a
     checkpoint resumes only a run with the same fingerprint."""
-    blob = json.dumps({"model": model, "settings": settings, "seed": seed, "label": label, "data": shard_sha256}, sort_keys=True)
+    blob = json.dumps(
+        {"model": model, "settings": settings, "seed": seed, "label": label, "data": shard_sha256}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -88,8 +91,10 @@ class Cadence:
             remaining = min(remaining, max(self.deadline - elapsed, 0.0))
         self._last_progress = now
         self._last = (now, iteration)
-        return (f"it {iteration}/{b.iterations} ({100.0 * iteration / b.iterations:.0f}%) {rate:.2f} it/s "
-                f"ETA {format_eta(remaining)} ({rate * self.labels:.1f} label-it/s)")
+        return (
+            f"it {iteration}/{b.iterations} ({100.0 * iteration / b.iterations:.0f}%) {rate:.2f} it/s "
+            f"ETA {format_eta(remaining)} ({rate * self.labels:.1f} label-it/s)"
+        )
 
     def rate_text(self) -> str:
         """'; <r> label-it/s' over this run (resumed part excluded) for the final log line."""
@@ -100,7 +105,9 @@ class Cadence:
         """Called last in an iteration, after its checkpoint: a signal ends the job with one error
         line; True when the minutes budget is spent."""
         if stopping is not None:
-            raise LabelwiseError(f"{who} stopped by signal {stopping} at iteration {iteration}; {saved}; rerun to resume")
+            raise LabelwiseError(
+                f"{who} stopped by signal {stopping} at iteration {iteration}; {saved}; rerun to resume"
+            )
         return elapsed >= self.deadline
 
 
@@ -111,5 +118,6 @@ def first_names(names: list[str]) -> str:
 
 def divergence_error(who: str, what: str, kept: str, model: str) -> LabelwiseError:
     """The one error a diverged job ends with: what went wrong, what was kept, and the fix."""
-    return LabelwiseError(f"{who} training diverged: {what}; {kept}. Lower models.{model}.lr or change the seed, "
-                          "then rerun")
+    return LabelwiseError(
+        f"{who} training diverged: {what}; {kept}. Lower models.{model}.lr or change the seed, then rerun"
+    )

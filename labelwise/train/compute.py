@@ -17,6 +17,7 @@ draws no random numbers.
 `budget.gflop` (per label) then fixes the iterations at job start: floor(gflop·10⁹ / FLOPs per
 iteration), capped by `budget.iterations`; `budget.minutes` still stops a job early.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -91,8 +92,13 @@ def _cached_flops(model: str, settings_json: str, channels: int, resolution: int
 def label_iteration_flops(model: str, settings: dict, channels: int, resolution: int, num_classes: int = 1) -> int:
     """FLOPs of one training iteration of one label (the conditional model: of its one network)."""
     keys = ("width", "latent_dim", "batch_size", "critic_steps")
-    return _cached_flops(model, json.dumps({k: settings[k] for k in keys}, sort_keys=True), int(channels),
-                         int(resolution), int(num_classes))
+    return _cached_flops(
+        model,
+        json.dumps({k: settings[k] for k in keys}, sort_keys=True),
+        int(channels),
+        int(resolution),
+        int(num_classes),
+    )
 
 
 def resolve(budget, flops_per_iteration: int):
@@ -103,8 +109,15 @@ def resolve(budget, flops_per_iteration: int):
     return dataclasses.replace(budget, iterations=min(int(budget.iterations), bought))
 
 
-def training_record(budget, flops_per_iteration: int, iterations: int, seconds: float, stopped_by: str,
-                    batch_size: int, critic_steps: int) -> dict:
+def training_record(
+    budget,
+    flops_per_iteration: int,
+    iterations: int,
+    seconds: float,
+    stopped_by: str,
+    batch_size: int,
+    critic_steps: int,
+) -> dict:
     """What a generator file says about the budget it was trained with and what it got from it."""
     return {
         "budget": {"iterations": int(budget.iterations), "gflop": budget.gflop, "minutes": budget.minutes},

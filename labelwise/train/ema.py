@@ -17,6 +17,7 @@ The average is elementwise, so the packed generator's average (K labels' tensors
 each label's average: packed training keeps equal to separate runs, and each label's checkpoint
 holds its own part (`unpack_state_dict`).
 """
+
 from __future__ import annotations
 
 import torch
@@ -61,8 +62,10 @@ class GeneratorEMA:
     def load_state_dict(self, state: dict) -> None:
         missing = set(self.state) ^ set(state)
         if missing:
-            raise LabelwiseError(f"the checkpoint's generator average has other tensors ({sorted(missing)[:3]}); "
-                                 "delete the checkpoints to retrain")
+            raise LabelwiseError(
+                f"the checkpoint's generator average has other tensors ({sorted(missing)[:3]}); "
+                "delete the checkpoints to retrain"
+            )
         for key, value in state.items():
             self.state[key].copy_(value)
 

@@ -8,10 +8,11 @@ request (`autocast_forward`) and, on CUDA, can capture the iteration in a CUDA g
 on a GPU); each label still draws exactly what `train_label` draws.  Details:
 docs/packed-training.md ("One iteration without waiting for the host").
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -58,9 +59,25 @@ class PackedIteration:
     are rows offsets[k] .. offsets[k] + counts[k].  `rngs`: each label's (CPU, device) generators.
     """
 
-    def __init__(self, gen, critic, opt_g, opt_d, pool: torch.Tensor, counts: list[int], rngs: list,
-                 *, batch_size: int, latent_dim: int, critic_steps: int, wgan: bool, gp_lambda: float,
-                 precision: str = "fp32", cuda_graph: bool = False, augment: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        gen,
+        critic,
+        opt_g,
+        opt_d,
+        pool: torch.Tensor,
+        counts: list[int],
+        rngs: list,
+        *,
+        batch_size: int,
+        latent_dim: int,
+        critic_steps: int,
+        wgan: bool,
+        gp_lambda: float,
+        precision: str = "fp32",
+        cuda_graph: bool = False,
+        augment: tuple[str, ...] = (),
+    ):
         self.gen, self.critic, self.opt_g, self.opt_d = gen, critic, opt_g, opt_d
         self.pool, self.counts, self.rngs = pool, list(counts), rngs
         self.k, self.dev = len(counts), pool.device
@@ -80,17 +97,22 @@ class PackedIteration:
     # -- random draws, each from its label's own stream ----------------------------------------
     def draw_indices(self) -> torch.Tensor:
         """(critic_steps, K, B) rows of `pool`: label k's from its CPU stream, step after step."""
-        draws = [[torch.randint(n, (self.bs,), generator=rng_cpu) for n, (rng_cpu, _) in zip(self.counts, self.rngs)]
-                 for _ in range(self.critic_steps)]
+        draws = [
+            [torch.randint(n, (self.bs,), generator=rng_cpu) for n, (rng_cpu, _) in zip(self.counts, self.rngs)]
+            for _ in range(self.critic_steps)
+        ]
         return torch.stack([torch.stack(step) for step in draws])
 
     def noise(self) -> torch.Tensor:
-        return torch.stack([torch.randn(self.bs, self.latent_dim, device=self.dev, generator=rng_dev)
-                            for _, rng_dev in self.rngs], dim=1)
+        return torch.stack(
+            [torch.randn(self.bs, self.latent_dim, device=self.dev, generator=rng_dev) for _, rng_dev in self.rngs],
+            dim=1,
+        )
 
     def mixing(self) -> torch.Tensor:  # gradient_penalty's alpha, drawn per label from the label's stream
-        return torch.stack([torch.rand(self.bs, 1, 1, 1, device=self.dev, generator=rng_dev)
-                            for _, rng_dev in self.rngs], dim=1)
+        return torch.stack(
+            [torch.rand(self.bs, 1, 1, 1, device=self.dev, generator=rng_dev) for _, rng_dev in self.rngs], dim=1
+        )
 
     # -- the iteration --------------------------------------------------------------------------
     def _body(self, idx: torch.Tensor) -> torch.Tensor:
@@ -103,8 +125,7 @@ class PackedIteration:
             with torch.no_grad():
                 fake = self.G(z)
             if self.wgan:
-                d_loss, diag = losses.wgan_gp_critic_loss(self.D, real, fake, self.gp_lambda, None,
-                                                          alpha=self.mixing())
+                d_loss, diag = losses.wgan_gp_critic_loss(self.D, real, fake, self.gp_lambda, None, alpha=self.mixing())
             else:
                 d_loss, diag = losses.bce_discriminator_loss(self.D, real, fake)
             self.opt_d.zero_grad(set_to_none=True)
@@ -116,8 +137,14 @@ class PackedIteration:
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.sum().backward()
         self.opt_g.step()
-        return torch.stack([d_loss.detach(), g_loss.detach(), diag.get("gradient_penalty", self.nan),
-                            diag.get("wasserstein_estimate", self.nan)])
+        return torch.stack(
+            [
+                d_loss.detach(),
+                g_loss.detach(),
+                diag.get("gradient_penalty", self.nan),
+                diag.get("wasserstein_estimate", self.nan),
+            ]
+        )
 
     def __call__(self) -> torch.Tensor:
         idx = to_device(self.draw_indices(), self.dev)
@@ -148,8 +175,10 @@ class PackedIteration:
                 graph = torch.cuda.CUDAGraph()
                 register = getattr(graph, "register_generator_state", None)
                 if register is None:
-                    raise RuntimeError(f"torch {torch.__version__} cannot register per-label random streams "
-                                       "with a CUDA graph (CUDAGraph.register_generator_state)")
+                    raise RuntimeError(
+                        f"torch {torch.__version__} cannot register per-label random streams "
+                        "with a CUDA graph (CUDAGraph.register_generator_state)"
+                    )
                 for _, rng_dev in self.rngs:
                     register(rng_dev)
                 self._static_idx = idx.clone()

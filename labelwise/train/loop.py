@@ -7,12 +7,13 @@ moments, the iteration counter, elapsed time, the log rows so far and both rando
 on the CPU for batch indices, one on the device for noise) — so a run that was killed and resumed
 ends with the same weights as one that never stopped (exactly so on CPU).
 """
+
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import logging
-import functools
 import math
 import os
 import socket
@@ -26,18 +27,24 @@ import torch
 from torch import nn
 
 from .. import losses, models
+from ..data.shards import read_shard_file
 from ..device import select_device, set_threads
 from ..errors import LabelwiseError
-from ..data.shards import read_shard_file
 from ..nets import ConditionalGenerator, Critic, Generator, ProjectionCritic, dcgan_init_, network_resolution
 from ..trainlog import LOG_COLUMNS, write_log
-from .engine import PRECISIONS, autocast_forward, to_device
 from . import compute
 from .augment import augmented_critic, policy_of
-from .ema import GeneratorEMA, ema_decay
-from .checkpoint import (delete_checkpoints, list_snapshots, load_resumable, nonfinite_tensors, save_checkpoint,
-                         save_snapshot)
+from .checkpoint import (
+    delete_checkpoints,
+    list_snapshots,
+    load_resumable,
+    nonfinite_tensors,
+    save_checkpoint,
+    save_snapshot,
+)
 from .common import Cadence, StopRequest, divergence_error, first_names, training_fingerprint
+from .ema import GeneratorEMA, ema_decay
+from .engine import PRECISIONS, autocast_forward, to_device
 from .generator_files import generator_payload, write_generator, write_snapshot_bundle
 from .writers import one_writer
 
@@ -113,7 +120,9 @@ def read_conditional_shards(shards) -> tuple[np.ndarray, np.ndarray, list[int], 
     for index, shard in enumerate(shards):
         images, attrs, label = read_label_shard(shard, None)
         if parts and images.shape[1:] != parts[0].shape[1:]:
-            raise LabelwiseError(f"{shard}: images of shape {images.shape[1:]} next to {parts[0].shape[1:]}; re-create the shards")
+            raise LabelwiseError(
+                f"{shard}: images of shape {images.shape[1:]} next to {parts[0].shape[1:]}; re-create the shards"
+            )
         parts.append(images)
         classes.append(np.full(len(images), index, dtype=np.int64))
         labels.append(label)
@@ -128,14 +137,24 @@ def read_label_shard(shard: str | Path, label: int | None) -> tuple[np.ndarray, 
     if label is None:
         label = int(attrs["label"])
     elif int(attrs["label"]) != int(label):
-        raise LabelwiseError(f"{shard}: holds label {attrs['label']} but label {label} was asked for; re-create the shards")
+        raise LabelwiseError(
+            f"{shard}: holds label {attrs['label']} but label {label} was asked for; re-create the shards"
+        )
     if len(images) == 0:
         raise LabelwiseError(f"{shard}: label {label} has no images; choose other data.labels or fix the dataset")
     return images, attrs, int(label)
 
 
-def build_networks(model: str, settings: dict, channels: int, resolution: int, seed: int, label: int,
-                   device, num_classes: int | None = None) -> tuple[Generator, Critic]:
+def build_networks(
+    model: str,
+    settings: dict,
+    channels: int,
+    resolution: int,
+    seed: int,
+    label: int,
+    device,
+    num_classes: int | None = None,
+) -> tuple[Generator, Critic]:
     """The label's freshly initialised generator and critic (shared with packed training);
     for the conditional model, its networks over `num_classes` classes."""
     algo = models.get(model)  # its loss and the parts of the architecture it fixes
@@ -160,9 +179,19 @@ def label_generators(seed: int, label: int, device) -> tuple[torch.Generator, to
     return rng_cpu, rng_dev
 
 
-def checkpoint_state(fingerprint: str, iteration: int, elapsed: float, generator: dict, critic: dict,
-                     opt_g: dict, opt_d: dict, rng_cpu: torch.Generator, rng_dev: torch.Generator, rows,
-                     generator_ema: dict | None = None) -> dict:
+def checkpoint_state(
+    fingerprint: str,
+    iteration: int,
+    elapsed: float,
+    generator: dict,
+    critic: dict,
+    opt_g: dict,
+    opt_d: dict,
+    rng_cpu: torch.Generator,
+    rng_dev: torch.Generator,
+    rows,
+    generator_ema: dict | None = None,
+) -> dict:
     """One label's resumable state, as `save_checkpoint` writes it (the same for packed training);
     `generator_ema`: the generator's weight average (models.<name>.ema), when on."""
     return {
@@ -214,7 +243,8 @@ def train_label(
 ) -> TrainResult:
     """Train `model` with `settings` on one label's shard; write generator + log CSV.
 
-    a per-label model takes one shard; a conditional one (labelwise.models) takes the list of all selected labels' shards and
+    a per-label model takes one shard; a conditional one (labelwise.models) takes the list of all
+    selected labels' shards and
     trains one class-conditional generator over them.  `channels_last` runs the convolutions in
     NHWC layout (faster on CPUs, docs/benchmarks.md; results differ only by rounding).  `precision`
     'bf16' runs the forward passes under bf16 autocast (`labelwise.train.engine.autocast_forward`).
@@ -235,8 +265,12 @@ def train_label(
     # Where this job runs, in one line: the evidence that concurrent jobs got distinct GPUs.
     log.info(
         "[%s] device %s, %d thread(s), CUDA_VISIBLE_DEVICES=%s, host %s, start %s",
-        who, dev, torch.get_num_threads(), os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
-        socket.gethostname(), datetime.now().astimezone().isoformat(timespec="milliseconds"),
+        who,
+        dev,
+        torch.get_num_threads(),
+        os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
+        socket.gethostname(),
+        datetime.now().astimezone().isoformat(timespec="milliseconds"),
     )
     channels, height, width = images.shape[1:]
     resolution = network_resolution(max(height, width))
@@ -263,8 +297,11 @@ def train_label(
     opt_d = torch.optim.Adam(critic.parameters(), lr=lr_d, betas=betas)
     rng_cpu, rng_dev = label_generators(seed, label, dev)
     # DiffAugment (models.<name>.augment): every critic input transformed, draws from the label's device stream.
-    D = augmented_critic(autocast_forward(critic if conditional else (lambda x, y: critic(x)), dev, precision),
-                         policy_of(settings), [rng_dev])
+    D = augmented_critic(
+        autocast_forward(critic if conditional else (lambda x, y: critic(x)), dev, precision),
+        policy_of(settings),
+        [rng_dev],
+    )
     decay = ema_decay(settings)
     ema = GeneratorEMA(gen, decay) if decay else None
 
@@ -276,8 +313,12 @@ def train_label(
         # A snapshot point lies in the part already trained (snapshots newly configured, or moved by
         # another budget): only a run from the start can take it; on a CPU it ends with the same weights.
         missed = sorted(p for p in points if p < int(state["iteration"]) and p not in taken)
-        log.info("[%s] snapshots at iterations %s were never taken; training afresh instead of resuming from %d",
-                 who, missed, int(state["iteration"]))
+        log.info(
+            "[%s] snapshots at iterations %s were never taken; training afresh instead of resuming from %d",
+            who,
+            missed,
+            int(state["iteration"]),
+        )
         delete_checkpoints(outputs.checkpoints)
         state, taken = None, set()
     if state is not None:
@@ -294,19 +335,37 @@ def train_label(
         log.info("[%s] resuming from checkpoint at iteration %d", who, start)
 
     def snapshot(iteration: int) -> dict:
-        return checkpoint_state(fingerprint, iteration, elapsed, gen.state_dict(), critic.state_dict(),
-                                opt_g.state_dict(), opt_d.state_dict(), rng_cpu, rng_dev, rows,
-                                ema.state_dict() if ema is not None else None)
+        return checkpoint_state(
+            fingerprint,
+            iteration,
+            elapsed,
+            gen.state_dict(),
+            critic.state_dict(),
+            opt_g.state_dict(),
+            opt_d.state_dict(),
+            rng_cpu,
+            rng_dev,
+            rows,
+            ema.state_dict() if ema is not None else None,
+        )
 
-    generator_info = dict(model=model, label=labels if conditional else label, channels=channels,
-                          resolution=resolution, image_size=(height, width), settings=settings, ema=decay)
+    generator_info = dict(
+        model=model,
+        label=labels if conditional else label,
+        channels=channels,
+        resolution=resolution,
+        image_size=(height, width),
+        settings=settings,
+        ema=decay,
+    )
 
     def take_snapshot(iteration: int) -> None:
         """The generator at a budget.snapshots point; never rewritten by a resumed run."""
         if iteration in points and iteration not in taken:
             payload = generator_payload(sampled(gen, ema), iterations=iteration, **generator_info)
-            payload.update(iteration=int(iteration), elapsed=float(elapsed), fraction=points[iteration],
-                           fingerprint=fingerprint)
+            payload.update(
+                iteration=int(iteration), elapsed=float(elapsed), fraction=points[iteration], fingerprint=fingerprint
+            )
             save_snapshot(outputs.checkpoints, iteration, payload)
             taken.add(iteration)
 
@@ -344,7 +403,11 @@ def train_label(
                 opt_d.step()
             critic.requires_grad_(False)  # the generator step needs no critic gradients
             # Classes for the generator step follow the data's class frequencies.
-            y = ydata.index_select(0, to_device(torch.randint(n_images, (bs,), generator=rng_cpu), dev)) if conditional else None
+            y = (
+                ydata.index_select(0, to_device(torch.randint(n_images, (bs,), generator=rng_cpu), dev))
+                if conditional
+                else None
+            )
             z = torch.randn(bs, latent_dim, device=dev, generator=rng_dev)
             fake = G(z, y)
             critic_y = functools.partial(D, y=y)
@@ -356,7 +419,14 @@ def train_label(
             if ema is not None:
                 ema.update(gen, iteration)
             pending.append(
-                torch.stack([d_loss.detach(), g_loss.detach(), diag.get("gradient_penalty", nan), diag.get("wasserstein_estimate", nan)])
+                torch.stack(
+                    [
+                        d_loss.detach(),
+                        g_loss.detach(),
+                        diag.get("gradient_penalty", nan),
+                        diag.get("wasserstein_estimate", nan),
+                    ]
+                )
             )
             elapsed += time.monotonic() - t0
 
@@ -367,8 +437,12 @@ def train_label(
                 pending.clear()
                 if not bool(torch.isfinite(means[:2]).all()):
                     raise divergence_error(
-                        f"[{who}]", f"non-finite loss by iteration {iteration} (d_loss={means[0].item()}, "
-                        f"g_loss={means[1].item()})", f"the last good checkpoint in {outputs.checkpoints} is kept", model)
+                        f"[{who}]",
+                        f"non-finite loss by iteration {iteration} (d_loss={means[0].item()}, "
+                        f"g_loss={means[1].item()})",
+                        f"the last good checkpoint in {outputs.checkpoints} is kept",
+                        model,
+                    )
                 rows.append((iteration, elapsed, *means.tolist()))
             if check_due:
                 # Weights can turn NaN/Inf in the last step while the losses computed before it were
@@ -376,8 +450,11 @@ def train_label(
                 bad = nonfinite_tensors({"generator": gen.state_dict(), "critic": critic.state_dict()})
                 if bad:
                     raise divergence_error(
-                        f"[{who}]", f"non-finite weights at iteration {iteration} ({first_names(bad)})",
-                        f"not checkpointed, the last good checkpoint in {outputs.checkpoints} is kept", model)
+                        f"[{who}]",
+                        f"non-finite weights at iteration {iteration} ({first_names(bad)})",
+                        f"not checkpointed, the last good checkpoint in {outputs.checkpoints} is kept",
+                        model,
+                    )
             take_snapshot(iteration)  # before the checkpoint: a resume from it finds the snapshot taken
             if checkpoint_due:
                 save_checkpoint(outputs.checkpoints, iteration, snapshot(iteration))
@@ -385,15 +462,30 @@ def train_label(
             if line is not None:
                 r = rows[-1] if rows else (0, 0, math.nan, math.nan, math.nan, math.nan)
                 log.info("[%s] %s d_loss=%.4g g_loss=%.4g%s", who, line, r[2], r[3], f" W={r[5]:.4g}" if wgan else "")
-            if cadence.should_stop(iteration, elapsed, stopping, f"[{who}]", f"checkpoint saved in {outputs.checkpoints}"):
+            if cadence.should_stop(
+                iteration, elapsed, stopping, f"[{who}]", f"checkpoint saved in {outputs.checkpoints}"
+            ):
                 stopped_by = "minutes"
                 break
 
-    write_generator(outputs.generator, sampled(gen, ema), iterations=iteration, **generator_info,
-                    training=compute.training_record(budget, flops, iteration, elapsed, stopped_by, bs, critic_steps))
+    write_generator(
+        outputs.generator,
+        sampled(gen, ema),
+        iterations=iteration,
+        **generator_info,
+        training=compute.training_record(budget, flops, iteration, elapsed, stopped_by, bs, critic_steps),
+    )
     write_log(outputs.log, rows)
     if outputs.snapshots is not None:
-        write_snapshot_bundle(outputs.snapshots, outputs.checkpoints, budget, fingerprint, iteration, model=model, who=who)
-    log.info("[%s] done: %d iterations in %.1f s (stopped by the %s budget)%s", who, iteration, elapsed, stopped_by,
-             cadence.rate_text())
+        write_snapshot_bundle(
+            outputs.snapshots, outputs.checkpoints, budget, fingerprint, iteration, model=model, who=who
+        )
+    log.info(
+        "[%s] done: %d iterations in %.1f s (stopped by the %s budget)%s",
+        who,
+        iteration,
+        elapsed,
+        stopped_by,
+        cadence.rate_text(),
+    )
     return TrainResult(iterations=iteration, seconds=elapsed, resumed_from=start, stopped_by=stopped_by, log_rows=rows)

@@ -7,6 +7,7 @@ each label keeps its seed, random streams, log, checkpoints and snapshots in `tr
 so it ends with the weights of its own `train_label` run up to rounding, and either resumes the
 other's checkpoints.  How and why: docs/packed-training.md.
 """
+
 from __future__ import annotations
 
 import copy
@@ -17,20 +18,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import losses
 from .. import models
 from ..device import select_device, set_threads
 from ..errors import LabelwiseError
-from ..nets import Critic, Generator, network_resolution
+from ..nets import Generator, network_resolution
 from ..trainlog import LOG_COLUMNS, write_log
-from .engine import PRECISIONS, PackedIteration
 from . import compute
 from .augment import policy_of
-from .ema import GeneratorEMA, ema_decay
-from .packed_layers import kernel_for, packed_conv
 from .checkpoint import delete_checkpoints, list_snapshots, load_resumable, save_checkpoint, save_snapshot
-from .writers import one_writer
 from .common import Cadence, StopRequest, divergence_error, first_names, training_fingerprint
+from .ema import GeneratorEMA, ema_decay
+from .engine import PRECISIONS, PackedIteration
 from .generator_files import generator_payload, write_generator, write_snapshot_bundle
 from .loop import (
     Budget,
@@ -43,6 +41,8 @@ from .loop import (
     learning_rates,
     read_label_shard,
 )
+from .packed_layers import kernel_for, packed_conv
+from .writers import one_writer
 
 log = logging.getLogger("labelwise.train")
 
@@ -58,8 +58,15 @@ def _packed_layers(net: nn.Sequential, k: int, kernel: str) -> nn.Sequential:
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             layers.append(packed_conv(m, k, kernel))
         elif isinstance(m, nn.BatchNorm2d):
-            layers.append(nn.BatchNorm2d(k * m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine,
-                                         track_running_stats=m.track_running_stats))
+            layers.append(
+                nn.BatchNorm2d(
+                    k * m.num_features,
+                    eps=m.eps,
+                    momentum=m.momentum,
+                    affine=m.affine,
+                    track_running_stats=m.track_running_stats,
+                )
+            )
         elif isinstance(m, (nn.ReLU, nn.LeakyReLU, nn.Tanh)):
             layers.append(copy.deepcopy(m))  # parameterless and elementwise: per label already
         else:
@@ -123,7 +130,9 @@ def _pack_value(values: list, what: str):
     if isinstance(first, torch.Tensor) and first.dim() > 0:
         return torch.cat([v.contiguous() for v in values], dim=0)
     if any(not _equal(first, v) for v in values[1:]):
-        raise LabelwiseError(f"cannot pack {what}: it differs between labels ({values}); the labels are not at the same step")
+        raise LabelwiseError(
+            f"cannot pack {what}: it differs between labels ({values}); the labels are not at the same step"
+        )
     return first.clone() if isinstance(first, torch.Tensor) else copy.deepcopy(first)
 
 
@@ -165,8 +174,13 @@ def pack_optimizer_states(states: list[dict]) -> dict:
     ids = list(first["state"])
     if any(list(s["state"]) != ids for s in states[1:]):
         raise LabelwiseError("cannot pack optimizer states of different shapes (not all labels have taken a step)")
-    packed = {i: {name: _pack_value([s["state"][i][name] for s in states], f"optimizer state {name}")
-                  for name in first["state"][i]} for i in ids}
+    packed = {
+        i: {
+            name: _pack_value([s["state"][i][name] for s in states], f"optimizer state {name}")
+            for name in first["state"][i]
+        }
+        for i in ids
+    }
     return {"state": packed, "param_groups": copy.deepcopy(first["param_groups"])}
 
 
@@ -228,8 +242,12 @@ def _resume_states(labels: list[_Label], outputs: list[Outputs], fingerprints: l
         if len(iterations) == 1:
             return states
         limit = min(iterations)  # strictly smaller each round: terminates
-        log.info("labels %s have checkpoints at different iterations %s; resuming all from %d",
-                 [lab.label for lab in labels], sorted(iterations), limit)
+        log.info(
+            "labels %s have checkpoints at different iterations %s; resuming all from %d",
+            [lab.label for lab in labels],
+            sorted(iterations),
+            limit,
+        )
 
 
 @one_writer  # distinct outputs per label, and this job the only writer of its checkpoint folders
@@ -262,11 +280,15 @@ def train_packed(
     """
     algo = models.get(model)
     if not shards or len(shards) != len(outputs) or (labels is not None and len(labels) != len(shards)):
-        raise LabelwiseError(f"train_packed needs one Outputs (and label, if given) per shard; got {len(shards)} shards, "
-                             f"{len(outputs)} outputs, {'no' if labels is None else len(labels)} labels")
+        raise LabelwiseError(
+            f"train_packed needs one Outputs (and label, if given) per shard; got {len(shards)} shards, "
+            f"{len(outputs)} outputs, {'no' if labels is None else len(labels)} labels"
+        )
     if algo.conditional:
-        raise LabelwiseError(f"{model} is one conditional network over all labels; packed training is for the "
-                             f"per-label models ({', '.join(models.per_label())})")
+        raise LabelwiseError(
+            f"{model} is one conditional network over all labels; packed training is for the "
+            f"per-label models ({', '.join(models.per_label())})"
+        )
     set_threads(threads)
     dev = select_device(device)
     group = [_Label(shard, None if labels is None else labels[i], dev) for i, shard in enumerate(shards)]
@@ -275,8 +297,10 @@ def train_packed(
     if len(set(ids)) != len(ids):
         raise LabelwiseError(f"{name}: a label is listed twice; pack each label once")
     if len({lab.shape for lab in group}) != 1:
-        raise LabelwiseError(f"{name}: the shards hold images of different shapes "
-                             f"({sorted({lab.shape for lab in group})}); pack labels of one dataset")
+        raise LabelwiseError(
+            f"{name}: the shards hold images of different shapes "
+            f"({sorted({lab.shape for lab in group})}); pack labels of one dataset"
+        )
     k = len(group)
     channels, height, width = group[0].shape
     resolution = group[0].resolution
@@ -286,8 +310,15 @@ def train_packed(
     if cuda_graph not in ("auto", "off"):
         raise LabelwiseError(f"runtime.cuda_graph must be 'auto' or 'off', got {cuda_graph!r}")
     graph = cuda_graph == "auto" and dev.type == "cuda"
-    log.info("%s packed on device %s, %d thread(s), %s kernel, %s%s", name, dev, torch.get_num_threads(), kernel,
-             precision, ", CUDA graph" if graph else "")
+    log.info(
+        "%s packed on device %s, %d thread(s), %s kernel, %s%s",
+        name,
+        dev,
+        torch.get_num_threads(),
+        kernel,
+        precision,
+        ", CUDA graph" if graph else "",
+    )
 
     bs = int(settings["batch_size"])
     latent_dim = int(settings["latent_dim"])
@@ -309,8 +340,12 @@ def train_packed(
         if missed:
             # As in train_label: a snapshot point in the part already trained can only be taken by a
             # run from the start; the labels advance together, so all of them start afresh.
-            log.info("%s snapshots at iterations %s were never taken; training afresh instead of resuming from %d",
-                     name, missed, at)
+            log.info(
+                "%s snapshots at iterations %s were never taken; training afresh instead of resuming from %d",
+                name,
+                missed,
+                at,
+            )
             for out in outputs:
                 delete_checkpoints(out.checkpoints)
             states, taken = None, [set() for _ in outputs]
@@ -349,9 +384,23 @@ def train_packed(
     for lab in group:
         del lab.data
     wgan = algo.loss == "wgan-gp"
-    step = PackedIteration(gen, critic, opt_g, opt_d, pool, counts, rngs, batch_size=bs, latent_dim=latent_dim,
-                           critic_steps=critic_steps, wgan=wgan, gp_lambda=float(settings.get("gp_lambda", 10.0)),
-                           precision=precision, cuda_graph=graph, augment=policy_of(settings))
+    step = PackedIteration(
+        gen,
+        critic,
+        opt_g,
+        opt_d,
+        pool,
+        counts,
+        rngs,
+        batch_size=bs,
+        latent_dim=latent_dim,
+        critic_steps=critic_steps,
+        wgan=wgan,
+        gp_lambda=float(settings.get("gp_lambda", 10.0)),
+        precision=precision,
+        cuda_graph=graph,
+        augment=policy_of(settings),
+    )
 
     def sampled_states() -> list[dict]:
         """Each label's generator as files and snapshots hold it: the weight average when EMA is on."""
@@ -359,11 +408,31 @@ def train_packed(
 
     def snapshot(iteration: int, j: int, g_sd, c_sd, og_sd, od_sd, ema_sd) -> dict:
         lab = group[j]
-        return checkpoint_state(fingerprints[j], iteration, lab.elapsed, g_sd[j], c_sd[j], og_sd[j], od_sd[j],
-                                *rngs[j], lab.rows, None if ema_sd is None else ema_sd[j])
+        return checkpoint_state(
+            fingerprints[j],
+            iteration,
+            lab.elapsed,
+            g_sd[j],
+            c_sd[j],
+            og_sd[j],
+            od_sd[j],
+            *rngs[j],
+            lab.rows,
+            None if ema_sd is None else ema_sd[j],
+        )
 
-    infos = [dict(model=model, label=lab.label, channels=channels, resolution=resolution, image_size=(height, width),
-                  settings=settings, ema=decay) for lab in group]
+    infos = [
+        dict(
+            model=model,
+            label=lab.label,
+            channels=channels,
+            resolution=resolution,
+            image_size=(height, width),
+            settings=settings,
+            ema=decay,
+        )
+        for lab in group
+    ]
 
     def take_snapshots(iteration: int) -> None:
         """Each label's generator at a budget.snapshots point; never rewritten by a resumed run."""
@@ -374,8 +443,12 @@ def train_packed(
         for j in todo:
             gens[j].load_state_dict(sds[j])
             payload = generator_payload(gens[j], iterations=iteration, **infos[j])
-            payload.update(iteration=int(iteration), elapsed=float(group[j].elapsed), fraction=points[iteration],
-                           fingerprint=fingerprints[j])
+            payload.update(
+                iteration=int(iteration),
+                elapsed=float(group[j].elapsed),
+                fraction=points[iteration],
+                fingerprint=fingerprints[j],
+            )
             save_snapshot(outputs[j].checkpoints, iteration, payload)
             taken[j].add(iteration)
 
@@ -411,9 +484,15 @@ def train_packed(
                 pending.clear()
                 bad = [j for j in range(k) if not bool(torch.isfinite(means[:2, j]).all())]
                 if bad:
-                    detail = "; ".join(f"label {ids[j]}: d_loss={means[0, j].item()}, g_loss={means[1, j].item()}" for j in bad)
-                    raise divergence_error(name, f"non-finite loss by iteration {iteration} ({detail})",
-                                            "the last good checkpoints are kept", model)
+                    detail = "; ".join(
+                        f"label {ids[j]}: d_loss={means[0, j].item()}, g_loss={means[1, j].item()}" for j in bad
+                    )
+                    raise divergence_error(
+                        name,
+                        f"non-finite loss by iteration {iteration} ({detail})",
+                        "the last good checkpoints are kept",
+                        model,
+                    )
                 for j, lab in enumerate(group):
                     lab.rows.append((iteration, lab.elapsed, *means[:, j].tolist()))
             if check_due:
@@ -422,8 +501,12 @@ def train_packed(
                 bad = _nonfinite_by_label(k, {"generator": gen.state_dict(), "critic": critic.state_dict()})
                 if any(bad):
                     detail = "; ".join(f"label {ids[j]}: {first_names(b)}" for j, b in enumerate(bad) if b)
-                    raise divergence_error(name, f"non-finite weights at iteration {iteration} ({detail})",
-                                            "not checkpointed, the last good checkpoints are kept", model)
+                    raise divergence_error(
+                        name,
+                        f"non-finite weights at iteration {iteration} ({detail})",
+                        "not checkpointed, the last good checkpoints are kept",
+                        model,
+                    )
             take_snapshots(iteration)  # before the checkpoint: a resume from it finds the snapshot taken
             if checkpoint_due:
                 save_all(iteration)
@@ -437,21 +520,47 @@ def train_packed(
     results = []
     for j, (lab, g, sd, out) in enumerate(zip(group, gens, sampled_states(), outputs)):
         g.load_state_dict(sd)
-        write_generator(out.generator, g, iterations=iteration, **infos[j],
-                        training=compute.training_record(budget, flops, iteration, lab.elapsed, stopped_by, bs,
-                                                         critic_steps))
+        write_generator(
+            out.generator,
+            g,
+            iterations=iteration,
+            **infos[j],
+            training=compute.training_record(budget, flops, iteration, lab.elapsed, stopped_by, bs, critic_steps),
+        )
         write_log(out.log, lab.rows)
         if out.snapshots is not None:
-            write_snapshot_bundle(out.snapshots, out.checkpoints, budget, fingerprints[j], iteration, model=model,
-                                  who=f"{model} label {lab.label}")
-        results.append(TrainResult(iterations=iteration, seconds=lab.elapsed, resumed_from=start,
-                                   stopped_by=stopped_by, log_rows=lab.rows))
-    log.info("%s done: %d iterations in %.1f s (stopped by the %s budget)%s", name, iteration,
-             max(lab.elapsed for lab in group), stopped_by, cadence.rate_text())
+            write_snapshot_bundle(
+                out.snapshots,
+                out.checkpoints,
+                budget,
+                fingerprints[j],
+                iteration,
+                model=model,
+                who=f"{model} label {lab.label}",
+            )
+        results.append(
+            TrainResult(
+                iterations=iteration, seconds=lab.elapsed, resumed_from=start, stopped_by=stopped_by, log_rows=lab.rows
+            )
+        )
+    log.info(
+        "%s done: %d iterations in %.1f s (stopped by the %s budget)%s",
+        name,
+        iteration,
+        max(lab.elapsed for lab in group),
+        stopped_by,
+        cadence.rate_text(),
+    )
     return results
 
 
 __all__ = [
-    "PackedCritic", "PackedGenerator", "pack_optimizer_states", "pack_state_dicts", "train_packed",
-    "unpack_optimizer_state", "unpack_state_dict", "LOG_COLUMNS",
+    "PackedCritic",
+    "PackedGenerator",
+    "pack_optimizer_states",
+    "pack_state_dicts",
+    "train_packed",
+    "unpack_optimizer_state",
+    "unpack_state_dict",
+    "LOG_COLUMNS",
 ]

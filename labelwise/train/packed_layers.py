@@ -7,6 +7,7 @@ runtime.packed_kernel (`kernel_for`).  Both hold the same parameters under the s
 shapes, so checkpoints do not depend on the kernel, and both equal K separate networks up to
 rounding.  The layouts, and why `auto` picks which: docs/packed-training.md.
 """
+
 from __future__ import annotations
 
 import torch
@@ -71,8 +72,9 @@ class BmmConv2d(_BmmBase):
 class BmmConvTranspose2d(_BmmBase):
     """K transposed convolutions over (B, K*in, H, W): one bmm with the transposed weights, then fold."""
 
-    def __init__(self, k: int, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 output_padding=0, bias=True):
+    def __init__(
+        self, k: int, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, output_padding=0, bias=True
+    ):
         kh, kw = _pair(kernel_size)
         super().__init__(k, (k * in_channels, out_channels, kh, kw), out_channels, kernel_size, stride, padding, bias)
         self.in_channels, self.out_channels, self.output_padding = in_channels, out_channels, _pair(output_padding)
@@ -98,11 +100,13 @@ def packed_conv(m: nn.Module, k: int, kernel: str) -> nn.Module:
     bias = m.bias is not None
     if kernel == "grouped":
         extra = {"output_padding": m.output_padding} if transposed else {}
-        return type(m)(k * m.in_channels, k * m.out_channels, m.kernel_size, m.stride, m.padding, groups=k,
-                       bias=bias, **extra)
+        return type(m)(
+            k * m.in_channels, k * m.out_channels, m.kernel_size, m.stride, m.padding, groups=k, bias=bias, **extra
+        )
     if kernel == "bmm":
         if transposed:
-            return BmmConvTranspose2d(k, m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
-                                      m.output_padding, bias)
+            return BmmConvTranspose2d(
+                k, m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.output_padding, bias
+            )
         return BmmConv2d(k, m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, bias)
     raise ValueError(f"unknown packed kernel {kernel!r}; choose grouped or bmm")

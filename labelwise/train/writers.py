@@ -10,6 +10,7 @@ outlives its job, and a folder the job created and left without a checkpoint is 
 Where the file system refuses locks, a warning says that a second writer cannot be detected there
 (which file systems enforce it: docs/faults.md).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,8 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ..errors import LabelwiseError
 from ..io import write_failure
@@ -46,7 +47,8 @@ def check_distinct(outputs, labels) -> None:
                 raise LabelwiseError(
                     f"train: {path} is given as the --{other_kind} of label {other_label} and the --{kind} of "
                     f"label {label}; every label needs its own checkpoint folder, generator, log and snapshot file, "
-                    "or they overwrite each other")
+                    "or they overwrite each other"
+                )
             seen[key] = (kind, label)
 
 
@@ -80,12 +82,17 @@ def checkpoint_lock(folder: str | os.PathLike) -> Iterator[None]:
         except BlockingIOError:
             raise LabelwiseError(
                 f"{folder}: checkpoint folder in use by {_holder(fd)}: another job is training this label into it. "
-                "Let it finish or stop it, then rerun; two writers would overwrite each other's checkpoints") from None
+                "Let it finish or stop it, then rerun; two writers would overwrite each other's checkpoints"
+            ) from None
         except OSError as exc:
             if exc.errno not in _UNSUPPORTED:
                 raise LabelwiseError(write_failure(path, exc)) from None
-            log.warning("%s: the file system does not support locks (%s); a second job writing this checkpoint "
-                        "folder at the same time cannot be detected", path, exc.strerror)
+            log.warning(
+                "%s: the file system does not support locks (%s); a second job writing this checkpoint "
+                "folder at the same time cannot be detected",
+                path,
+                exc.strerror,
+            )
         else:
             try:  # a note for a second writer's message; the lock holds without it (a full disk)
                 os.ftruncate(fd, 0)

@@ -2,10 +2,10 @@
 (unknown model, out-of-range values, a wrong type, labels that do not exist, a missing data root):
 unknown keys at the top level and nested, and a wrong type for data.labels.  Each stops the real
 Snakefile before any job runs, with one line naming the key."""
+
 from __future__ import annotations
 
 import pytest
-
 from test_pipeline import TINY, snakemake
 
 pytestmark = pytest.mark.faults
@@ -15,9 +15,15 @@ pytestmark = pytest.mark.faults
     "change, says",
     [
         ({"sead": 3}, "config key top level: unknown key 'sead'; allowed keys: budget, data"),
-        ({"budget": {"iteratons": 5}}, "config key budget: unknown key 'iteratons'; allowed keys: checkpoint_every, iterations"),
+        (
+            {"budget": {"iteratons": 5}},
+            "config key budget: unknown key 'iteratons'; allowed keys: checkpoint_every, iterations",
+        ),
         ({"models": {"wcgan": {"widht": 4}}}, "config key models.wcgan: unknown key 'widht'; allowed keys: batch_size"),
-        ({"data": {"source": "mnist5k", "labels": "3"}}, "config key data.labels: '3' is not valid; 'all' or a list of label indices"),
+        (
+            {"data": {"source": "mnist5k", "labels": "3"}},
+            "config key data.labels: '3' is not valid; 'all' or a list of label indices",
+        ),
         ({"data": {"source": "mnist5k", "labels": [1, "x"]}}, "config key data.labels.1: 'x' is not of type 'integer'"),
     ],
     ids=["unknown-top-level-key", "unknown-nested-key", "unknown-model-key", "labels-a-string", "label-not-an-int"],
@@ -34,9 +40,17 @@ def test_bad_config_stops_before_any_job_naming_the_key(tmp_path, change, says):
 def test_nested_command_line_values_get_their_yaml_types(tmp_path):
     """Snakemake reads `--config key='{...}'` with YAML's BaseLoader (every nested scalar a string):
     numbers, booleans and null the schema needs are read as such, and reach the jobs typed."""
-    result = snakemake(tmp_path, TINY, "--dry-run", "-p", "--config",
-                       "models={wcgan: {width: 8, lr: 2.0e-4}}", "budget={snapshots: [0.5], minutes: null}",
-                       "data={source: mnist5k, labels: [0, 7]}", "runtime={channels_last: true}")
+    result = snakemake(
+        tmp_path,
+        TINY,
+        "--dry-run",
+        "-p",
+        "--config",
+        "models={wcgan: {width: 8, lr: 2.0e-4}}",
+        "budget={snapshots: [0.5], minutes: null}",
+        "data={source: mnist5k, labels: [0, 7]}",
+        "runtime={channels_last: true}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert '"lr": 0.0002, "width": 8}' in result.stdout  # numbers, not '0.0002' and '8'
     assert '"snapshots": [0.5]' in result.stdout and '"minutes": null' in result.stdout

@@ -9,6 +9,7 @@ files slurm_up.sh writes), so they need neither root nor Slurm:
   tests/cluster/slurm_down.sh even when the test using it fails;
 * the session check in tests/conftest.py fails a run that leaves such a daemon running.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 pytestmark = pytest.mark.faults
@@ -46,9 +46,24 @@ def pytest_child(tmp_path: Path, state: Path, test_source: str) -> subprocess.Co
     (tests / "cluster").symlink_to(REPO / "tests" / "cluster")  # the copy's REPO is tmp_path: the real scripts
     (tests / "test_child.py").write_text(textwrap.dedent(test_source))
     env = dict(os.environ, LABELWISE_SLURM_DIR=str(state), PYTHONPATH=f"{REPO / 'tests'}{os.pathsep}{tests}")
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
-                           str(tests / "test_child.py")], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=",
+            str(tests / "test_child.py"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def pids_in(state: Path) -> list[int]:
@@ -57,7 +72,10 @@ def pids_in(state: Path) -> list[int]:
 
 def test_a_daemon_left_running_fails_the_run(tmp_path):
     state = tmp_path / "slurm-state"
-    result = pytest_child(tmp_path, state, f"""
+    result = pytest_child(
+        tmp_path,
+        state,
+        f"""
         import subprocess
         from pathlib import Path
 
@@ -67,7 +85,8 @@ def test_a_daemon_left_running_fails_the_run(tmp_path):
             proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
             (run / "slurmd.pid").write_text(str(proc.pid))
             (run / "slurmd.pid.started").write_text(str(proc.pid))
-        """)
+        """,
+    )
     try:
         assert result.returncode != 0, result.stdout[-2000:]
         assert "the test suite left slurmd (pid" in result.stderr and "slurm_down.sh" in result.stderr, result.stderr
@@ -78,13 +97,18 @@ def test_a_daemon_left_running_fails_the_run(tmp_path):
                 os.kill(pid, signal.SIGKILL)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("timeout") is None,
-                    reason="tests/test_cluster.py (whose fixture this runs) needs root and coreutils' timeout")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("timeout") is None,
+    reason="tests/test_cluster.py (whose fixture this runs) needs root and coreutils' timeout",
+)
 def test_cluster_fixture_stops_the_cluster_when_its_test_fails(tmp_path):
     """The fixture as written, with slurm_up.sh's part played by `sleep`s; slurm_down.sh is the real one."""
     pytest.importorskip("snakemake_executor_plugin_slurm", reason="tests/test_cluster.py needs it to import")
     state = tmp_path / "slurm-state"
-    result = pytest_child(tmp_path, state, f"""
+    result = pytest_child(
+        tmp_path,
+        state,
+        f"""
         import subprocess
         from pathlib import Path
 
@@ -109,7 +133,8 @@ def test_cluster_fixture_stops_the_cluster_when_its_test_fails(tmp_path):
         def test_fails_while_the_cluster_is_up(cluster):
             assert cluster["SLURM_CONF"] == "/nonexistent"
             assert False, "a failing cluster test"
-        """)
+        """,
+    )
     pids = pids_in(state)
     try:
         assert len(pids) == 2, result.stdout[-3000:] + result.stderr[-2000:]

@@ -3,6 +3,7 @@ any checkpoint, snapshot or generator file holds it; a rerun resumes from the la
 diverges again the same way (same message), and without the fault completes like a run that never
 diverged.  (NaN in a loss: tests/test_train.py::test_divergence_stops_with_message_and_keeps_last_good_checkpoint.)
 """
+
 from __future__ import annotations
 
 import logging
@@ -11,8 +12,7 @@ import pytest
 import torch
 
 from labelwise.errors import LabelwiseError
-from labelwise.train import Budget, Outputs, load_generator, train_label
-from labelwise.train import loop
+from labelwise.train import Budget, Outputs, load_generator, loop, train_label
 from labelwise.train.checkpoint import list_checkpoints, list_snapshots, save_checkpoint
 
 pytestmark = pytest.mark.faults
@@ -49,8 +49,9 @@ def poison_generator_at(monkeypatch, step: int) -> None:
 
 
 @pytest.mark.parametrize("where, step, snapshots", [("checkpoint", 10, ()), ("snapshot", 7, (0.35,))])
-def test_nonfinite_weights_never_saved_rerun_resumes_last_good(tmp_path, make_shard, tiny_settings, monkeypatch,
-                                                               caplog, where, step, snapshots):
+def test_nonfinite_weights_never_saved_rerun_resumes_last_good(
+    tmp_path, make_shard, tiny_settings, monkeypatch, caplog, where, step, snapshots
+):
     shard = make_shard(label=5)
     budget = Budget(iterations=20, checkpoint_every=5, snapshots=snapshots)
     out = outputs(tmp_path / "run")
@@ -85,8 +86,11 @@ def test_save_checkpoint_refuses_nonfinite_weights(tmp_path):
     good = {"fingerprint": "f", "iteration": 2, "generator": {"w": torch.ones(3)}, "critic": {"b": torch.zeros(2)}}
     save_checkpoint(tmp_path, 2, good)
     bad = dict(good, iteration=4, critic={"b": torch.tensor([0.0, float("nan")])})
-    with pytest.raises(LabelwiseError, match=r"non-finite weights at iteration 4 \(critic\.b\).*ckpt-000000004\.pt "
-                                             r"not written.*ckpt-000000002\.pt is kept"):
+    with pytest.raises(
+        LabelwiseError,
+        match=r"non-finite weights at iteration 4 \(critic\.b\).*ckpt-000000004\.pt "
+        r"not written.*ckpt-000000002\.pt is kept",
+    ):
         save_checkpoint(tmp_path, 4, bad)
     assert [i for i, _ in list_checkpoints(tmp_path)] == [2]
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt-000000002.pt"]

@@ -1,6 +1,7 @@
 """Image folders as they come (issue 16 points 3 and 8): 16-bit and other image modes, transparency,
 symbolic-link loops and a class with a single image, through the data stage (`prepare_dataset`).
 The conversion rule, mode by mode: docs/data-sources.md ("Pixels")."""
+
 from __future__ import annotations
 
 import logging
@@ -81,12 +82,13 @@ def test_transparency_is_composited_onto_black_with_a_warning(tmp_path, caplog):
     rgba = np.zeros((SIDE, SIDE, 4), np.uint8)
     rgba[..., :3] = 200
     rgba[:, : SIDE // 2, 3] = 0  # left half fully transparent
-    rgba[:, SIDE // 2:, 3] = 255  # right half opaque
+    rgba[:, SIDE // 2 :, 3] = 255  # right half opaque
     with caplog.at_level(logging.WARNING, logger="labelwise.data"):
-        shard = grey_shard(tmp_path, {"a.png": Image.fromarray(rgba, "RGBA"),
-                                      "b.png": Image.fromarray(rgba[..., :3], "RGB")})
+        shard = grey_shard(
+            tmp_path, {"a.png": Image.fromarray(rgba, "RGBA"), "b.png": Image.fromarray(rgba[..., :3], "RGB")}
+        )
     np.testing.assert_array_equal(shard[0][:, :, : SIDE // 2], 0)  # transparent -> black
-    np.testing.assert_array_equal(shard[0][:, :, SIDE // 2:], 200)  # opaque kept
+    np.testing.assert_array_equal(shard[0][:, :, SIDE // 2 :], 200)  # opaque kept
     np.testing.assert_array_equal(shard[1], 200)  # the image without alpha is unchanged
     assert "1 image(s) with transparency; transparent pixels were composited onto black" in caplog.text
 

@@ -8,6 +8,7 @@ kills land between the temporary file's creation and its rename; those are count
 `.ckpt-*.tmp-<pid>.pt` file they leave behind.  Delays are drawn in units of the uninterrupted run's
 time per iteration, so that the chain of kills spans the same iterations on a fast or a busy machine.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,21 +20,21 @@ import time
 
 import pytest
 import torch
+from test_train import train_cmd
 
 from labelwise.train import Budget, Outputs, load_generator, train_label
 from labelwise.train import checkpoint as ckpt_module
 from labelwise.train.checkpoint import checkpoint_path, list_checkpoints
 from labelwise.train.writers import LOCK_NAME
-from test_train import train_cmd
 
 pytestmark = pytest.mark.faults
 
-SEED = 20240611          # fixes every kill point's delay and kind
-KILLS = 8                # kill points tried in one chain of reruns
-EXTRA_WRITE_KILLS = 3    # further write-targeted kills if none of the planned ones landed mid-write
+SEED = 20240611  # fixes every kill point's delay and kind
+KILLS = 8  # kill points tried in one chain of reruns
+EXTRA_WRITE_KILLS = 3  # further write-targeted kills if none of the planned ones landed mid-write
 ITERATIONS = 80
 CHECKPOINT_EVERY = 2
-MAX_DELAY = 5.0          # iterations' worth of time after the process's first progress line (training under way)
+MAX_DELAY = 5.0  # iterations' worth of time after the process's first progress line (training under way)
 TEMP = re.compile(r"^\.ckpt-(\d{9})\.tmp-(\d+)\.pt$")
 
 
@@ -87,9 +88,17 @@ def test_sigkill_at_random_points_resumes_bit_identical(tmp_path, make_shard, ti
     # The uninterrupted run, in this process (same CPU kernels, one thread), keeping every checkpoint.
     monkeypatch.setattr(ckpt_module, "KEEP", 10**9)
     ref = tmp_path / "reference"
-    train_label(shard, "wcgan", settings, Budget(**budget), 0,
-                Outputs(generator=ref / "g.pt", log=ref / "log.csv", checkpoints=ref / "ckpt"),
-                label=0, device="cpu", threads=1)
+    train_label(
+        shard,
+        "wcgan",
+        settings,
+        Budget(**budget),
+        0,
+        Outputs(generator=ref / "g.pt", log=ref / "log.csv", checkpoints=ref / "ckpt"),
+        label=0,
+        device="cpu",
+        threads=1,
+    )
     assert len(list_checkpoints(ref / "ckpt")) == ITERATIONS // CHECKPOINT_EVERY
     last_row = (ref / "log.csv").read_text().splitlines()[-1].split(",")
     seconds_per_iteration = float(last_row[1]) / int(last_row[0])  # training time only (wall_seconds column)
@@ -100,7 +109,9 @@ def test_sigkill_at_random_points_resumes_bit_identical(tmp_path, make_shard, ti
     # (a job spends its first seconds importing torch, which is no interesting place to die).
     cmd = train_cmd(shard, root, settings, budget) + ["--progress-seconds", "0.05"]
     rng = random.Random(SEED)
-    plan = [("time" if k % 2 == 0 else "write", rng.uniform(0.0, MAX_DELAY)) for k in range(KILLS)]  # (kind, iterations)
+    plan = [
+        ("time" if k % 2 == 0 else "write", rng.uniform(0.0, MAX_DELAY)) for k in range(KILLS)
+    ]  # (kind, iterations)
     outcomes = []
     k = 0
     while k < len(plan):
@@ -109,25 +120,43 @@ def test_sigkill_at_random_points_resumes_bit_identical(tmp_path, make_shard, ti
         with open(err_path, "w") as err:
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
         try:
-            assert _wait_for(lambda: " it/s " in err_path.read_text() or proc.poll() is not None, 120), \
+            assert _wait_for(lambda: " it/s " in err_path.read_text() or proc.poll() is not None, 120), (  # noqa: B023
                 "training never started"
+            )
             time.sleep(delay * seconds_per_iteration)
             if kind == "write":  # the next checkpoint write: its temporary file is on disk
-                _wait_for(lambda: any(TEMP.match(n) and int(TEMP.match(n).group(2)) == proc.pid
-                                      for n in os.listdir(ckpt)) if ckpt.is_dir() else False,
-                          timeout=5, poll=0.0002)
+                _wait_for(
+                    lambda: (
+                        any(TEMP.match(n) and int(TEMP.match(n).group(2)) == proc.pid for n in os.listdir(ckpt))  # noqa: B023
+                        if ckpt.is_dir()
+                        else False
+                    ),
+                    timeout=5,
+                    poll=0.0002,
+                )
             proc.kill()
         finally:
             proc.wait()
         killed = proc.returncode == -9
         assert killed or proc.returncode == 0, err_path.read_text()[-2000:]
-        left = sorted(n for n in os.listdir(ckpt) if (m := TEMP.match(n)) and int(m.group(2)) == proc.pid) \
-            if ckpt.is_dir() else []
+        left = (
+            sorted(n for n in os.listdir(ckpt) if (m := TEMP.match(n)) and int(m.group(2)) == proc.pid)
+            if ckpt.is_dir()
+            else []
+        )
         on_disk = list_checkpoints(ckpt)
         # Whatever the kill hit, what is on disk under a checkpoint's name is whole and on the trajectory.
         iterations = [assert_on_trajectory(path, ref / "ckpt") for _, path in on_disk]
-        outcomes.append({"kill": k, "kind": kind, "delay_iterations": round(delay, 2), "killed": killed,
-                         "mid_write": bool(left), "latest_checkpoint": iterations[0] if iterations else None})
+        outcomes.append(
+            {
+                "kill": k,
+                "kind": kind,
+                "delay_iterations": round(delay, 2),
+                "killed": killed,
+                "mid_write": bool(left),
+                "latest_checkpoint": iterations[0] if iterations else None,
+            }
+        )
         assert not (root / "g.pt").exists() or not killed or iterations[0] == ITERATIONS
         k += 1
         if k == len(plan) and not any(o["mid_write"] for o in outcomes) and len(plan) < KILLS + EXTRA_WRITE_KILLS:
@@ -149,8 +178,14 @@ def test_sigkill_at_random_points_resumes_bit_identical(tmp_path, make_shard, ti
 
     landed = [o for o in outcomes if o["killed"]]
     mid_write = [o for o in landed if o["mid_write"]]
-    summary = {"kill_points": len(outcomes), "landed": len(landed), "mid_write": len(mid_write),
-               "bit_identical": True, "seconds_per_iteration": round(seconds_per_iteration, 4), "outcomes": outcomes}
+    summary = {
+        "kill_points": len(outcomes),
+        "landed": len(landed),
+        "mid_write": len(mid_write),
+        "bit_identical": True,
+        "seconds_per_iteration": round(seconds_per_iteration, 4),
+        "outcomes": outcomes,
+    }
     print("\nkill summary:", json.dumps(summary))
     (tmp_path / "kill_summary.json").write_text(json.dumps(summary, indent=1))
     assert len(landed) >= KILLS - 2, summary  # nearly every kill hit a running job

@@ -10,6 +10,7 @@
   `$…$`, quotes, `$(…)`, backslashes, newlines, non-UTF-8 bytes, long names) go through the data
   stage and the sample grid: every file lands inside the output folder and the figure is drawn.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from test_pipeline import TINY, snakemake
 
 from labelwise.config import load_schema, validate_config
 from labelwise.data import prepare_dataset
@@ -32,15 +33,42 @@ from labelwise.errors import LabelwiseError
 from labelwise.images import read_images, write_images
 from labelwise.paths import NAME_PATTERN, dataset_dir, inside, stored_name
 from labelwise.plots import sample_grid
-from test_pipeline import TINY, snakemake
 
 pytestmark = pytest.mark.faults
 
 # Deterministic (the same examples on every run, in CI too) and no example database in the checkout.
-HOSTILE = settings(derandomize=True, database=None, deadline=None,
-                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-NASTY = [".", "..", "...", "../x", "x/..", "/etc", "a/b", "-rf", ".hidden", "a\n", "a b", "$(touch pwned)",
-         "`id`", "a;b", "'q'", '"q"', "a\\b", "~", "*", "x" * 65, "x" * 300, "é", "a\x00b", ""]
+HOSTILE = settings(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+NASTY = [
+    ".",
+    "..",
+    "...",
+    "../x",
+    "x/..",
+    "/etc",
+    "a/b",
+    "-rf",
+    ".hidden",
+    "a\n",
+    "a b",
+    "$(touch pwned)",
+    "`id`",
+    "a;b",
+    "'q'",
+    '"q"',
+    "a\\b",
+    "~",
+    "*",
+    "x" * 65,
+    "x" * 300,
+    "é",
+    "a\x00b",
+    "",
+]
 SHELL_SAFE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 
@@ -71,11 +99,18 @@ def test_inside_refuses_paths_outside_the_tree(parts):
     assert inside("results", "a", "b.pt") == Path("results/a/b.pt")
 
 
-@pytest.mark.parametrize("name, says", [
-    ("..", "config key data.name: '..' is not allowed; names the folder results/<name>/"),
-    (".", "config key data.name: '.' is not allowed"),
-    ("n" * 300, "config key data.name: 'nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn'… (300 characters) is not allowed"),
-], ids=["dot-dot", "dot", "300-characters"])
+@pytest.mark.parametrize(
+    "name, says",
+    [
+        ("..", "config key data.name: '..' is not allowed; names the folder results/<name>/"),
+        (".", "config key data.name: '.' is not allowed"),
+        (
+            "n" * 300,
+            "config key data.name: 'nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn'… (300 characters) is not allowed",
+        ),
+    ],
+    ids=["dot-dot", "dot", "300-characters"],
+)
 def test_bad_dataset_name_stops_the_pipeline_and_the_command_line_before_writing(tmp_path, name, says):
     work = tmp_path / "work"
     work.mkdir()
@@ -86,8 +121,21 @@ def test_bad_dataset_name_stops_the_pipeline_and_the_command_line_before_writing
     assert sorted(p.name for p in work.iterdir() if p.name != ".snakemake") == ["config.yaml"]
     # `labelwise prepare --results R` with it wrote into R's parent before.
     results = tmp_path / "R"
-    r = subprocess.run([sys.executable, "-m", "labelwise.cli", "prepare", "--config", str(work / "config.yaml"),
-                        "--results", str(results)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "labelwise.cli",
+            "prepare",
+            "--config",
+            str(work / "config.yaml"),
+            "--results",
+            str(results),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     errors = [line for line in r.stderr.splitlines() if " ERROR " in line]
     assert r.returncode == 1 and len(errors) == 1 and says in errors[0], r.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]  # neither R nor anything beside it
@@ -97,8 +145,29 @@ def test_bad_dataset_name_stops_the_pipeline_and_the_command_line_before_writing
 
 MATH = r"cost $\foo$ x"  # the reported crash: a 71-line mathtext traceback after all the training
 folder_names = st.one_of(
-    st.sampled_from([MATH, "$", "$$", r"$\frac{a}{b}$", "a_b^c", "{}", "%s %d", "\\", "'", '"', "$(touch pwned)",
-                     "`id`", "a;b|c&", "tab\there", "new\nline", "-rf", "ü" * 60, "\u202eevil", "😀"]),
+    st.sampled_from(
+        [
+            MATH,
+            "$",
+            "$$",
+            r"$\frac{a}{b}$",
+            "a_b^c",
+            "{}",
+            "%s %d",
+            "\\",
+            "'",
+            '"',
+            "$(touch pwned)",
+            "`id`",
+            "a;b|c&",
+            "tab\there",
+            "new\nline",
+            "-rf",
+            "ü" * 60,
+            "\u202eevil",
+            "😀",
+        ]
+    ),
     st.text(st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)), min_size=1, max_size=30),
     st.binary(min_size=1, max_size=20).map(lambda b: os.fsdecode(b.replace(b"/", b"_").replace(b"\0", b"_"))),
 ).filter(lambda n: not n.startswith(".") and len(os.fsencode(n)) <= 255)
@@ -126,8 +195,12 @@ def test_hostile_class_folder_names_reach_only_files_inside_the_results_and_the_
         for label in (0, 1):
             assert read_images(out / "shards" / f"{label}.h5")[1]["class_name"] == meta["class_names"][label]
         figure = [out / "figures" / "grid.png", out / "figures" / "grid.pdf"]
-        sample_grid([out / "shards" / "0.h5", out / "shards" / "1.h5"], figure, columns=2,
-                    title=f"samples of {meta['class_names'][0]}")
+        sample_grid(
+            [out / "shards" / "0.h5", out / "shards" / "1.h5"],
+            figure,
+            columns=2,
+            title=f"samples of {meta['class_names'][0]}",
+        )
         assert all(p.stat().st_size > 0 for p in figure)
 
 
@@ -155,7 +228,10 @@ def test_every_path_in_a_rule_shell_command_is_quoted():
 
     from conftest import REPO
 
-    placeholders = [(path.name, m.group(0)) for path in sorted((REPO / "rules").glob("*.smk"))
-                    for m in re.finditer(r"\{(input|output|params|log)(\.\w+)?(:\w+)?\}", path.read_text())]
+    placeholders = [
+        (path.name, m.group(0))
+        for path in sorted((REPO / "rules").glob("*.smk"))
+        for m in re.finditer(r"\{(input|output|params|log)(\.\w+)?(:\w+)?\}", path.read_text())
+    ]
     assert len(placeholders) >= 20  # the scan sees the train, scaling and log placeholders
     assert [p for p in placeholders if not p[1].endswith(":q}")] == []

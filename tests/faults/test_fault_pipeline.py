@@ -4,6 +4,7 @@ in process, four of them through the Snakefile too); an image folder with an emp
 failure is one line in the job's log, a non-zero exit, and no output (nor temporary file) for the
 label concerned.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,28 +18,44 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
-
 from conftest import REPO
+from PIL import Image
+from test_pipeline import NO_HUB, TINY, snakemake
+
 from labelwise.data import read_shard
 from labelwise.errors import LabelwiseError
 from labelwise.images import read_images, write_images
 from labelwise.train import Budget, Outputs, load_generator, train_label
-from test_pipeline import NO_HUB, TINY, snakemake
 
 pytestmark = pytest.mark.faults
 
 LABELS = [0, 1, 2, 3, 4, 5, 6]
-CONFIG = dict(TINY, data={"source": "mnist5k", "labels": LABELS}, models={"wcgan": TINY["models"]["wcgan"]},
-              budget={"iterations": 6, "checkpoint_every": 3})
+CONFIG = dict(
+    TINY,
+    data={"source": "mnist5k", "labels": LABELS},
+    models={"wcgan": TINY["models"]["wcgan"]},
+    budget={"iterations": 6, "checkpoint_every": 3},
+)
 DS = Path("results/mnist5k")
 
 
 def snakemake_process(workdir: Path, *args: str, log: Path) -> subprocess.Popen:
     """test_pipeline.snakemake, started in the background (its config.yaml already written)."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **NO_HUB)
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--cores",
+        "2",
+        *args,
+    ]
     return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
 
 
@@ -51,7 +68,8 @@ def concurrent_runs(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("concurrent")
     gate = workdir / "b-has-ended"
     (workdir / "gate.sh").write_text(
-        f'for i in $(seq 6000); do [ -e "{gate}" ] && break; sleep 0.05; done\nexec "$@"\n')
+        f'for i in $(seq 6000); do [ -e "{gate}" ] && break; sleep 0.05; done\nexec "$@"\n'
+    )
     config_a = dict(CONFIG, runtime=dict(CONFIG["runtime"], launcher=f"sh {workdir / 'gate.sh'}"))
     (workdir / "config.yaml").write_text(yaml.safe_dump(config_a))
     target = str(DS / "wcgan/generators/0.pt")
@@ -66,8 +84,13 @@ def concurrent_runs(tmp_path_factory):
     a_still_running = a.poll() is None
     gate.touch()
     a.wait(timeout=600)
-    return {"workdir": workdir, "a_rc": a.returncode, "a_log": a_log.read_text(), "b": b,
-            "a_still_running": a_still_running}
+    return {
+        "workdir": workdir,
+        "a_rc": a.returncode,
+        "a_log": a_log.read_text(),
+        "b": b,
+        "a_still_running": a_still_running,
+    }
 
 
 @pytest.mark.e2e
@@ -114,7 +137,9 @@ def _other_resolution(path: Path, other: Path) -> None:
 
 def _empty(path: Path, other: Path) -> None:
     _, attrs = read_images(path)
-    write_images(path, np.zeros((0, 1, 28, 28), np.uint8), **{k: v for k, v in attrs.items() if k not in ("count", "sha256")})
+    write_images(
+        path, np.zeros((0, 1, 28, 28), np.uint8), **{k: v for k, v in attrs.items() if k not in ("count", "sha256")}
+    )
 
 
 def _rewritten(path: Path, other: Path) -> None:
@@ -202,8 +227,13 @@ def test_imagefolder_empty_class_fails_the_data_stage_in_the_pipeline(tmp_path):
     log = (work / "logs/imagefolder/prepare/1.log").read_text()  # label 1's own job
     errors = [line for line in log.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "Traceback" not in log, log[-2000:]
-    assert str(root / "bee") in errors[0] and "no readable image for label 1" in errors[0] and "data.labels" in errors[0]
+    assert (
+        str(root / "bee") in errors[0] and "no readable image for label 1" in errors[0] and "data.labels" in errors[0]
+    )
     assert not (work / "results/imagefolder/meta.json").exists()
-    written = sorted(p.relative_to(work / "results") for p in (work / "results").rglob("*") if p.is_file()) \
-        if (work / "results").exists() else []
+    written = (
+        sorted(p.relative_to(work / "results") for p in (work / "results").rglob("*") if p.is_file())
+        if (work / "results").exists()
+        else []
+    )
     assert all(str(p) in ("imagefolder/shards/0.h5", "imagefolder/benchmarks/prepare/0.tsv") for p in written), written

@@ -2,12 +2,12 @@
 training, the label classifier and the real statistics each stop with one line naming the shard and
 saying to rerun the data stage, and write nothing (docs/faults.md, "Shards").
 """
+
 from __future__ import annotations
 
 import errno
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -46,13 +46,35 @@ def interrupted(tmp_path, monkeypatch):
 
 def test_train_refuses_the_shards_of_an_interrupted_preparation(tmp_path, interrupted):
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "data": {"source": "mnist5k"}, "models": {"wcgan": {"width": 4, "latent_dim": 8, "batch_size": 8}},
-        "budget": {"iterations": 2, "checkpoint_every": 1}, "runtime": {"device": "cpu"},
-    }))
-    result = subprocess.run([sys.executable, "-m", "labelwise.cli", "train", "--config", str(config), "--results",
-                             str(tmp_path / "results"), "--model", "wcgan", "--label", "0"],
-                            capture_output=True, text=True, timeout=600)
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"source": "mnist5k"},
+                "models": {"wcgan": {"width": 4, "latent_dim": 8, "batch_size": 8}},
+                "budget": {"iterations": 2, "checkpoint_every": 1},
+                "runtime": {"device": "cpu"},
+            }
+        )
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "labelwise.cli",
+            "train",
+            "--config",
+            str(config),
+            "--results",
+            str(tmp_path / "results"),
+            "--model",
+            "wcgan",
+            "--label",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 1, result.stderr[-3000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and " ERROR " in lines[0] and "Traceback" not in result.stderr, result.stderr[-3000:]

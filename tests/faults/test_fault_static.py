@@ -11,12 +11,12 @@
 
 The few deliberate exceptions are listed in ALLOWED with their reason.
 """
+
 from __future__ import annotations
 
 import ast
 
 import pytest
-
 from conftest import REPO
 
 pytestmark = pytest.mark.faults
@@ -26,8 +26,10 @@ SOURCES = sorted([*(REPO / "labelwise").rglob("*.py"), *(REPO / "workflow" / "sc
 ALLOWED = {
     ("labelwise/device.py", "_try_lock"): "a GPU lock file held with flock, not an output; its content is a note",
     ("labelwise/cli.py", "setup_logging"): "a job's log file: appended as the job runs, so that it can be followed",
-    ("labelwise/train/writers.py", "checkpoint_lock"): "a checkpoint folder's lock file held with flock, not an output; "
-                                                       "its content names the holder",
+    (
+        "labelwise/train/writers.py",
+        "checkpoint_lock",
+    ): "a checkpoint folder's lock file held with flock, not an output; its content names the holder",
 }
 WRITE_MODES = set("wax+")
 WRITE_FLAGS = {"O_WRONLY", "O_RDWR", "O_CREAT", "O_APPEND", "O_TRUNC"}
@@ -69,7 +71,9 @@ def write_target(call: ast.Call):
             return "open", call.args[0] if name == "open" and call.args else call.func.value
         return None
     if name == "os.open":
-        flags = {n.attr for n in ast.walk(call.args[1]) if isinstance(n, ast.Attribute)} if len(call.args) > 1 else set()
+        flags = (
+            {n.attr for n in ast.walk(call.args[1]) if isinstance(n, ast.Attribute)} if len(call.args) > 1 else set()
+        )
         return ("os.open", call.args[0]) if flags & WRITE_FLAGS else None
     if name == "torch.save":
         return "torch.save", _arg(call, 1, "f")
@@ -124,8 +128,8 @@ class _Scanner(ast.NodeVisitor):
                 pushed_files += 1
         for stmt in node.body:
             self.visit(stmt)
-        del self.atomic[len(self.atomic) - pushed_atomic:]
-        del self.files[len(self.files) - pushed_files:]
+        del self.atomic[len(self.atomic) - pushed_atomic :]
+        del self.files[len(self.files) - pushed_files :]
 
     def _writes_to_temporary(self, call) -> bool:
         target = write_target(call)
@@ -139,8 +143,9 @@ class _Scanner(ast.NodeVisitor):
             names = _names_in(where)
             temporaries = set().union(*self.atomic, *self.files) if self.atomic else set()
             ok = bool(names & temporaries) or bool(names & self.memory)
-            self.found.append({"file": self.rel, "function": self.function, "line": node.lineno, "kind": kind,
-                               "atomic": ok})
+            self.found.append(
+                {"file": self.rel, "function": self.function, "line": node.lineno, "kind": kind, "atomic": ok}
+            )
         self.generic_visit(node)
 
 
@@ -152,7 +157,7 @@ def scan_writes(source: str, rel: str) -> list[dict]:
 
 def test_scanner_tells_atomic_from_direct_writes():
     """The scanner itself: what it must flag and what it must accept."""
-    code = '''
+    code = """
 import io, torch, h5py, numpy as np
 def bad(path, fig, obj):
     open(path, "w").write("x")
@@ -172,12 +177,19 @@ def good(path, fig, obj):
         tmp.write_text("x")
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-'''
+"""
     found = scan_writes(code, "example.py")
     assert [(f["function"], f["kind"], f["atomic"]) for f in found] == [
-        ("bad", "open", False), ("bad", "torch.save", False), ("bad", "savefig", False), ("bad", "h5py.File", False),
-        ("bad", ".write_text", False), ("bad", "open", False),
-        ("good", "open", True), ("good", "np.savez", True), ("good", "savefig", True), ("good", ".write_text", True),
+        ("bad", "open", False),
+        ("bad", "torch.save", False),
+        ("bad", "savefig", False),
+        ("bad", "h5py.File", False),
+        ("bad", ".write_text", False),
+        ("bad", "open", False),
+        ("good", "open", True),
+        ("good", "np.savez", True),
+        ("good", "savefig", True),
+        ("good", ".write_text", True),
         ("good", "torch.save", True),
     ]
 
@@ -195,8 +207,12 @@ def test_every_file_written_goes_through_a_temporary_and_a_rename():
     assert not offenders, "writes that bypass labelwise.io.atomic_path: " + "; ".join(offenders)
     # The scan does see the writers it vouches for (not vacuously green).
     kinds = {(w["file"], w["kind"]) for w in writes if w["atomic"]}
-    for expected in [("labelwise/images.py", "h5py.File"), ("labelwise/plots.py", "savefig"),
-                     ("labelwise/metrics/realstats.py", "np.savez"), ("labelwise/trainlog.py", "open")]:
+    for expected in [
+        ("labelwise/images.py", "h5py.File"),
+        ("labelwise/plots.py", "savefig"),
+        ("labelwise/metrics/realstats.py", "np.savez"),
+        ("labelwise/trainlog.py", "open"),
+    ]:
         assert expected in kinds, expected
     assert {(w["file"], w["function"]) for w in writes if not w["atomic"]} == set(ALLOWED)
 
@@ -211,8 +227,11 @@ def test_no_code_runs_from_data_files():
         rel = path.relative_to(REPO).as_posix()
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module in ("torch", "pickle", "yaml") and \
-                    any(a.name in ("load", "loads", "Unpickler") for a in node.names):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module in ("torch", "pickle", "yaml")
+                and any(a.name in ("load", "loads", "Unpickler") for a in node.names)
+            ):
                 offenders.append(f"{rel}:{node.lineno} imports {node.module}.load* by name (unchecked calls)")
         for call in _calls(tree):
             name = _name(call.func)

@@ -5,6 +5,7 @@ Two ways to fill the disk: an injected ENOSPC (everywhere), and a real, tiny tmp
 tests may mount one, i.e. as root; skipped otherwise).  The real one is what showed that torch.save
 and h5py report a full disk as a cryptic RuntimeError (labelwise.io's docstring).
 """
+
 from __future__ import annotations
 
 import errno
@@ -15,13 +16,13 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
+from test_train import train_cmd
 
 import labelwise.io
 from labelwise.errors import LabelwiseError
 from labelwise.images import read_images, write_images
 from labelwise.train import Budget, Outputs, load_generator, train_label
 from labelwise.train.checkpoint import list_checkpoints
-from test_train import train_cmd
 
 pytestmark = pytest.mark.faults
 
@@ -118,7 +119,9 @@ def test_failed_generator_write_keeps_final_checkpoint(tmp_path, make_shard, tin
     shard = make_shard(label=2)
     out = outputs(tmp_path)
     fail_nth_write(monkeypatch, 1, ".g.tmp-")
-    with pytest.raises(LabelwiseError, match=rf"{out.generator}: could not write it \(No space left on device\).*free space"):
+    with pytest.raises(
+        LabelwiseError, match=rf"{out.generator}: could not write it \(No space left on device\).*free space"
+    ):
         train_label(shard, "wcgan", tiny_settings, Budget(**BUDGET), 0, out, threads=1)
     assert not out.generator.exists() and hidden(tmp_path) == []
     assert list_checkpoints(out.checkpoints)[0][0] == 8  # the work is kept
@@ -138,11 +141,14 @@ def tiny_tmpfs(tmp_path):
     def mount(size_kib: int) -> Path:
         where = tmp_path / f"tmpfs{len(mounted)}"
         where.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(where)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(where)], capture_output=True, text=True
+        )
         if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'}); "
-                        "the injected-ENOSPC tests cover the same code")
+            pytest.skip(
+                f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'}); "
+                "the injected-ENOSPC tests cover the same code"
+            )
         mounted.append(where)
         return where
 
@@ -188,7 +194,9 @@ def _figure(path):
 
 
 WRITERS = {
-    "shard.h5": lambda p: write_images(p, np.random.default_rng(0).integers(0, 256, (200, 1, 28, 28), dtype=np.uint8), label=0),
+    "shard.h5": lambda p: write_images(
+        p, np.random.default_rng(0).integers(0, 256, (200, 1, 28, 28), dtype=np.uint8), label=0
+    ),
     "generator.pt": lambda p: labelwise.io.save_torch({"w": torch.randn(60000)}, p),
     "metrics.json": lambda p: labelwise.io.write_json(p, {"x": "y" * 200_000}),
     "figure.png": _figure,

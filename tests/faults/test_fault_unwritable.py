@@ -15,6 +15,7 @@ impossible.  Two ways that work as root:
 Either way: exit status 1, exactly one ERROR line naming a path under the results tree, no
 traceback, and no file under a final name changed.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -68,18 +69,24 @@ def finished(tmp_path_factory) -> Path:
             args, _ = STAGES[stage]
             if label is not None:
                 args = [*args[:-1], label]
-            assert cli.main([stage, "--config", str(work / "config.yaml"), "--results", str(work / "results"), *args]) == 0
+            assert (
+                cli.main([stage, "--config", str(work / "config.yaml"), "--results", str(work / "results"), *args]) == 0
+            )
     return work
 
 
 def snapshot(tree: Path, stage: str) -> dict:
     """Every file's time stamp and size; prepare removes meta.json first on purpose (an interrupted
     data stage must not look finished), so it is left out there."""
-    return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in tree.rglob("*")
-            if p.is_file() and not (stage == "prepare" and p.name == "meta.json")}
+    return {
+        p: (p.stat().st_mtime_ns, p.stat().st_size)
+        for p in tree.rglob("*")
+        if p.is_file() and not (stage == "prepare" and p.name == "meta.json")
+    }
 
 
 # --- a real obstacle, in a real process ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("stage", ORDER)
 def test_stage_with_its_output_folder_blocked_is_one_line(finished, tmp_path, stage):
@@ -94,8 +101,22 @@ def test_stage_with_its_output_folder_blocked_is_one_line(finished, tmp_path, st
     if stage == "train":
         (work / "results" / DS / "wcgan" / "checkpoints").write_text("in the way\n")
     before = snapshot(work / "results", stage)
-    r = subprocess.run([sys.executable, "-m", "labelwise.cli", stage, "--config", str(work / "config.yaml"),
-                        "--results", str(work / "results"), *args], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "labelwise.cli",
+            stage,
+            "--config",
+            str(work / "config.yaml"),
+            "--results",
+            str(work / "results"),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 1, r.stderr[-2000:]
     errors = [line for line in r.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
@@ -105,6 +126,7 @@ def test_stage_with_its_output_folder_blocked_is_one_line(finished, tmp_path, st
 
 
 # --- a read-only file system, simulated in process ----------------------------------------------------
+
 
 def _under(path, root: str) -> bool:
     try:

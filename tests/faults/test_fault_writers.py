@@ -9,6 +9,7 @@
 * A checkpoint write that fails before any checkpoint exists says that a rerun starts afresh (it
   said "no earlier checkpoint exists and a rerun resumes from it").
 """
+
 from __future__ import annotations
 
 import errno
@@ -16,12 +17,11 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
+from test_train import train_cmd
 
 import labelwise.train.checkpoint as checkpoint
 from labelwise import cli
@@ -29,7 +29,6 @@ from labelwise.errors import LabelwiseError
 from labelwise.train import Budget, Outputs, load_generator, train_packed
 from labelwise.train.checkpoint import list_checkpoints, save_checkpoint
 from labelwise.train.writers import LOCK_NAME
-from test_train import train_cmd
 
 pytestmark = pytest.mark.faults
 
@@ -46,7 +45,8 @@ def start(cmd) -> tuple[subprocess.Popen, list[str]]:
 
 
 def test_second_writer_stops_at_once_naming_the_holder_and_the_lock_dies_with_its_process(
-        tmp_path, make_shard, tiny_settings):
+    tmp_path, make_shard, tiny_settings
+):
     shard = make_shard(label=0)
     first, seen = start(train_cmd(shard, tmp_path, tiny_settings, {"iterations": 10**6, "checkpoint_every": 5}))
     try:
@@ -55,13 +55,19 @@ def test_second_writer_stops_at_once_naming_the_holder_and_the_lock_dies_with_it
             time.sleep(0.05)
         assert list_checkpoints(tmp_path / "ckpt")
         other_lr = dict(tiny_settings, lr=5e-4)  # another fingerprint: it would discard the first's checkpoints
-        second = subprocess.run(train_cmd(shard, tmp_path, other_lr, {"iterations": 20, "checkpoint_every": 5}),
-                                capture_output=True, text=True, timeout=120)
+        second = subprocess.run(
+            train_cmd(shard, tmp_path, other_lr, {"iterations": 20, "checkpoint_every": 5}),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert first.poll() is None, "the first job must still be running"
         errors = [line for line in second.stderr.splitlines() if " ERROR " in line]
         assert second.returncode == 1 and len(errors) == 1 and "Traceback" not in second.stderr, second.stderr
-        assert (f"{tmp_path / 'ckpt'}: checkpoint folder in use by pid {first.pid} on host {socket.gethostname()}"
-                in errors[0]), errors[0]
+        assert (
+            f"{tmp_path / 'ckpt'}: checkpoint folder in use by pid {first.pid} on host {socket.gethostname()}"
+            in errors[0]
+        ), errors[0]
         assert "discarding" not in second.stderr and list_checkpoints(tmp_path / "ckpt")  # left alone
         assert not (tmp_path / "g.pt").exists()
     finally:
@@ -69,8 +75,12 @@ def test_second_writer_stops_at_once_naming_the_holder_and_the_lock_dies_with_it
         first.communicate(timeout=60)
     # The kernel dropped the lock with the process: the next job takes the folder (and, with other
     # settings, starts afresh), and the lock file now names it.
-    third = subprocess.run(train_cmd(shard, tmp_path, other_lr, {"iterations": 10, "checkpoint_every": 5}),
-                           capture_output=True, text=True, timeout=120)
+    third = subprocess.run(
+        train_cmd(shard, tmp_path, other_lr, {"iterations": 10, "checkpoint_every": 5}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert third.returncode == 0, third.stderr[-2000:]
     assert "discarding" in third.stderr and (tmp_path / "g.pt").exists()
     assert (tmp_path / "ckpt" / LOCK_NAME).read_text().startswith("pid ")
@@ -78,24 +88,41 @@ def test_second_writer_stops_at_once_naming_the_holder_and_the_lock_dies_with_it
 
 @pytest.mark.parametrize("shared", ["checkpoints", "generator"])
 def test_packed_run_with_one_path_for_two_labels_is_refused_up_front(tmp_path, tiny_settings, shared):
-    outs = [Outputs(generator=tmp_path / f"g{k}.pt", log=tmp_path / f"l{k}.csv", checkpoints=tmp_path / f"c{k}")
-            for k in (0, 1)]
+    outs = [
+        Outputs(generator=tmp_path / f"g{k}.pt", log=tmp_path / f"l{k}.csv", checkpoints=tmp_path / f"c{k}")
+        for k in (0, 1)
+    ]
     setattr(outs[1], shared, getattr(outs[0], shared))
     missing = [tmp_path / "no-such-shard-0.h5", tmp_path / "no-such-shard-1.h5"]  # never read: refused before
     with pytest.raises(LabelwiseError, match=f"is given as the --{shared} of label 0 and the --{shared} of label 1"):
         train_packed(missing, "wcgan", tiny_settings, Budget(iterations=2), 0, outs, labels=[0, 1], threads=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written, not even a lock
     # The command line says the same, in one line.
-    args = ["train", "--model", "wcgan", "--label", "0", "1", "--settings",
-            json.dumps({"model": tiny_settings, "budget": {"iterations": 2}, "seed": 0}),
-            "--shard", *map(str, missing), "--log", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"),
-            "--generator", str(outs[0].generator), str(outs[1].generator),
-            "--checkpoints", str(outs[0].checkpoints), str(outs[1].checkpoints)]
+    args = [
+        "train",
+        "--model",
+        "wcgan",
+        "--label",
+        "0",
+        "1",
+        "--settings",
+        json.dumps({"model": tiny_settings, "budget": {"iterations": 2}, "seed": 0}),
+        "--shard",
+        *map(str, missing),
+        "--log",
+        str(tmp_path / "a.csv"),
+        str(tmp_path / "b.csv"),
+        "--generator",
+        str(outs[0].generator),
+        str(outs[1].generator),
+        "--checkpoints",
+        str(outs[0].checkpoints),
+        str(outs[1].checkpoints),
+    ]
     assert cli.main(args) == 1
 
 
-def test_sigint_checkpoints_and_stops_like_sigterm_and_the_rerun_is_bit_identical(
-        tmp_path, make_shard, tiny_settings):
+def test_sigint_checkpoints_and_stops_like_sigterm_and_the_rerun_is_bit_identical(tmp_path, make_shard, tiny_settings):
     shard = make_shard(label=0)
     budget = {"iterations": 600, "checkpoint_every": 10**6}  # checkpoints only when stopped
     straight = tmp_path / "straight"
@@ -109,11 +136,12 @@ def test_sigint_checkpoints_and_stops_like_sigterm_and_the_rerun_is_bit_identica
     errors = [line for line in err.splitlines() if " ERROR " in line]
     assert proc.returncode == 1 and "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
     assert len(errors) == 1 and "stopped by signal 2" in errors[0] and "rerun to resume" in errors[0], errors
-    (iteration, _), = list_checkpoints(stopped / "ckpt")
+    ((iteration, _),) = list_checkpoints(stopped / "ckpt")
     assert 0 < iteration < budget["iterations"], "the signal must land mid-run"
 
-    rerun = subprocess.run(train_cmd(shard, stopped, tiny_settings, budget), capture_output=True, text=True,
-                           timeout=300)
+    rerun = subprocess.run(
+        train_cmd(shard, stopped, tiny_settings, budget), capture_output=True, text=True, timeout=300
+    )
     assert rerun.returncode == 0 and f"resuming from checkpoint at iteration {iteration}" in rerun.stderr
     a, b = load_generator(straight / "g.pt")[0].state_dict(), load_generator(stopped / "g.pt")[0].state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

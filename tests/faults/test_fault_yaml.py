@@ -1,6 +1,7 @@
 """YAML as users type it (issue 16 point 8, issue 14 point 6): `lr: 1e-4` is a number, an unquoted
 `inception: off` means off, and a key given twice is refused, the same through the Snakefile
 (config files, which Snakemake reads itself, and --config) and the `labelwise` command line."""
+
 from __future__ import annotations
 
 import os
@@ -10,11 +11,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+from test_pipeline import NO_HUB
+
 from labelwise.config import load_config
 from labelwise.errors import LabelwiseError
-from test_pipeline import NO_HUB
 
 pytestmark = pytest.mark.faults
 
@@ -32,8 +33,22 @@ def dry_run(workdir: Path, text: str, *args: str) -> subprocess.CompletedProcess
     """`snakemake -n -p` with `text` as the one config file, written exactly as given."""
     (workdir / "user.yaml").write_text(textwrap.dedent(text))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **NO_HUB)
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "user.yaml"), "--cores", "1", "-n", "-p", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "user.yaml"),
+        "--cores",
+        "1",
+        "-n",
+        "-p",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -61,14 +76,20 @@ def test_float_without_a_dot_is_a_number_in_config_files_and_on_the_command_line
 def test_unquoted_off_means_off_in_config_files_as_on_the_command_line(tmp_path):
     weights = tmp_path / "weights.pth"
     weights.write_bytes(b"found: auto would add the Inception statistics")
-    base = BASE.replace("samples_per_label: 5}", f"samples_per_label: 5, inception_weights: {weights}, inception: INC}}")
+    base = BASE.replace(
+        "samples_per_label: 5}", f"samples_per_label: 5, inception_weights: {weights}, inception: INC}}"
+    )
     auto = dry_run(tmp_path, base.replace("INC", "auto"))
     assert auto.returncode == 0 and "stats/inception/" in auto.stdout, auto.stderr[-2000:]  # the control
     in_file = dry_run(tmp_path, base.replace("INC", "off"))  # YAML 1.1: the boolean false
     assert in_file.returncode == 0, in_file.stderr[-2000:]
     assert "stats/inception/" not in in_file.stdout and "stats/classifier/" in in_file.stdout
-    on_line = dry_run(tmp_path, base.replace("INC", "auto"), "--config",
-                      f"evaluation={{samples_per_label: 5, inception_weights: {weights}, inception: off}}")
+    on_line = dry_run(
+        tmp_path,
+        base.replace("INC", "auto"),
+        "--config",
+        f"evaluation={{samples_per_label: 5, inception_weights: {weights}, inception: off}}",
+    )
     assert on_line.returncode == 0 and "stats/inception/" not in on_line.stdout, on_line.stderr[-2000:]
     (tmp_path / "cli.yaml").write_text(base.replace("INC", "off"))
     assert load_config(tmp_path / "cli.yaml")["evaluation"]["inception"] == "off"
@@ -78,11 +99,18 @@ def test_unquoted_off_means_off_in_config_files_as_on_the_command_line(tmp_path)
         load_config(tmp_path / "bad.yaml")
 
 
-@pytest.mark.parametrize("text, key, lines", [
-    (BASE + "seed: 1\nseed: 2\n", "seed", "lines 7 and 8"),
-    (BASE.replace("budget: {iterations: 6, checkpoint_every: 3}", "budget: {iterations: 6, iterations: 60}"),
-     "iterations", "lines 4 and 4"),
-], ids=["top-level", "nested"])
+@pytest.mark.parametrize(
+    "text, key, lines",
+    [
+        (BASE + "seed: 1\nseed: 2\n", "seed", "lines 7 and 8"),
+        (
+            BASE.replace("budget: {iterations: 6, checkpoint_every: 3}", "budget: {iterations: 6, iterations: 60}"),
+            "iterations",
+            "lines 4 and 4",
+        ),
+    ],
+    ids=["top-level", "nested"],
+)
 def test_repeated_key_is_refused_naming_the_file_key_and_lines(tmp_path, text, key, lines):
     said = config_error(dry_run(tmp_path, text))
     assert f"config file {tmp_path / 'user.yaml'}: key {key!r} appears twice in one mapping ({lines})" in said
