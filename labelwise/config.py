@@ -18,6 +18,7 @@ import yaml
 
 from . import models
 from .errors import LabelwiseError, brief_repr
+from .io import write_text
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
 
@@ -113,7 +114,8 @@ def schema_file() -> str:
         return str(SCHEMA_PATH)
     written = Path(".snakemake", "labelwise", "config.schema.json").resolve()  # validate reads relative to rules/
     written.parent.mkdir(parents=True, exist_ok=True)
-    written.write_text(json.dumps(schema, indent=1))
+    # Atomic: every job of a cluster run parses the Snakefile, possibly at the same moment.
+    write_text(written, json.dumps(schema, indent=1))
     return str(written)
 
 

@@ -26,10 +26,16 @@ from ..errors import LabelwiseError
 # The weights lookup is torch-free (the Snakefile uses it at parse time); re-exported from here.
 from .inception_weights import (
     CONFIG_KEY,
-    MODES,  # noqa: F401
+    HUB_FILENAME,
+    HUB_FILENAME_TORCH_FIDELITY,
+    MODES,
     PUBLISHED_SHA256_PREFIX,
+    URL_INCEPTION_V3,
     fetch_hint,
+    hub_dir,
+    hub_weights_path,
     locate_weights,
+    resolve_inception_weights,
 )
 
 try:
