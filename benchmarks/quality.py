@@ -1,7 +1,8 @@
 """Issue 13's measured comparison: per-label GAN variants at equal counted compute, on a CPU.
 
 For each dataset (mnist5k, cifar10-mini) and each variant asked for (`VARIANTS`: W-CGAN plain,
-+DiffAugment, +EMA, +both; DC-CGAN plain, +EMA, +both) every selected label's GAN is trained with the same
++DiffAugment, +EMA, +both; DC-CGAN at its authors' lr 1e-4 and at the DCGAN paper's 2e-4, with
+DiffAugment's full or colour-only policy, with and without EMA) every selected label's GAN is trained with the same
 `budget.gflop` (counted FLOPs per label, `labelwise.train.compute`), with generator snapshots at
 quarters of the budget.  Each final generator and snapshot is sampled and scored in the label
 classifier's feature space (label accuracy, classifier FID pooled over the labels, intra-FID =
@@ -49,22 +50,36 @@ WCGAN = {
     "gp_lambda": 10.0,
 }
 DCCGAN = {"width": 16, "latent_dim": 100, "batch_size": 100, "lr": 1.0e-4, "betas": [0.5, 0.999], "critic_steps": 1}
+DCCGAN_LR2 = {**DCCGAN, "lr": 2.0e-4}  # the DCGAN paper's rate (config.yaml's DC-CGAN)
 EMA = 0.999
+DA = {"augment": "diffaugment"}  # the published policy: colour, translation, cutout
+DA_COLOUR = {"augment": "diffaugment", "augment_policy": ["color"]}
+DA_COLOUR_TRANSLATION = {"augment": "diffaugment", "augment_policy": ["color", "translation"]}
 VARIANTS = {  # in the order they run
     "DC-CGAN": ("dccgan", DCCGAN),
     "DC-CGAN + EMA": ("dccgan", {**DCCGAN, "ema": EMA}),
-    "DC-CGAN + DiffAugment + EMA": ("dccgan", {**DCCGAN, "augment": "diffaugment", "ema": EMA}),
+    "DC-CGAN + DiffAugment + EMA": ("dccgan", {**DCCGAN, **DA, "ema": EMA}),
+    "DC-CGAN + DiffAugment (colour) + EMA": ("dccgan", {**DCCGAN, **DA_COLOUR, "ema": EMA}),
+    "DC-CGAN lr 2e-4": ("dccgan", DCCGAN_LR2),
+    "DC-CGAN lr 2e-4 + DiffAugment": ("dccgan", {**DCCGAN_LR2, **DA}),
+    "DC-CGAN lr 2e-4 + DiffAugment (colour, translation)": ("dccgan", {**DCCGAN_LR2, **DA_COLOUR_TRANSLATION}),
+    "DC-CGAN lr 2e-4 + DiffAugment + EMA": ("dccgan", {**DCCGAN_LR2, **DA, "ema": EMA}),
+    "DC-CGAN lr 2e-4 + DiffAugment (colour) + EMA": ("dccgan", {**DCCGAN_LR2, **DA_COLOUR, "ema": EMA}),
+    "DC-CGAN lr_g 4e-4, lr_d 1e-4 + DiffAugment": ("dccgan", {**DCCGAN, "lr_g": 4.0e-4, "lr_d": 1.0e-4, **DA}),
     "W-CGAN": ("wcgan", WCGAN),
-    "W-CGAN + DiffAugment": ("wcgan", {**WCGAN, "augment": "diffaugment"}),
+    "W-CGAN + DiffAugment": ("wcgan", {**WCGAN, **DA}),
     "W-CGAN + EMA": ("wcgan", {**WCGAN, "ema": EMA}),
-    "W-CGAN + DiffAugment + EMA": ("wcgan", {**WCGAN, "augment": "diffaugment", "ema": EMA}),
+    "W-CGAN + DiffAugment + EMA": ("wcgan", {**WCGAN, **DA, "ema": EMA}),
 }
 SNAPSHOTS = (0.25, 0.5, 0.75, 1.0)
 SOURCES = {"mnist5k": ("mnist5k", None), "cifar10-mini": ("cifar10", REPO.parent / "shared/data/cifar10-mini")}
 
 
 def slug(name: str) -> str:
-    return name.lower().replace(" + ", "+").replace(", ", "_").replace(" ", "").replace("-", "")
+    """A variant's folder name: "DC-CGAN lr 2e-4 + DiffAugment (colour) + EMA" -> dccganlr2e4+diffaugmentcolour+ema."""
+    for old, new in ((" + ", "+"), (", ", "_"), (" ", ""), ("-", ""), ("(", ""), (")", "")):
+        name = name.replace(old, new)
+    return name.lower()
 
 
 def run_dataset(
@@ -188,7 +203,10 @@ def report(files: list[Path], markdown: Path, figure: Path) -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     results = [json.loads(Path(f).read_text()) for f in files]
-    fig, axes = plt.subplots(1, len(results), figsize=(5.2 * len(results), 4.0), squeeze=False)
+    colours = plt.get_cmap("tab20")  # one colour per variant, the same in every panel and figure
+    # The legend goes below each panel (the variants' names are long and the curves fill the axes).
+    rows = max(len(r["variants"]) for r in results) if results else 1
+    fig, axes = plt.subplots(1, len(results), figsize=(5.6 * len(results), 4.0 + 0.2 * rows), squeeze=False)
     for ax, res in zip(axes[0], results):
         for variant, v in res["variants"].items():
             runs = v["runs"]
@@ -205,7 +223,14 @@ def report(files: list[Path], markdown: Path, figure: Path) -> None:
             )
             xs = [p["gflop"] for p in runs[0]["curve"]]
             ys = [statistics.mean(r["curve"][i]["fid"] for r in runs) for i in range(len(xs))]
-            ax.plot(xs, ys, marker="o", label=variant, linestyle="--" if v["model"] == "dccgan" else "-")
+            ax.plot(
+                xs,
+                ys,
+                marker="o",
+                label=variant,
+                linestyle="--" if v["model"] == "dccgan" else "-",
+                color=colours(list(VARIANTS).index(variant) % 20) if variant in VARIANTS else None,
+            )
         ax.set_xlabel("training compute per label (counted GFLOP)")
         # Training time: the CPU seconds those FLOPs took here (user time of the training calls, so
         # the machine's load does not enter), one thread.
@@ -217,7 +242,8 @@ def report(files: list[Path], markdown: Path, figure: Path) -> None:
             top.set_xlabel(f"training time per label (CPU seconds, 1 thread; {rate:.0f} GFLOP/s measured)")
         ax.set_ylabel("classifier FID (pooled over labels; lower is better)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, title=f"{res['dataset']}, labels {res['labels']}", title_fontsize=8)
+        ax.set_title(f"{res['dataset']}, labels {res['labels']}, seeds {res['seeds']}", fontsize=9)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     fig.tight_layout()
     figure.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(figure.with_suffix(".png"), dpi=150)

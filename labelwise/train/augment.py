@@ -13,6 +13,10 @@ policy (`augment_policy`) chooses among the published operations:
 * ``cutout``: a square of half the image size, centred at a uniformly random pixel (clipped at the
   borders), set to zero.
 
+Zero is mid-grey in the networks' [-1, 1] range.  On a black background (MNIST) the grey borders
+and squares were learned by the generators at CPU budgets (docs/quality.md), so `config.yaml`'s
+DC-CGAN uses the colour operations only; on natural images the full policy is the published one.
+
 The transform is one function of the image and of its random draws (`draw`, `apply`), so real
 and generated images are treated identically.  Draws come from the label's own device stream
 (`label_generators`), one call per critic call, in a fixed order; packed training (K labels,
