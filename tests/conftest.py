@@ -17,6 +17,35 @@ from labelwise.images import write_images
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LABELWISE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
+# Snakemake runs in subprocesses whose jobs call `python` and `labelwise`, so this interpreter's bin
+# goes first on PATH. The test machine has no Inception weights; a developer's torch hub cache must
+# not be found either (it would change what the metrics stages compute).
+NO_HUB = {"TORCH_HOME": "/nonexistent-torch-home"}
+
+
+def snakemake_env(**extra: str) -> dict[str, str]:
+    """The environment of a Snakemake subprocess: this venv first on PATH, no Inception weights, `extra`."""
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **NO_HUB, **extra)
+
+
+def snakemake_command(workdir: Path, configfile: Path, *args: str, cores: int = 2) -> list[str]:
+    """`python -m snakemake` on the repository's Snakefile, run in `workdir` with one config file."""
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        "--cores",
+        str(cores),
+        *args,
+    ]
+
+
 TINY_MODEL = {
     "width": 4,
     "latent_dim": 8,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import h5py
 import pytest
 import yaml
-from conftest import REPO
+from conftest import snakemake_command, snakemake_env
 
 TINY = {
     "data": {"source": "mnist5k", "labels": [0, 7]},
@@ -25,28 +24,12 @@ TINY = {
     "figures": {"grid_columns": 5},
     "runtime": {"device": "cpu", "progress_seconds": 1},
 }
-# The test machine has no Inception weights; make sure a developer's hub cache is not found either.
-NO_HUB = {"TORCH_HOME": "/nonexistent-torch-home"}
 
 
 def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **NO_HUB)
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        "--cores",
-        "2",
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    cmd = snakemake_command(workdir, workdir / "config.yaml", *args)
+    return subprocess.run(cmd, capture_output=True, text=True, env=snakemake_env(), timeout=600)
 
 
 @pytest.fixture(scope="module")

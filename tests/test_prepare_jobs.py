@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, snakemake_command, snakemake_env
 from PIL import Image
 
 from labelwise.data import assemble_meta, load_meta, prepare_dataset, prepare_label, read_shard
@@ -115,22 +114,8 @@ def test_assemble_meta_refuses_a_shard_of_another_setting(tmp_path, mixed_root):
 
 def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        "--cores",
-        "2",
-        *args,
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    cmd = snakemake_command(workdir, workdir / "config.yaml", *args)
+    result = subprocess.run(cmd, capture_output=True, text=True, env=snakemake_env(), timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return result
 

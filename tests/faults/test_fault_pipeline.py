@@ -7,10 +7,8 @@ label concerned.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,9 +16,9 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO
+from conftest import snakemake_command, snakemake_env
 from PIL import Image
-from test_pipeline import NO_HUB, TINY, snakemake
+from test_pipeline import TINY, snakemake
 
 from labelwise.data import read_shard
 from labelwise.errors import LabelwiseError
@@ -41,22 +39,8 @@ DS = Path("results/mnist5k")
 
 def snakemake_process(workdir: Path, *args: str, log: Path) -> subprocess.Popen:
     """test_pipeline.snakemake, started in the background (its config.yaml already written)."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **NO_HUB)
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        "--cores",
-        "2",
-        *args,
-    ]
-    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    cmd = snakemake_command(workdir, workdir / "config.yaml", *args)
+    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=snakemake_env())
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import REPO
-from test_pipeline import NO_HUB
+from conftest import snakemake_command, snakemake_env
 
 from labelwise.config import load_config
 from labelwise.errors import LabelwiseError
@@ -32,24 +29,8 @@ runtime: {device: cpu}
 def dry_run(workdir: Path, text: str, *args: str) -> subprocess.CompletedProcess:
     """`snakemake -n -p` with `text` as the one config file, written exactly as given."""
     (workdir / "user.yaml").write_text(textwrap.dedent(text))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **NO_HUB)
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "user.yaml"),
-        "--cores",
-        "1",
-        "-n",
-        "-p",
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    cmd = snakemake_command(workdir, workdir / "user.yaml", "-n", "-p", *args, cores=1)
+    return subprocess.run(cmd, capture_output=True, text=True, env=snakemake_env(), timeout=300)
 
 
 def config_error(result) -> str:
