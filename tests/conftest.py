@@ -23,9 +23,9 @@ SHARED_DATA = Path(os.environ.get("LABELWISE_SHARED_DATA", REPO.parent / "shared
 NO_HUB = {"TORCH_HOME": "/nonexistent-torch-home"}
 
 
-def snakemake_env(**extra: str) -> dict[str, str]:
-    """The environment of a Snakemake subprocess: this venv first on PATH, no Inception weights, `extra`."""
-    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **NO_HUB, **extra)
+def snakemake_env() -> dict[str, str]:
+    """The environment of a Snakemake subprocess: this venv first on PATH, no Inception weights."""
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **NO_HUB)
 
 
 def snakemake_command(workdir: Path, configfile: Path, *args: str, cores: int = 2) -> list[str]:

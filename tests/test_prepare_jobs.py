@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, snakemake_command, snakemake_env
+from conftest import REPO
 from PIL import Image
+from test_pipeline import snakemake as pipeline_snakemake
 
 from labelwise.data import assemble_meta, load_meta, prepare_dataset, prepare_label, read_shard
 from labelwise.data.sources import DRAFT_MARGIN, read_image
@@ -113,9 +114,8 @@ def test_assemble_meta_refuses_a_shard_of_another_setting(tmp_path, mixed_root):
 
 
 def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    cmd = snakemake_command(workdir, workdir / "config.yaml", *args)
-    result = subprocess.run(cmd, capture_output=True, text=True, env=snakemake_env(), timeout=600)
+    """test_pipeline.snakemake, which must succeed."""
+    result = pipeline_snakemake(workdir, config, *args)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return result
 
