@@ -17,7 +17,7 @@ from ..nets import ConditionalGenerator, Generator
 from .checkpoint import snapshot_path
 
 if TYPE_CHECKING:
-    from .loop import Budget
+    from .compute import Budget
 
 log = logging.getLogger("labelwise.train")
 
