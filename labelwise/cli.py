@@ -285,7 +285,7 @@ def cmd_sample(args) -> None:
 
 
 def cmd_grid(args) -> None:
-    from .plots import MODEL_TITLES, sample_grid
+    from .plots import sample_grid
 
     config = _config(args)
     ds, model = _dataset_dir(args, config), _model(args, config)
@@ -298,7 +298,7 @@ def cmd_grid(args) -> None:
         _figure(ds, f"samples_{model}"),
         columns=config["figures"]["grid_columns"],
         dpi=config["figures"]["dpi"],
-        title=f"{MODEL_TITLES.get(model, model)} samples, {dataset_name(config)}",
+        title=f"{models.title(model)} samples, {dataset_name(config)}",
     )
 
 
@@ -345,7 +345,7 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_curves(args) -> None:
-    from .plots import MODEL_TITLES, training_curves
+    from .plots import training_curves
 
     config = _config(args)
     ds, model = _dataset_dir(args, config), _model(args, config)
@@ -357,7 +357,7 @@ def cmd_curves(args) -> None:
         logs,
         _figure(ds, f"training_curves_{model}"),
         dpi=config["figures"]["dpi"],
-        title=f"{MODEL_TITLES.get(model, model)} training, {dataset_name(config)}",
+        title=f"{models.title(model)} training, {dataset_name(config)}",
     )
 
 

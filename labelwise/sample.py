@@ -43,7 +43,9 @@ def generate(gen, n: int, seed: int, device, image_size=None, batch_size: int = 
 def draw(gen, info: dict, n: int, seed: int, device, batch_size: int = 256) -> np.ndarray:
     """`n` images of info["label"] at the dataset's size, from the label's own noise stream (derived
     from the global `seed`): the same noise for the final generator and for each of its snapshots."""
-    return generate(gen, n, stream_seed(seed, info["label"], SAMPLE_STREAM), device, tuple(info["image_size"]), batch_size)
+    return generate(
+        gen, n, stream_seed(seed, info["label"], SAMPLE_STREAM), device, tuple(info["image_size"]), batch_size
+    )
 
 
 def sample_label(

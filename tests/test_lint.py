@@ -6,8 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import REPO
-from test_models import checkout
+from conftest import REPO, checkout
 
 sys.path.insert(0, str(REPO / "tools"))
 import snakemake_lint  # noqa: E402

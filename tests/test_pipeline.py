@@ -6,30 +6,10 @@ import copy
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import h5py
 import pytest
-import yaml
-from conftest import snakemake_command, snakemake_env
-
-TINY = {
-    "data": {"source": "mnist5k", "labels": [0, 7]},
-    "models": {
-        "wcgan": {"width": 4, "latent_dim": 8, "batch_size": 8},
-        "dccgan": {"width": 4, "latent_dim": 8, "batch_size": 8},
-    },
-    "budget": {"iterations": 6, "checkpoint_every": 3},
-    "evaluation": {"samples_per_label": 5},
-    "figures": {"grid_columns": 5},
-    "runtime": {"device": "cpu", "progress_seconds": 1},
-}
-
-
-def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    cmd = snakemake_command(workdir, workdir / "config.yaml", *args)
-    return subprocess.run(cmd, capture_output=True, text=True, env=snakemake_env(), timeout=600)
+from conftest import TINY, snakemake
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ tensors and Python scalars (`JobState.member_state`), so it loads with `torch.lo
 (no code runs from a data file).  A job writes one per member at the same iterations and restores
 them together (`JobState`).  It records a fingerprint of everything that determines the training
 trajectory except the budget, so that a rerun with a longer budget continues from it while a rerun
-with other settings (learning rate, seed, data) starts afresh.  Generator snapshots (budget.snapshots) live beside the checkpoints, in
-`snapshots/`: a resume keeps them, and every fresh start (`load_resumable` returning None) deletes
-them with the checkpoints.
+with other settings (learning rate, seed, data) starts afresh.  Generator snapshots (budget.snapshots)
+live beside the checkpoints, in `snapshots/`: a resume keeps them, and every fresh start
+(`load_resumable` returning None) deletes them with the checkpoints.
 """
 
 from __future__ import annotations

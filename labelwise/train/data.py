@@ -81,7 +81,12 @@ def read_job_data(shards: list, labels: list | None, conditional: bool, device) 
     if conditional:
         classes = torch.from_numpy(np.repeat(np.arange(len(parts), dtype=np.int64), counts)).to(device)
         return JobData(
-            pool, [len(pool)], classes, read_labels, [hashlib.sha256("".join(sums).encode()).hexdigest()],
-            shape, resolution,
+            pool,
+            [len(pool)],
+            classes,
+            read_labels,
+            [hashlib.sha256("".join(sums).encode()).hexdigest()],
+            shape,
+            resolution,
         )
     return JobData(pool, counts, None, read_labels, sums, shape, resolution)

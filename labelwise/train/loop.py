@@ -209,7 +209,11 @@ def train_job(
 
     channels, height, width = data.shape
     resolution = data.resolution
-    bs, latent_dim, critic_steps = int(settings["batch_size"]), int(settings["latent_dim"]), int(settings["critic_steps"])
+    bs, latent_dim, critic_steps = (
+        int(settings["batch_size"]),
+        int(settings["latent_dim"]),
+        int(settings["critic_steps"]),
+    )
     flops = compute.label_iteration_flops(model, settings, channels, resolution, len(data.labels))
     budget = compute.resolve(budget, flops)  # budget.gflop -> iterations, fixed before anything is resumed
 
@@ -308,10 +312,16 @@ def train_job(
             nets.singles[j].load_state_dict(sds[j])
             payload = generator_payload(nets.singles[j], iterations=iteration, **generator_info(m))
             payload.update(
-                iteration=int(iteration), elapsed=float(m.elapsed), fraction=points[iteration], fingerprint=m.fingerprint
+                iteration=int(iteration),
+                elapsed=float(m.elapsed),
+                fraction=points[iteration],
+                fingerprint=m.fingerprint,
             )
             save_snapshot(m.checkpoints, iteration, payload)
             m.taken.add(iteration)
+
+    def member_prefix(j: int) -> str:  # which member an error is about, where `who` does not say it
+        return f"{members[j].name}: " if n_members > 1 else ""
 
     cadence = Cadence(budget, start, progress_seconds, labels=n_members)  # label-iterations per iteration
     kept = (
@@ -343,7 +353,7 @@ def train_job(
                 bad = [j for j in range(n_members) if not bool(torch.isfinite(means[:2, j]).all())]
                 if bad:
                     detail = "; ".join(
-                        f"{members[j].name}: d_loss={means[0, j].item()}, g_loss={means[1, j].item()}" for j in bad
+                        f"{member_prefix(j)}d_loss={means[0, j].item()}, g_loss={means[1, j].item()}" for j in bad
                     )
                     raise divergence_error(
                         who,
@@ -360,7 +370,7 @@ def train_job(
                     n_members, {"generator": nets.gen.state_dict(), "critic": nets.critic.state_dict()}
                 )
                 if any(bad):
-                    detail = "; ".join(f"{members[j].name}: {first_names(b)}" for j, b in enumerate(bad) if b)
+                    detail = "; ".join(f"{member_prefix(j)}{first_names(b)}" for j, b in enumerate(bad) if b)
                     raise divergence_error(
                         who,
                         f"non-finite weights at iteration {iteration} ({detail})",
@@ -433,7 +443,9 @@ def learning_rates(settings: dict) -> tuple[float, float]:
     return float(lr_g), float(lr_d)
 
 
-def train_label(shard, model: str, settings: dict, budget: Budget, seed: int, outputs: Outputs, *, label=None, **runtime):
+def train_label(
+    shard, model: str, settings: dict, budget: Budget, seed: int, outputs: Outputs, *, label=None, **runtime
+):
     """One label's job (`label`: checked against the shard), or the conditional model over the list
     `shard`: `train_job` with one member."""
     conditional = models.get(model).conditional
