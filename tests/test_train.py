@@ -192,7 +192,7 @@ def test_divergence_names_the_member_and_keeps_the_last_good_checkpoint(
     with pytest.raises(LabelwiseError) as err:
         j.train(tmp_path, Budget(iterations=40, checkpoint_every=5), tiny_settings)
     assert re.fullmatch(
-        rf"\[{who}\] training diverged: non-finite loss by iteration 10 \({member}d_loss=\S+, g_loss=nan\); "
+        rf"\[{who}\] training diverged: non-finite loss by iteration 7 \({member}d_loss=\S+, g_loss=nan\); "
         r"the last good checkpoints? (in \S+ is|are) kept\. Lower models\.\w+\.lr or change the seed, then rerun",
         str(err.value),
     ), str(err.value)
