@@ -3,12 +3,14 @@ on a CPU, the Snakemake launcher, fake CIFAR files, training jobs of every kind.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +28,28 @@ SHARED_DATA = Path(os.environ.get("LABELWISE_SHARED_DATA", REPO.parent / "shared
 NO_HUB = {"TORCH_HOME": "/nonexistent-torch-home"}
 
 
+@functools.cache
+def failing_scontrol() -> Path:
+    """A folder holding an `scontrol` that fails at once.  Snakemake loads its Slurm executor plugin at
+    every start, and the plugin runs `scontrol show config` (10 s timeout): where Slurm's client is
+    installed without a running controller (this machine after tests/test_cluster.py stopped its
+    cluster) that is a 9 s stall per `snakemake` command, which has nothing to do with what the tests
+    check.  Tests that run Snakemake without a cluster put this folder first on PATH."""
+    folder = Path(tempfile.mkdtemp(prefix="labelwise-tests-bin-"))
+    (folder / "scontrol").write_text("#!/bin/sh\nexit 1\n")
+    (folder / "scontrol").chmod(0o755)
+    return folder
+
+
+def subprocess_path() -> str:
+    """PATH of a test's subprocesses: the failing `scontrol`, this venv's bin, then the inherited PATH."""
+    return os.pathsep.join([str(failing_scontrol()), str(Path(sys.executable).parent), os.environ["PATH"]])
+
+
 def snakemake_env() -> dict[str, str]:
-    """The environment of a Snakemake subprocess: this venv first on PATH, no Inception weights."""
-    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **NO_HUB)
+    """The environment of a Snakemake subprocess: this venv first on PATH, no Inception weights, no
+    Slurm controller to wait for (`failing_scontrol`)."""
+    return dict(os.environ, PATH=subprocess_path(), **NO_HUB)
 
 
 def snakemake_command(workdir: Path, configfile: Path, *args: str, cores: int = 2) -> list[str]:

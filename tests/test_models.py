@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, checkout
+from conftest import REPO, checkout, snakemake_env
 
 from labelwise import config as lw_config
 from labelwise import models
@@ -71,7 +71,7 @@ def test_a_model_registered_by_a_plugin_is_validated_and_its_jobs_are_planned(tm
     (tmp_path / "plugins").mkdir()
     (tmp_path / "plugins" / "toy_models.py").write_text(TOY_PLUGIN)
     env = dict(
-        os.environ,
+        snakemake_env(),
         LABELWISE_MODEL_PLUGINS="toy_models",
         PYTHONPATH=os.pathsep.join([str(tmp_path / "plugins"), os.environ.get("PYTHONPATH", "")]),
     )

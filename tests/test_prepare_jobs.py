@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, fake_cifar10, write_cifar
+from conftest import REPO, fake_cifar10, snakemake_env, write_cifar
 from conftest import snakemake as pipeline_snakemake
 from PIL import Image
 
@@ -188,7 +188,7 @@ def test_snakefile_reads_no_class_folder_at_parse_time(tmp_path):
         "--configfile",
         str(tmp_path / "config.yaml"),
     ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=snakemake_env())
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert len(planned(result, "prepare_label")) == n
     touched = [e for e in json.loads(events.read_text()) if e[1].startswith(str(root))]

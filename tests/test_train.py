@@ -268,7 +268,7 @@ def test_sigkill_and_rerun_ends_bit_identical(tmp_path, job, tiny_settings, kind
     j = job(kind)
     settings = dict(tiny_settings, width=8, augment="diffaugment", ema=0.95)
     budget = {"iterations": 120, "checkpoint_every": 10}
-    subprocess.run(j.command(tmp_path / "straight", settings, budget), check=True, capture_output=True)
+    j.train(tmp_path / "straight", Budget(**budget), settings)  # in process: the same computation
     killed = tmp_path / "killed"
     proc = subprocess.Popen(j.command(killed, settings, budget), stderr=subprocess.DEVNULL)
     kill_after_checkpoints(proc, j.outputs(killed)[-1].checkpoints, 2, timeout=120)
@@ -286,7 +286,7 @@ def test_sigterm_checkpoints_stops_in_one_line_and_resumes_to_the_same_log(tmp_p
     rerun ends with the weights and the log (every row, every mean) of a run that never stopped."""
     j = job(kind)
     budget = {"iterations": 400, "checkpoint_every": 1000}  # log rows every 4 iterations, no other checkpoint
-    subprocess.run(j.command(tmp_path / "straight", tiny_settings, budget), check=True, capture_output=True)
+    j.train(tmp_path / "straight", Budget(**budget), tiny_settings)  # in process: the same computation
     root = tmp_path / "stopped"
     proc = subprocess.Popen(j.command(root, tiny_settings, budget), stderr=subprocess.PIPE, text=True)
     seen = []
