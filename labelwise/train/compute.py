@@ -137,24 +137,3 @@ def resolve(budget, flops_per_iteration: int):
         return budget
     bought = max(1, math.floor(float(budget.gflop) * 1e9 / flops_per_iteration))
     return dataclasses.replace(budget, iterations=min(int(budget.iterations), bought))
-
-
-def training_record(
-    budget,
-    flops_per_iteration: int,
-    iterations: int,
-    seconds: float,
-    stopped_by: str,
-    batch_size: int,
-    critic_steps: int,
-) -> dict:
-    """What a generator file says about the budget it was trained with and what it got from it."""
-    return {
-        "budget": {"iterations": int(budget.iterations), "gflop": budget.gflop, "minutes": budget.minutes},
-        "stopped_by": stopped_by,
-        "iterations": int(iterations),
-        "seconds": float(seconds),
-        "flops_per_iteration": int(flops_per_iteration),
-        "gflop": iterations * flops_per_iteration / 1e9,
-        "real_images_seen": int(iterations) * int(batch_size) * int(critic_steps),
-    }

@@ -32,6 +32,7 @@ from .. import losses, models
 from ..device import select_device, set_threads
 from ..errors import LabelwiseError
 from ..seeds import CONDITIONAL_SEED_LABEL
+from ..training_record import training_record
 from ..trainlog import write_log
 from . import compute
 from .augment import policy_of
@@ -396,7 +397,7 @@ def train_job(
             single,
             iterations=iteration,
             **generator_info(m),
-            training=compute.training_record(budget, flops, iteration, m.elapsed, stopped_by, bs, critic_steps),
+            training=training_record(budget, flops, iteration, m.elapsed, stopped_by, bs, critic_steps),
         )
         write_log(m.outputs.log, m.rows)
         if m.outputs.snapshots is not None:
