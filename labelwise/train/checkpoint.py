@@ -243,7 +243,8 @@ class JobState:
             )
         return states
 
-    def save(self, iteration: int) -> None:
+    def write_checkpoints(self, iteration: int) -> None:
+        """Each member's checkpoint at `iteration`, written atomically (`save_checkpoint`)."""
         for member, state in zip(self.members, self.member_states(iteration)):
             save_checkpoint(member.checkpoints, iteration, state)
 

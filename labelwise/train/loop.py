@@ -380,7 +380,7 @@ def train_job(
                     )
             take_snapshots(iteration)  # before the checkpoint: a resume from it finds the snapshot taken
             if checkpoint_due:
-                state.save(iteration)
+                state.write_checkpoints(iteration)
             line = cadence.progress(iteration, elapsed, at_end)
             if line is not None:
                 log.info("%s %s %s", who, line, loss_text(members, model))
