@@ -177,7 +177,7 @@ REAL_PER_LABEL = labelwise.walltime.REAL_IMAGES_PER_LABEL[DATA["source"]]
 
 
 def real_stats_inputs(wildcards):
-    inputs = {"shards": expand(path("shard"), label=LABELS), "meta": META}
+    inputs = {"shard": path("shard", label=wildcards.label), "meta": META}
     if wildcards.space == "classifier":
         inputs["classifier"] = path("classifier")
     return inputs

@@ -1,9 +1,9 @@
 # Evaluation: a label classifier trained once per dataset, real-image feature statistics computed
-# once per feature space for every label (reused by every model and rerun), then per-model metrics.
+# once per feature space and label (reused by every model and rerun), then per-model metrics.
 # Only `evaluation.*` reaches these rules, so changing it never retrains a generator.
 # On a cluster each is one job on one GPU when runtime.device asks for CUDA (or a profile gives the
-# rule a GPU), with a wall time from the images it processes (labelwise.walltime): one job per
-# space or model rather than per label, so a run submits few of them.
+# rule a GPU), with a wall time from the images it processes (labelwise.walltime). The per-label
+# jobs (real_stats, and sample in rules/train.smk) are bundled on a cluster (docs/clusters.md).
 
 
 rule classifier:
@@ -35,21 +35,22 @@ rule classifier:
         "../workflow/scripts/classifier.py"
 
 
+# One job per feature space and label: a label added to a finished run is the only one computed.
 rule real_stats:
     input:
         unpack(real_stats_inputs),
     output:
-        stats=expand(path("stats", space="{{space}}"), label=LABELS),
+        stats=path("stats"),
     log:
-        path("log", job="stats/{space}"),
+        path("log", job="stats/{space}/{label}"),
     benchmark:
-        path("benchmark", job="stats/{space}")
+        path("benchmark", job="stats/{space}/{label}")
     conda:
         "../envs/evaluate.yaml"
     threads: config["runtime"]["threads"]
     resources:
         gpu=evaluation_gpus,
-        runtime=evaluation_runtime("real_stats", lambda w: {w.space: len(LABELS) * REAL_PER_LABEL}),
+        runtime=evaluation_runtime("real_stats", lambda w: {w.space: REAL_PER_LABEL}),
     params:
         inception=inception_params,
     script:

@@ -103,23 +103,25 @@ for conditional_model in CONDITIONAL_MODELS:
             train_shell(None, "{input.shards:q}", "{output.generator:q}", "{output.log:q}", model=conditional_model)
 
 
-# One sampling job per model for all its labels: seconds of work on a GPU, so not a job per label.
+# Sampling: one job per model and label (its generator in, its samples out), so that a label added
+# to a finished run is the only one sampled again. Each draws from the label's own noise stream
+# (labelwise.seeds), so the samples do not depend on how the jobs are cut. On a cluster these
+# seconds-long jobs are bundled into few submissions (profiles/slurm: docs/clusters.md).
 rule sample:
     input:
-        generators=lambda w: [generator_of(w.model, k) for k in LABELS],
+        generator=lambda w: generator_of(w.model, int(w.label)),
         meta=META,
     output:
-        samples=expand(path("samples", model="{{model}}"), label=LABELS),
+        samples=path("samples"),
     log:
-        path("log", job="sample/{model}"),
+        path("log", job="sample/{model}/{label}"),
     conda:
         "../envs/train.yaml"
     threads: config["runtime"]["threads"]
     resources:
         gpu=evaluation_gpus,
-        runtime=evaluation_runtime("sample", lambda w: {"generator": N_GENERATED}),
+        runtime=evaluation_runtime("sample", lambda w: {"generator": EVALUATION["samples_per_label"]}),
     params:
-        labels=LABELS,
         n=config["evaluation"]["samples_per_label"],
         batch_size=config["evaluation"]["batch_size"],
         seed=config["seed"],

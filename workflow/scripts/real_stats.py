@@ -1,5 +1,5 @@
-"""Snakemake entry point of rule real_stats: every selected label's real images -> feature statistics
-(.npz per label) in one feature space, the space opened once."""
+"""Snakemake entry point of rule real_stats: one label's real images -> its feature statistics (.npz)
+in one feature space."""
 from labelwise.cli import snakemake_entry
 from labelwise.metrics.realstats import write_real_stats
 
@@ -16,8 +16,7 @@ def real_stats(smk):
         p = smk.params.inception
         space, _ = InceptionSpace.from_settings("required", p["inception_weights"], device=device,
                                                 batch_size=p["feature_batch_size"])
-    for shard, out in zip(smk.input.shards, smk.output.stats):
-        write_real_stats(shard, out, space)
+    write_real_stats(smk.input.shard, smk.output.stats, space)
 
 
 snakemake_entry(snakemake, real_stats)  # noqa: F821 (injected by Snakemake)
