@@ -621,7 +621,8 @@ def test_cli_trains_several_labels_as_one_packed_job(tmp_path, shards, tiny_sett
     assert run.returncode == 0, run.stderr
     assert "packed on device cpu, 1 thread(s), bmm kernel, fp32" in run.stderr
     assert re.search(
-        r"done: 4 iterations in [\d.]+ s \(stopped by the iterations budget\); [\d.]+ label-it/s", run.stderr
+        r"done: 4 iterations in [\d.]+ s \(stopped by the iteration cap 4 \(no compute budget\)\); [\d.]+ label-it/s",
+        run.stderr,
     )
     apart = separate(shards, "wcgan", tiny_settings, Budget(iterations=4, checkpoint_every=2), tmp_path / "separate")
     for k, a in zip(LABELS, apart):
@@ -638,7 +639,7 @@ def test_pipeline_labels_per_job_packs_labels_and_switching_back_retrains_nothin
     """runtime.labels_per_job: 2 over labels 0-2 -> jobs for packs (0, 1) and (2); the files per label
     are those of separate jobs (up to rounding); a profile's `train:` settings reach the pack rules;
     back to 1, the jobs find their final checkpoints: the generators come out bit-identical."""
-    from test_pipeline import TINY, snakemake
+    from conftest import TINY, snakemake
 
     config = dict(
         TINY,

@@ -95,7 +95,7 @@ class TrainResult:
     iterations: int
     seconds: float
     resumed_from: int
-    stopped_by: str
+    stopped_by: str  # "gflop" or "iterations" (the planned iterations, set by that limit), or "minutes"
     log_rows: list = field(default_factory=list)
 
 
@@ -262,16 +262,6 @@ def train_label(
     else:
         images, attrs, label = read_label_shard(shard, label)
         labels, who, data_sum, ydata = [label], f"{model} label {label}", str(attrs.get("sha256")), None
-    # Where this job runs, in one line: the evidence that concurrent jobs got distinct GPUs.
-    log.info(
-        "[%s] device %s, %d thread(s), CUDA_VISIBLE_DEVICES=%s, host %s, start %s",
-        who,
-        dev,
-        torch.get_num_threads(),
-        os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
-        socket.gethostname(),
-        datetime.now().astimezone().isoformat(timespec="milliseconds"),
-    )
     channels, height, width = images.shape[1:]
     resolution = network_resolution(max(height, width))
     data = images_to_tensor(images, resolution).to(dev)
@@ -282,7 +272,22 @@ def train_label(
     critic_steps = int(settings["critic_steps"])
     fingerprint = training_fingerprint(model, settings, seed, label, data_sum)
     flops = compute.label_iteration_flops(model, settings, channels, resolution, len(labels))
-    budget = compute.resolve(budget, flops)  # budget.gflop -> iterations, fixed before anything is resumed
+    plan = compute.plan_iterations(budget, flops, len(labels))  # budget.gflop -> iterations, before any resume
+    budget = plan.budget
+    # Where this job runs and which budget sets its iterations, in one line: the evidence that
+    # concurrent jobs got distinct GPUs, and of a compute budget that buys next to nothing.
+    log.info(
+        "[%s] device %s, %d thread(s), CUDA_VISIBLE_DEVICES=%s, host %s, start %s; budget: %s",
+        who,
+        dev,
+        torch.get_num_threads(),
+        os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
+        socket.gethostname(),
+        datetime.now().astimezone().isoformat(timespec="milliseconds"),
+        plan.text,
+    )
+    if plan.warning:
+        log.warning("[%s] %s", who, plan.warning)
 
     gen, critic = build_networks(model, settings, channels, resolution, seed, label, dev, num_classes=len(labels))
     if channels_last:  # parameters keep their values; checkpoints stay layout-free (state_dict)
@@ -376,7 +381,7 @@ def train_label(
     cadence = Cadence(budget, start, progress_seconds)
     pending: list[torch.Tensor] = []  # per-iteration diagnostics, reduced at each log point
     nan = torch.tensor(float("nan"), device=dev)
-    iteration, stopped_by = start, "iterations"
+    iteration, stopped_by = start, plan.set_by
     gen.train()
     critic.train()
     with StopRequest() as stop:
@@ -473,7 +478,7 @@ def train_label(
         sampled(gen, ema),
         iterations=iteration,
         **generator_info,
-        training=compute.training_record(budget, flops, iteration, elapsed, stopped_by, bs, critic_steps),
+        training=compute.training_record(plan, flops, iteration, elapsed, stopped_by, bs, critic_steps),
     )
     write_log(outputs.log, rows)
     if outputs.snapshots is not None:
@@ -481,11 +486,11 @@ def train_label(
             outputs.snapshots, outputs.checkpoints, budget, fingerprint, iteration, model=model, who=who
         )
     log.info(
-        "[%s] done: %d iterations in %.1f s (stopped by the %s budget)%s",
+        "[%s] done: %d iterations in %.1f s (%s)%s",
         who,
         iteration,
         elapsed,
-        stopped_by,
+        plan.stop_text(stopped_by),
         cadence.rate_text(),
     )
     return TrainResult(iterations=iteration, seconds=elapsed, resumed_from=start, stopped_by=stopped_by, log_rows=rows)

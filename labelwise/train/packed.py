@@ -310,22 +310,25 @@ def train_packed(
     if cuda_graph not in ("auto", "off"):
         raise LabelwiseError(f"runtime.cuda_graph must be 'auto' or 'off', got {cuda_graph!r}")
     graph = cuda_graph == "auto" and dev.type == "cuda"
+    bs = int(settings["batch_size"])
+    latent_dim = int(settings["latent_dim"])
+    critic_steps = int(settings["critic_steps"])
+    fingerprints = [training_fingerprint(model, settings, seed, lab.label, lab.sha256) for lab in group]
+    flops = compute.label_iteration_flops(model, settings, channels, resolution)
+    plan = compute.plan_iterations(budget, flops)  # budget.gflop -> iterations, as train_label fixes them
+    budget = plan.budget
     log.info(
-        "%s packed on device %s, %d thread(s), %s kernel, %s%s",
+        "%s packed on device %s, %d thread(s), %s kernel, %s%s; budget: %s",
         name,
         dev,
         torch.get_num_threads(),
         kernel,
         precision,
         ", CUDA graph" if graph else "",
+        plan.text,
     )
-
-    bs = int(settings["batch_size"])
-    latent_dim = int(settings["latent_dim"])
-    critic_steps = int(settings["critic_steps"])
-    fingerprints = [training_fingerprint(model, settings, seed, lab.label, lab.sha256) for lab in group]
-    flops = compute.label_iteration_flops(model, settings, channels, resolution)
-    budget = compute.resolve(budget, flops)  # budget.gflop -> iterations, as train_label fixes them
+    if plan.warning:
+        log.warning("%s %s", name, plan.warning)
     nets = [build_networks(model, settings, channels, resolution, seed, lab.label, dev) for lab in group]
     gens, critics = [g for g, _ in nets], [c for _, c in nets]
     rngs = [label_generators(seed, lab.label, dev) for lab in group]
@@ -461,7 +464,7 @@ def train_packed(
 
     cadence = Cadence(budget, start, progress_seconds, labels=k)
     pending: list[torch.Tensor] = []  # per-iteration (4, K) diagnostics, reduced at each log point
-    iteration, stopped_by = start, "iterations"
+    iteration, stopped_by = start, plan.set_by
     take_snapshots(start)  # a checkpoint that sits exactly on a snapshot point not yet taken
     gen.train()
     critic.train()
@@ -525,7 +528,7 @@ def train_packed(
             g,
             iterations=iteration,
             **infos[j],
-            training=compute.training_record(budget, flops, iteration, lab.elapsed, stopped_by, bs, critic_steps),
+            training=compute.training_record(plan, flops, iteration, lab.elapsed, stopped_by, bs, critic_steps),
         )
         write_log(out.log, lab.rows)
         if out.snapshots is not None:
@@ -544,11 +547,11 @@ def train_packed(
             )
         )
     log.info(
-        "%s done: %d iterations in %.1f s (stopped by the %s budget)%s",
+        "%s done: %d iterations in %.1f s (%s)%s",
         name,
         iteration,
         max(lab.elapsed for lab in group),
-        stopped_by,
+        plan.stop_text(stopped_by),
         cadence.rate_text(),
     )
     return results
