@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from labelwise.images import write_images
 
@@ -28,8 +29,10 @@ def snakemake_env() -> dict[str, str]:
     return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **NO_HUB)
 
 
-def snakemake_command(workdir: Path, configfile: Path, *args: str, cores: int = 2) -> list[str]:
-    """`python -m snakemake` on the repository's Snakefile, run in `workdir` with one config file."""
+def snakemake_command(workdir: Path, configfiles, *args: str, cores: int = 2) -> list[str]:
+    """`python -m snakemake` on the repository's Snakefile, run in `workdir` with `configfiles`: one
+    path, several (composed in order), or none (then the Snakefile reads `workdir`'s config.yaml)."""
+    files = [configfiles] if isinstance(configfiles, (str, Path)) else list(configfiles)
     return [
         sys.executable,
         "-m",
@@ -38,12 +41,33 @@ def snakemake_command(workdir: Path, configfile: Path, *args: str, cores: int = 
         str(REPO / "Snakefile"),
         "--directory",
         str(workdir),
-        "--configfile",
-        str(configfile),
+        *(["--configfile", *map(str, files)] if files else []),
         "--cores",
         str(cores),
         *args,
     ]
+
+
+# The pipeline on a tiny config (tests/test_pipeline.py and the other tests that run the Snakefile):
+# two mnist5k labels, both models at width 4, 6 iterations; seconds per job on a CPU.
+TINY = {
+    "data": {"source": "mnist5k", "labels": [0, 7]},
+    "models": {
+        "wcgan": {"width": 4, "latent_dim": 8, "batch_size": 8},
+        "dccgan": {"width": 4, "latent_dim": 8, "batch_size": 8},
+    },
+    "budget": {"iterations": 6, "checkpoint_every": 3},
+    "evaluation": {"samples_per_label": 5},
+    "figures": {"grid_columns": 5},
+    "runtime": {"device": "cpu", "progress_seconds": 1},
+}
+
+
+def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
+    """Snakemake on the repository's Snakefile in `workdir`, with `config` as its one config file."""
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    cmd = snakemake_command(workdir, workdir / "config.yaml", *args)
+    return subprocess.run(cmd, capture_output=True, text=True, env=snakemake_env(), timeout=600)
 
 
 TINY_MODEL = {

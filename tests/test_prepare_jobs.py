@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import yaml
 from conftest import REPO
+from conftest import snakemake as pipeline_snakemake
 from PIL import Image
-from test_pipeline import snakemake as pipeline_snakemake
 
 from labelwise.data import assemble_meta, load_meta, prepare_dataset, prepare_label, read_shard
 from labelwise.data.sources import DRAFT_MARGIN, read_image
@@ -114,7 +114,7 @@ def test_assemble_meta_refuses_a_shard_of_another_setting(tmp_path, mixed_root):
 
 
 def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
-    """test_pipeline.snakemake, which must succeed."""
+    """conftest.snakemake, which must succeed."""
     result = pipeline_snakemake(workdir, config, *args)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return result

@@ -232,7 +232,7 @@ def test_fid_along_training_ends_with_the_final_evaluation(tmp_path, make_shard,
 
 @pytest.mark.e2e
 def test_pipeline_draws_fid_against_training_time(tmp_path):
-    from test_pipeline import TINY, snakemake
+    from conftest import TINY, snakemake
 
     config = dict(
         TINY,

@@ -16,9 +16,8 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from conftest import snakemake_command, snakemake_env
+from conftest import TINY, snakemake, snakemake_command, snakemake_env
 from PIL import Image
-from test_pipeline import TINY, snakemake
 
 from labelwise.data import read_shard
 from labelwise.errors import LabelwiseError
@@ -38,7 +37,7 @@ DS = Path("results/mnist5k")
 
 
 def snakemake_process(workdir: Path, *args: str, log: Path) -> subprocess.Popen:
-    """test_pipeline.snakemake, started in the background (its config.yaml already written)."""
+    """conftest.snakemake, started in the background (its config.yaml already written)."""
     cmd = snakemake_command(workdir, workdir / "config.yaml", *args)
     return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=snakemake_env())
 
