@@ -14,7 +14,8 @@ import torch
 
 from .device import select_device, set_threads
 from .images import write_images
-from .train import label_seed, load_generator
+from .seeds import SAMPLE_STREAM, stream_seed
+from .train.generator_files import load_generator
 
 log = logging.getLogger("labelwise.sample")
 
@@ -42,7 +43,9 @@ def generate(gen, n: int, seed: int, device, image_size=None, batch_size: int = 
 def draw(gen, info: dict, n: int, seed: int, device, batch_size: int = 256) -> np.ndarray:
     """`n` images of info["label"] at the dataset's size, from the label's own noise stream (derived
     from the global `seed`): the same noise for the final generator and for each of its snapshots."""
-    return generate(gen, n, label_seed(seed, info["label"]) + 3, device, tuple(info["image_size"]), batch_size)
+    return generate(
+        gen, n, stream_seed(seed, info["label"], SAMPLE_STREAM), device, tuple(info["image_size"]), batch_size
+    )
 
 
 def sample_label(

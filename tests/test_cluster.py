@@ -13,7 +13,7 @@ Three ways a training job meets the scheduler, each on a tiny config of the real
    the rerun resumes from the checkpoint, and the generator equals an uninterrupted local run's.
 
 The evidence is the line every training job logs first (labelwise/train/loop.py):
-"[wcgan label 0] device cpu, 1 thread(s), CUDA_VISIBLE_DEVICES=1, host vm, start <iso time>; budget: ...";
+"[wcgan label 0] device cpu, 1 thread(s), CUDA_VISIBLE_DEVICES=1, host vm, start <iso time> (...); budget: ...";
 a job's end is the modification time of its log (the "done:" line is its last write).
 With runtime.device cpu no job needs a GPU, but Slurm still allocates one per train job (gpu: 1
 from the profiles' set-resources), and that is what sets CUDA_VISIBLE_DEVICES.
@@ -71,7 +71,7 @@ LAUNCHER = "env -u SLURM_GPUS_PER_NODE srun --exact -N1 -n1 --gpus=1 -c1"  # Fro
 
 START_LINE = re.compile(
     r"\[(?P<model>\w+) label (?P<label>\d+)\] device (?P<device>\S+), (?P<threads>\d+) thread\(s\), "
-    r"CUDA_VISIBLE_DEVICES=(?P<cvd>\S+), host (?P<host>\S+), start (?P<start>[^\s;]+); budget: "
+    r"CUDA_VISIBLE_DEVICES=(?P<cvd>\S+), host (?P<host>\S+), start (?P<start>\S+)"
 )
 SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 TIMES: dict[str, float] = {}  # wall seconds of each step, printed by the tests (pytest -s / -rP)

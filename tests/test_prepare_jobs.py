@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, fake_cifar10, snakemake_env, write_cifar
 from conftest import snakemake as pipeline_snakemake
 from PIL import Image
 
@@ -114,7 +114,7 @@ def test_assemble_meta_refuses_a_shard_of_another_setting(tmp_path, mixed_root):
 
 
 def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
-    """conftest.snakemake, which must succeed."""
+    """test_pipeline.snakemake, which must succeed."""
     result = pipeline_snakemake(workdir, config, *args)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return result
@@ -188,7 +188,7 @@ def test_snakefile_reads_no_class_folder_at_parse_time(tmp_path):
         "--configfile",
         str(tmp_path / "config.yaml"),
     ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=snakemake_env())
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert len(planned(result, "prepare_label")) == n
     touched = [e for e in json.loads(events.read_text()) if e[1].startswith(str(root))]
@@ -337,8 +337,6 @@ def test_cifar_preparation_holds_the_dataset_once(tmp_path):
     CIFAR-10 of five 6.1 MB batches: 52 MB; the implementation before, which assembled every
     label's array while still holding the per-batch pieces, peaked at 68 MB."""
     import tracemalloc
-
-    from test_data import fake_cifar10, write_cifar
 
     files, images, _ = fake_cifar10(np.random.default_rng(0), per_batch=2000)
     write_cifar(files, tmp_path / "raw")

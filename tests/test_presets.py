@@ -261,8 +261,7 @@ def test_labelwise_train_and_snakemake_give_a_job_the_same_training(tmp_path, mo
 
         return record
 
-    monkeypatch.setattr(labelwise.train, "train_label", recorder("train_label"))
-    monkeypatch.setattr(labelwise.train, "train_packed", recorder("train_packed"))
+    monkeypatch.setattr(labelwise.train, "train_job", recorder("train_job"))
     monkeypatch.chdir(tmp_path)  # where Snakemake ran the jobs: their relative paths
     for tokens in commands:
         assert cli.main(tokens) == 0

@@ -11,7 +11,6 @@ from the per-label cache (`realstats`), so evaluating a second model recomputes 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
@@ -24,6 +23,7 @@ from ..device import select_device
 from ..errors import LabelwiseError
 from ..images import read_images
 from ..io import atomic_path, write_json
+from ..training_record import record_of_samples, training_summary
 from . import stats as S
 from .realstats import FeatureSpace, RealStats, compute_real_stats, real_stats, stats_path
 
@@ -174,7 +174,7 @@ def evaluate_model(
     for label in labels:
         path, shard = samples_by_label[label], real_shards_by_label[label]
         images, sample_attrs = read_images(path, expect={"label": label})
-        trained[str(label)] = training_of(sample_attrs)
+        trained[str(label)] = record_of_samples(sample_attrs)
         real_images, attrs = read_images(shard, verify=False)  # checksums are verified where features are made
         if len(images) < 2:
             raise LabelwiseError(
@@ -244,55 +244,6 @@ def evaluate_model(
     else:
         out["inception"] = {"status": "skipped", "reason": skipped.get("inception", "not requested")}
     return out
-
-
-def training_of(attrs: dict) -> dict:
-    """What a sample file says about its generator: the EMA decay (None: the trained weights were
-    sampled) and its training record (labelwise.train.compute.training_record; None for files
-    written before the record existed)."""
-
-    def loaded(key):
-        value = attrs.get(key)
-        return json.loads(value) if isinstance(value, (str, bytes)) else None
-
-    return {"ema": loaded("ema"), "record": loaded("training")}
-
-
-def training_summary(trained: dict[str, dict]) -> dict:
-    """metrics.json's "training": which generator was evaluated, the budget that was equal across the
-    models (budget.gflop: equal counted FLOPs; else iterations or minutes), which limit set the
-    iterations and in words with both numbers ("compute budget 3000 GFLOP -> 19 iterations (cap
-    20000)"; records written before it: None), and what each label got."""
-    records = {k: v["record"] for k, v in trained.items() if v["record"]}
-    emas = sorted({json.dumps(v["ema"]) for v in trained.values()})
-    out: dict = {
-        "generator": "weight average (EMA)" if emas != ["null"] else "trained weights",
-        "ema_decay": json.loads(emas[0]) if len(emas) == 1 else [json.loads(e) for e in emas],
-    }
-    if not records:
-        return {**out, "equal_budget": None, "per_label": {}}
-    first = next(iter(records.values()))["budget"]
-    equal = "gflop" if first.get("gflop") else "iterations"
-    stops = sorted({r["stopped_by"] for r in records.values()})
-    if "minutes" in stops:
-        equal = "minutes" if stops == ["minutes"] else f"{equal} and minutes (whichever came first)"
-    keys = ("iterations", "seconds", "gflop", "real_images_seen")
-    totals = {k: sum(r[k] for r in records.values()) for k in keys}
-
-    def one_or_all(key):  # the same for every label of a model, unless its labels' shards differ in size
-        values = sorted({json.dumps(r.get(key)) for r in records.values()})
-        return json.loads(values[0]) if len(values) == 1 else [json.loads(v) for v in values]
-
-    return {
-        **out,
-        "equal_budget": equal,
-        "budget": first,
-        "iterations_set_by": one_or_all("iterations_set_by"),
-        "budget_statement": one_or_all("budget_statement"),
-        "flops_per_iteration": next(iter(records.values()))["flops_per_iteration"],
-        "total": totals,
-        "per_label": {k: {key: r[key] for key in (*keys, "stopped_by")} for k, r in records.items()},
-    }
 
 
 def space_metrics(space: FeatureSpace, real: dict[int, RealStats], fake: dict[int, dict], s: dict) -> dict:
