@@ -117,7 +117,11 @@ def snakemake_entry(smk, stage, torch: bool = True) -> None:
 def _config(args) -> dict:
     from .config import load_config
 
-    return load_config(args.config)
+    return load_config(*args.config)
+
+
+def _config_names(args) -> str:
+    return " ".join(map(str, args.config))
 
 
 def _dataset_dir(args, config) -> Path:
@@ -128,7 +132,7 @@ def _dataset_dir(args, config) -> Path:
 
 def _model(args, config) -> str:
     if args.model not in config["models"]:
-        raise LabelwiseError(f"model {args.model!r} is not configured under models: in {args.config}")
+        raise LabelwiseError(f"model {args.model!r} is not configured under models: in {_config_names(args)}")
     return args.model
 
 
@@ -246,7 +250,7 @@ def cmd_train(args) -> None:
         device=args.device or runtime.get("device", "auto"),
         threads=args.threads or runtime.get("threads"),
         progress_seconds=args.progress_seconds or runtime.get("progress_seconds", 10),
-        channels_last=args.channels_last or bool(runtime.get("channels_last")),
+        channels_last=bool(runtime.get("channels_last")) if args.channels_last is None else args.channels_last,
         precision=args.precision or runtime.get("precision", "fp32"),
         packed_kernel=args.packed_kernel or runtime.get("packed_kernel", "auto"),
         cuda_graph=args.cuda_graph or runtime.get("cuda_graph", "auto"),
@@ -420,7 +424,9 @@ def _generate_sources(args) -> tuple[str, list[tuple[Path, int]]]:
     model, ds, labels = _model(args, config), _dataset_dir(args, config), _labels(config)
     missing = [k for k in (wanted or []) if k not in labels]
     if missing:
-        raise LabelwiseError(f"label(s) {missing} are not among the configured labels {labels} of {args.config}")
+        raise LabelwiseError(
+            f"label(s) {missing} are not among the configured labels {labels} of {_config_names(args)}"
+        )
     return model, [
         (Path(layout("generator", ds=ds, model=model, label=model_files(model, [k])[0])), k) for k in (wanted or labels)
     ]
@@ -452,6 +458,14 @@ def cmd_generate(args) -> None:
     log.info("wrote %d PNG file(s) to %s", len(written), outdir)
 
 
+def _true_or_false(text: str) -> bool:
+    """A boolean option's value as the rules pass it ({config[runtime][...]} gives True/False)."""
+    words = {"true": True, "false": False}
+    if text.lower() not in words:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return words[text.lower()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="labelwise", description="Per-label GAN training: run a pipeline stage without Snakemake."
@@ -461,7 +475,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     def stage(name, func, help, model=False, config_required=True):
         sp = sub.add_parser(name, help=help)
-        sp.add_argument("--config", required=config_required, help="config YAML (validated; defaults filled)")
+        sp.add_argument(
+            "--config",
+            nargs="+",
+            required=config_required,
+            metavar="FILE",
+            help="config YAML file(s), composed as Snakemake's --configfile: schema defaults, then each file in order",
+        )
         sp.add_argument("--results", default="results", help="results directory (default: results)")
         sp.add_argument("--log-file", help="also write log lines to this file")
         if model:
@@ -505,7 +525,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: runtime.device)")
     sp.add_argument("--threads", type=int, help="torch CPU threads (default: runtime.threads)")
     sp.add_argument("--progress-seconds", type=float, help="seconds between progress lines")
-    sp.add_argument("--channels-last", action="store_true", help="NHWC convolutions (default: runtime.channels_last)")
+    sp.add_argument(
+        "--channels-last",
+        nargs="?",
+        const=True,
+        type=_true_or_false,
+        metavar="true|false",
+        help="NHWC convolutions; alone: true (default: runtime.channels_last)",
+    )
     sp.add_argument(
         "--precision",
         choices=("fp32", "bf16"),

@@ -4,6 +4,10 @@ The Snakefile validates with `snakemake.utils.validate` (which fills the schema'
 when that fails, reports `explain_error`'s one line; the `labelwise` command line uses
 `load_config`, the same schema and defaults without Snakemake.  A message names the key and
 what is allowed, e.g. "config key budget.iterations: -5 is less than the minimum of 1".
+
+Config files compose one way everywhere (README "Configuration"): the schema's defaults, then each
+given file in order (`merge_config`), then Snakemake's `--config`; config.yaml is the file only
+when none is given (the Snakefile), so a preset is a whole configuration, never laid over the demo.
 """
 
 from __future__ import annotations
@@ -258,9 +262,37 @@ def validate_config(config: dict) -> dict:
     return config
 
 
-def load_config(path: str | Path) -> dict:
-    """A config file read as the Snakefile reads one: repeated keys refused, values typed by
-    `read_yaml_values`, validated, defaults filled."""
+def merge_config(base: dict, overlay: dict) -> dict:
+    """`overlay` laid over `base`, in place, as Snakemake lays one config file over the one before
+    (snakemake.utils.update_config; tests/test_presets.py compares them): mappings merge key by key,
+    any other value, a list included, replaces; `base` is returned."""
+    for key, value in overlay.items():
+        if not isinstance(value, dict):
+            base[key] = copy.deepcopy(value)
+            continue
+        below = base.get(key)
+        if not isinstance(below, dict):
+            if key in base and not value:
+                continue  # as Snakemake: an empty mapping laid over a value keeps the value
+            below = base[key] = {}
+        merge_config(below, value)
+    return base
+
+
+def load_config(*paths: str | Path) -> dict:
+    """Config files composed as the Snakefile composes its `--configfile`s: each read with repeated
+    keys refused, merged in order (`merge_config`), values typed by `read_yaml_values`, validated,
+    defaults filled."""
+    if not paths:
+        raise LabelwiseError("no config file given; name one (e.g. config.yaml or presets/cifar10.yaml)")
+    config: dict = {}
+    for path in paths:
+        merge_config(config, read_config_file(path))
+    return validate_config(read_yaml_values(config))
+
+
+def read_config_file(path: str | Path) -> dict:
+    """One config file's mapping, as written: repeated keys refused, one error line naming the file."""
     path = Path(path)
     try:
         config = read_yaml(path.read_text()) or {}
@@ -273,4 +305,4 @@ def load_config(path: str | Path) -> dict:
         raise LabelwiseError(f"config file {path} is not valid YAML{where}: {problem}") from None
     if not isinstance(config, dict):
         raise LabelwiseError(f"config file {path} must hold a mapping of sections, got {type(config).__name__}")
-    return validate_config(read_yaml_values(config))
+    return config

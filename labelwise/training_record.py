@@ -12,7 +12,7 @@ import json
 
 
 def training_record(
-    budget,
+    plan,
     flops_per_iteration: int,
     iterations: int,
     seconds: float,
@@ -21,9 +21,18 @@ def training_record(
     critic_steps: int,
 ) -> dict:
     """What a generator file says about the budget it was trained with and what it got from it;
-    `budget`: the job's `labelwise.train.compute.Budget`, its iterations resolved from its gflop."""
+    `plan`: the job's `labelwise.train.compute.IterationPlan` (its budget, iterations resolved from
+    its gflop, and which limit set them, in words too); `stopped_by`: gflop, iterations or minutes."""
+    budget = plan.budget
     return {
-        "budget": {"iterations": int(budget.iterations), "gflop": budget.gflop, "minutes": budget.minutes},
+        "budget": {
+            "iterations": int(budget.iterations),
+            "iterations_cap": int(plan.cap),
+            "gflop": budget.gflop,
+            "minutes": budget.minutes,
+        },
+        "iterations_set_by": plan.set_by,
+        "budget_statement": plan.text,
         "stopped_by": stopped_by,
         "iterations": int(iterations),
         "seconds": float(seconds),
@@ -47,7 +56,9 @@ def record_of_samples(attrs: dict) -> dict:
 
 def training_summary(trained: dict[str, dict]) -> dict:
     """metrics.json's "training": which generator was evaluated, the budget that was equal across the
-    models (budget.gflop: equal counted FLOPs; else iterations or minutes), and what each label got."""
+    models (budget.gflop: equal counted FLOPs; else iterations or minutes), which limit set the
+    iterations and in words with both numbers ("compute budget 3000 GFLOP -> 19 iterations (cap
+    20000)"; records written before it: None), and what each label got."""
     records = {k: v["record"] for k, v in trained.items() if v["record"]}
     emas = sorted({json.dumps(v["ema"]) for v in trained.values()})
     out: dict = {
@@ -63,10 +74,17 @@ def training_summary(trained: dict[str, dict]) -> dict:
         equal = "minutes" if stops == ["minutes"] else f"{equal} and minutes (whichever came first)"
     keys = ("iterations", "seconds", "gflop", "real_images_seen")
     totals = {k: sum(r[k] for r in records.values()) for k in keys}
+
+    def one_or_all(key):  # the same for every label of a model, unless its labels' shards differ in size
+        values = sorted({json.dumps(r.get(key)) for r in records.values()})
+        return json.loads(values[0]) if len(values) == 1 else [json.loads(v) for v in values]
+
     return {
         **out,
         "equal_budget": equal,
         "budget": first,
+        "iterations_set_by": one_or_all("iterations_set_by"),
+        "budget_statement": one_or_all("budget_statement"),
         "flops_per_iteration": next(iter(records.values()))["flops_per_iteration"],
         "total": totals,
         "per_label": {k: {key: r[key] for key in (*keys, "stopped_by")} for k, r in records.items()},

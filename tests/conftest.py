@@ -52,8 +52,10 @@ def snakemake_env() -> dict[str, str]:
     return dict(os.environ, PATH=subprocess_path(), **NO_HUB)
 
 
-def snakemake_command(workdir: Path, configfile: Path, *args: str, cores: int = 2) -> list[str]:
-    """`python -m snakemake` on the repository's Snakefile, run in `workdir` with one config file."""
+def snakemake_command(workdir: Path, configfiles, *args: str, cores: int = 2) -> list[str]:
+    """`python -m snakemake` on the repository's Snakefile, run in `workdir` with `configfiles`: one
+    path, several (composed in order), or none (then the Snakefile reads `workdir`'s config.yaml)."""
+    files = [configfiles] if isinstance(configfiles, (str, Path)) else list(configfiles)
     return [
         sys.executable,
         "-m",
@@ -62,8 +64,7 @@ def snakemake_command(workdir: Path, configfile: Path, *args: str, cores: int = 
         str(REPO / "Snakefile"),
         "--directory",
         str(workdir),
-        "--configfile",
-        str(configfile),
+        *(["--configfile", *map(str, files)] if files else []),
         "--cores",
         str(cores),
         *args,
