@@ -73,7 +73,8 @@ LAUNCHED_ENV = "LABELWISE_LAUNCHED"
 
 
 def launch_command(smk) -> str | None:
-    """The command that reruns this script job behind `runtime.launcher` (`srun ...`, `jsrun ...`), or None.
+    """The command that reruns this script job behind `runtime.launcher` (`srun ...`, `jsrun ...`) and
+    inside `runtime.container` (`apptainer exec ... image.sif`), or None to run it here.
 
     Allocation mode (profiles/frontier, profiles/summit) runs Snakemake and its local jobs on a launch
     or first node; a job that a profile gives a GPU (`gpu` resource: sampling, classifier, statistics,
@@ -81,11 +82,19 @@ def launch_command(smk) -> str | None:
     its shell command.  A `script:` rule has no command to put a prefix in front of, so the script
     starts itself again behind the launcher: Snakemake's copy of it (with the job's inputs, outputs
     and params inside) lies in .snakemake/scripts/ of the working directory, on the shared file system.
+    With a container every script job runs in the image (GPU jobs: the launcher starts the image), with
+    the image's `python`.
     """
-    launcher = str(smk.config.get("runtime", {}).get("launcher") or "").strip()
-    if not launcher or os.environ.get(LAUNCHED_ENV) or not int(smk.resources.get("gpu", 0) or 0):
+    runtime = smk.config.get("runtime", {})
+    launcher = str(runtime.get("launcher") or "").strip()
+    container = str(runtime.get("container") or "").strip()
+    if not int(smk.resources.get("gpu", 0) or 0):
+        launcher = ""
+    if os.environ.get(LAUNCHED_ENV) or not (launcher or container):
         return None
-    return f"{launcher} {shlex.quote(sys.executable)} {shlex.quote(os.path.abspath(sys.argv[0]))}"
+    python = "python" if container else shlex.quote(sys.executable)
+    prefix = " ".join(part for part in (launcher, container) if part)
+    return f"{prefix} {python} {shlex.quote(os.path.abspath(sys.argv[0]))}"
 
 
 def snakemake_entry(smk, stage, torch: bool = True) -> None:
@@ -254,6 +263,16 @@ def cmd_train(args) -> None:
         precision=args.precision or runtime.get("precision", "fp32"),
         packed_kernel=args.packed_kernel or runtime.get("packed_kernel", "auto"),
         cuda_graph=args.cuda_graph or runtime.get("cuda_graph", "auto"),
+    )
+    watch = bool(runtime.get("tensorboard")) if args.tensorboard is None else args.tensorboard
+    if watch:  # the pipeline's folder: logs/<dataset>/tensorboard beside --results, unless given
+        logs = None if base is None else Path(args.results).parent / "logs" / dataset_name(config)
+        folder = args.tensorboard_dir or (logs is not None and layout("tensorboard", logs=logs))
+        if not folder:
+            raise LabelwiseError("train --tensorboard true with --settings needs --tensorboard-dir")
+        runtime_options["tensorboard"] = Path(folder)
+    runtime_options["tensorboard_images"] = (
+        runtime.get("tensorboard_images", 0) if args.tensorboard_images is None else args.tensorboard_images
     )
     budget, seed = Budget(**settings["budget"]), int(settings["seed"])
     # One job: the conditional model over every shard, or K labels (K=1: one label) packed together.
@@ -537,6 +556,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=("fp32", "bf16"),
         help="bf16: forward passes under bf16 autocast (default: runtime.precision)",
+    )
+    sp.add_argument(
+        "--tensorboard",
+        nargs="?",
+        const=True,
+        type=_true_or_false,
+        metavar="true|false",
+        help="also write TensorBoard runs; alone: true (default: runtime.tensorboard)",
+    )
+    sp.add_argument(
+        "--tensorboard-dir",
+        help="folder of the TensorBoard runs, <dir>/<model>/<label> (default: logs/<dataset>/tensorboard)",
+    )
+    sp.add_argument(
+        "--tensorboard-images",
+        type=int,
+        metavar="N",
+        help="with --tensorboard: a sample grid every N iterations, 0: none (default: runtime.tensorboard_images)",
     )
     sp.add_argument(
         "--packed-kernel",

@@ -15,15 +15,7 @@ import math
 import torch
 from torch import nn
 
-RESOLUTIONS = (16, 32, 64, 128)
-
-
-def network_resolution(image_size: int) -> int:
-    """The smallest supported power-of-two size that holds `image_size` (MNIST's 28 -> 32)."""
-    for r in RESOLUTIONS:
-        if image_size <= r:
-            return r
-    raise ValueError(f"images of {image_size} px exceed the largest supported resolution {RESOLUTIONS[-1]}")
+from .plan import RESOLUTIONS, network_resolution  # noqa: F401 (torch-free: the Snakefile sizes wall times with it)
 
 
 def _blocks(resolution: int) -> int:

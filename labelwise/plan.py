@@ -13,6 +13,17 @@ import re
 from . import models
 from .errors import LabelwiseError
 
+# Image sizes the networks are built for (labelwise.nets): 4x4 doubled by each up-sampling block.
+RESOLUTIONS = (16, 32, 64, 128)
+
+
+def network_resolution(image_size: int) -> int:
+    """The smallest supported power-of-two size that holds `image_size` (MNIST's 28 -> 32)."""
+    for r in RESOLUTIONS:
+        if image_size <= r:
+            return r
+    raise ValueError(f"images of {image_size} px exceed the largest supported resolution {RESOLUTIONS[-1]}")
+
 
 def ordered_models(names) -> list[str]:
     """The papers' order (the registry's: per-label models, then the single CGAN) in every table and
@@ -48,6 +59,7 @@ LAYOUT = {
     "scaling_jobs": "{scaling}/jobs.csv",
     "scaling_scratch": "{scaling}/scratch/k{k}/{slot}",
     "benchmark": "{ds}/benchmarks/{job}.tsv",
+    "tensorboard": "{logs}/tensorboard",  # runtime.tensorboard: one run folder per <model>/<label> below it
     "log": "{logs}/{job}.log",
 }
 
@@ -119,9 +131,28 @@ def train_settings(config: dict, model: str, n_labels: int, budget: dict | None 
     return {"model": config["models"][model], "budget": budget, "seed": config["seed"]}
 
 
+# The largest pack an allocation is filled with (runtime.labels_per_job): issue 11's H200 figures
+# saturate there (docs/benchmarks.md); a config's own labels_per_job is the bound when smaller.
+def allocation_labels_per_job(
+    labels_per_job: int, gpus: int, n_labels: int, per_label_models: int, conditional_models: int
+) -> int:
+    """Labels per training job in an allocation of `gpus` GPUs: the largest K <= labels_per_job that still
+    gives every GPU a training job at once (per_label_models x ceil(n_labels / K) + conditional_models
+    >= gpus), else 1 (fewer jobs than GPUs even one label per job).  Larger packs train more
+    label-iterations per second per GPU (docs/benchmarks.md), so among the K that fill the allocation
+    the largest is taken."""
+    for k in range(max(1, labels_per_job), 0, -1):
+        if per_label_models * -(-n_labels // k) + conditional_models >= gpus:
+            return k
+    return 1
+
+
 def paper_table_caption(config: dict, n_labels: int) -> str:
+    """The table's caption: the dataset, the configured models (only those), labels, samples, budget."""
+    names = [models.title(m) for m in ordered_models(config["models"])]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     return (
-        f"{dataset_name(config)}: per-label models and the single CGAN, {n_labels} labels, "
+        f"{dataset_name(config)}: {listed}, {n_labels} labels, "
         f"{config['evaluation']['samples_per_label']} samples per label, budget " + budget_text(config["budget"])
     )
 

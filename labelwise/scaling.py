@@ -343,7 +343,6 @@ def scaling_figure(rows: list[dict], outputs, *, title: str | None = None, dpi: 
             ax.set_xlim(ks[0] / 2, ks[0] * 2)
         else:
             ax.set_xlim(ks[0] / 1.4, ks[-1] * 1.4)
-        ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     # Where the time goes: a job's whole wall time, and its training loop alone (no start-up).
@@ -365,6 +364,8 @@ def scaling_figure(rows: list[dict], outputs, *, title: str | None = None, dpi: 
     ax_t.set_ylim(0, max(times) * 1.25 if times else 1)
     ax_t.legend(fontsize=7, loc="best")
     ax_e.legend(fontsize=7, loc="best")
+    # One x label under both panels: two long ones side by side ran into each other.
+    fig.supxlabel(xlabel, fontsize=10)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

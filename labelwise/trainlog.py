@@ -36,12 +36,15 @@ def last_log_row(path) -> tuple[int | None, float | None]:
     return int(float(cells[0])), float(cells[1])
 
 
+def log_line(row) -> str:
+    """One row ((iteration, wall_seconds, losses...); NaN -> empty cell) as a line of the CSV."""
+    return f"{int(row[0])},{row[1]:.3f}," + ",".join("" if math.isnan(v) else f"{v:.6g}" for v in row[2:]) + "\n"
+
+
 def write_log(path, rows) -> None:
-    """The training log CSV of `rows` ((iteration, wall_seconds, losses...) each; NaN -> empty cell)."""
+    """The training log CSV of `rows`, written atomically (the final log, and the live log of a
+    job that starts or resumes: labelwise.train.monitor)."""
     with atomic_path(path) as tmp:
         with open(tmp, "w") as f:
             f.write(",".join(LOG_COLUMNS) + "\n")
-            for r in rows:
-                f.write(
-                    f"{int(r[0])},{r[1]:.3f}," + ",".join("" if math.isnan(v) else f"{v:.6g}" for v in r[2:]) + "\n"
-                )
+            f.writelines(log_line(r) for r in rows)

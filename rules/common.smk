@@ -2,6 +2,7 @@
 # Nothing here reads data at parse time except listing an imagefolder's class folders.
 import json
 import os
+import re
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -53,9 +54,11 @@ def path(kind, **fields):
     return labelwise.plan.layout(kind, ds=DS, logs=f"logs/{DATASET}", **fields)
 
 
-# Command prefix for training jobs (srun/jsrun in allocation mode). Not a param: changing how a
+# Command prefix for training jobs (srun/jsrun in allocation mode), and the image they run in there
+# (runtime.container: "apptainer exec ... image.sif" after the launcher). Not params: changing how a
 # job is launched must not retrain anything.
 LAUNCHER = config["runtime"]["launcher"]
+CONTAINER = config["runtime"]["container"]
 # The submit scripts (profiles/*/submit.*) run Snakemake on a launch or first node and set
 # LABELWISE_ALLOCATION: there a training job without the launcher would run on that node, not on a
 # GPU of the allocation. A `--config` on the command line replaces a profile's whole `config:` key,
@@ -69,10 +72,65 @@ if ALLOCATION and not LAUNCHER.strip():
         "--configfile instead"
     )
 
+# `--sdm apptainer` wraps each job's whole command in the image: in an allocation that puts the
+# launcher (srun, jsrun) inside an image that has no Slurm or LSF. There the image goes after the
+# launcher instead (runtime.container).
+if ALLOCATION and any("apptainer" in str(m).lower() for m in workflow.deployment_settings.deployment_method):
+    _config_error(
+        f"--sdm apptainer in a {ALLOCATION} allocation would run the launcher inside the image, which has no "
+        "scheduler: leave --sdm apptainer out and set runtime.container (e.g. 'apptainer exec --rocm "
+        "labelwise.sif') in a --configfile; the launcher then starts the image (docs/clusters.md)"
+    )
+
 try:
     LABELS, SHARDED_LABELS = labelwise.plan.selected_labels(config)
 except LabelwiseError as exc:
     _config_error(exc)
+
+
+def unset_profile_variables():
+    """{variable: resource} of the environment variables that a profile's resource values name
+    ("$LABELWISE_SLURM_PARTITION") and that are not set: Snakemake would pass the text "$NAME" on, and
+    sbatch would refuse every job (`invalid partition specified: $LABELWISE_SLURM_PARTITION`)."""
+    settings = workflow.resource_settings
+    mappings = [settings.default_resources or {}, *settings.overwrite_resources.values()]
+    unset = {}
+    for mapping in mappings:
+        for name, resource in mapping.items():
+            raw = getattr(resource, "raw", resource)
+            for variable in re.findall(r"\$\{?(\w+)", raw) if isinstance(raw, str) else ():
+                if variable not in os.environ:
+                    unset.setdefault(variable, name)
+    return unset
+
+
+UNSET = unset_profile_variables()
+if UNSET:
+    variable, resource = next(iter(UNSET.items()))
+    _config_error(
+        f"the profile's resource {resource} names ${variable}, which is not set: export {variable} "
+        f"(\"\" for the cluster's default) before running Snakemake (docs/clusters.md, profiles/slurm)"
+    )
+
+# An allocation (the submit scripts pass --resources gpu=<its GPUs>) trains each pack on one of its
+# GPUs: runtime.labels_per_job is lowered until every GPU has a training job at once.
+LABELS_PER_JOB = config["runtime"]["labels_per_job"]
+ALLOCATION_GPUS = workflow.global_resources.get("gpu") if ALLOCATION else None
+if ALLOCATION_GPUS is not None and not callable(ALLOCATION_GPUS.value):
+    FILLED = labelwise.plan.allocation_labels_per_job(
+        LABELS_PER_JOB,
+        int(ALLOCATION_GPUS.value),
+        len(LABELS),
+        sum(not labelwise.models.get(m).conditional for m in MODELS),
+        sum(labelwise.models.get(m).conditional for m in MODELS),
+    )
+    if FILLED != LABELS_PER_JOB:
+        print(
+            f"labelwise: runtime.labels_per_job {LABELS_PER_JOB} -> {FILLED}: every one of the allocation's "
+            f"{ALLOCATION_GPUS.value} GPUs gets a training job",
+            file=sys.stderr,
+        )
+        LABELS_PER_JOB = FILLED
 
 
 # Feature spaces for metrics: the offline classifier always; Inception when its weights are found
@@ -140,12 +198,28 @@ def train_runtime_minutes(wildcards):
     return model_runtime_minutes(wildcards.model)
 
 
+# The side of the images the networks train on (for wall times; the networks round it up).
+IMAGE_SIZE = DATA["resolution"] if DATA["source"] == "imagefolder" else labelwise.walltime.IMAGE_SIZE[DATA["source"]]
+
+
 def model_runtime_minutes(model):
-    """Scheduler wall time for a training job: its minutes budget plus margin, else a generous default."""
-    minutes = config["budget"]["minutes"]
-    if minutes and labelwise.models.get(model).conditional:
-        minutes *= len(LABELS)
-    return int(minutes * 1.25) + 10 if minutes else 24 * 60
+    """Scheduler wall time for a training job: its minutes budget plus margin; without a minutes cap,
+    the counted compute its budget allows at an assumed rate (labelwise.walltime.train_minutes)."""
+    spec = labelwise.models.get(model)
+    settings = labelwise.plan.train_settings(config, model, len(LABELS))  # the conditional model: budgets summed
+    minutes = settings["budget"]["minutes"]
+    if minutes:
+        return int(minutes * 1.25) + 10
+    rule_name = f"train_{model}" if spec.conditional else "train"
+    return labelwise.walltime.train_minutes(
+        spec.loss,
+        settings["model"],
+        settings["budget"],
+        IMAGE_SIZE,
+        labels=1 if spec.conditional else LABELS_PER_JOB,
+        on_gpu=on_gpu(rule_name),
+        threads=config["runtime"]["threads"],
+    )
 
 
 def train_gpus(wildcards):
@@ -166,10 +240,15 @@ def on_gpu(rule_name):
     return device.startswith("cuda") or (device == "auto" and bool(getattr(given, "value", given)))
 
 
-def evaluation_runtime(rule_name, work):
+def evaluation_runtime(rule_name, work, per_label=False):
     """Resource `runtime` (minutes) of an evaluation rule: `work(wildcards)` (network -> images) at the
-    assumed rate of its device kind (labelwise.walltime); a profile's set-resources still wins."""
-    return lambda wildcards: labelwise.walltime.minutes(work(wildcards), on_gpu(rule_name))
+    assumed rate of its device kind (labelwise.walltime); a profile's set-resources still wins.
+    per_label: a per-label job, bundled with others on a cluster (profiles/slurm), so only a short
+    start-up of its own; each retry gets `attempt` times the wall time."""
+    if not per_label:
+        return lambda wildcards: labelwise.walltime.minutes(work(wildcards), on_gpu(rule_name))
+    fixed = labelwise.walltime.PER_LABEL_FIXED_MINUTES
+    return lambda wildcards, attempt: attempt * labelwise.walltime.minutes(work(wildcards), on_gpu(rule_name), fixed)
 
 
 N_GENERATED = len(LABELS) * EVALUATION["samples_per_label"]  # per model
@@ -242,7 +321,6 @@ def inherit_profile_settings(rule_names, from_name):
 
 # The training command of rules train, train_labels_*, train_<conditional model> and scaling_train.
 SNAPSHOTS_ARG = " --snapshots {output.snapshots:q}" if SNAPSHOTS else ""
-LABELS_PER_JOB = config["runtime"]["labels_per_job"]
 if LABELS_PER_JOB > 1:  # a profile's `train:` threads and resources
     inherit_profile_settings([pack_rule_name(pack) for pack in label_packs(LABELS, LABELS_PER_JOB)], "train")
 # runtime.precision changes what training computes: bf16 is a param of the train rules (switching
@@ -256,6 +334,7 @@ TRAIN_RUNTIME_ARGS = (
     " --progress-seconds {config[runtime][progress_seconds]} --channels-last {config[runtime][channels_last]}"
     " --packed-kernel {config[runtime][packed_kernel]} --cuda-graph {config[runtime][cuda_graph]}"
     " --precision {config[runtime][precision]}"
+    " --tensorboard {config[runtime][tensorboard]} --tensorboard-images {config[runtime][tensorboard_images]}"
 )
 
 
@@ -267,15 +346,16 @@ def train_shell(
     checkpoints="{params.checkpoints:q}",
     model="{wildcards.model}",
     snapshots=SNAPSHOTS_ARG,
-    command="{LAUNCHER} labelwise train",
+    command="{LAUNCHER} {CONTAINER} labelwise train",
+    tensorboard=path("tensorboard"),
 ):
     """The shell command (a Snakemake format string) that trains `model` on `label`'s shard(s): the
     arguments are the rule's placeholders; `label` None for a conditional model (all labels)."""
     label_arg = "" if label is None else f" --label {label}"
     return (
         f"{command} --model {model}{label_arg} --settings {{params.settings:q}} --shard {shard}"
-        f" --generator {generator} --log {train_log} --checkpoints {checkpoints}{TRAIN_RUNTIME_ARGS}{snapshots}"
-        " 2> {log:q}"
+        f" --generator {generator} --log {train_log} --checkpoints {checkpoints}{TRAIN_RUNTIME_ARGS}"
+        f" --tensorboard-dir {tensorboard}{snapshots} 2> {{log:q}}"
     )
 
 
@@ -331,6 +411,6 @@ def scaling_records(model, k):
 # scaling_train's command: `labelwise train` behind the launcher, inside a wrapper that times it and
 # writes the record; `launched` is taken before the launcher, so step start-up counts in the makespan.
 SCALING_JOB_COMMAND = (
-    "launched=$(date +%s.%N); {LAUNCHER} python -m labelwise.scaling job --record {output.record:q}"
+    "launched=$(date +%s.%N); {LAUNCHER} {CONTAINER} python -m labelwise.scaling job --record {output.record:q}"
     " --k {wildcards.k} --slot {wildcards.slot} --launched $launched --"
 )

@@ -50,7 +50,7 @@ rule real_stats:
     threads: config["runtime"]["threads"]
     resources:
         gpu=evaluation_gpus,
-        runtime=evaluation_runtime("real_stats", lambda w: {w.space: REAL_PER_LABEL}),
+        runtime=evaluation_runtime("real_stats", lambda w: {w.space: REAL_PER_LABEL}, per_label=True),
     params:
         inception=inception_params,
     script:

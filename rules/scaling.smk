@@ -46,6 +46,7 @@ rule scaling_train:
             checkpoints="{params.scratch:q}/checkpoints",
             snapshots="",
             command=SCALING_JOB_COMMAND,
+            tensorboard="{params.scratch:q}/tensorboard",
         )
 
 

@@ -120,7 +120,7 @@ rule sample:
     threads: config["runtime"]["threads"]
     resources:
         gpu=evaluation_gpus,
-        runtime=evaluation_runtime("sample", lambda w: {"generator": EVALUATION["samples_per_label"]}),
+        runtime=evaluation_runtime("sample", lambda w: {"generator": EVALUATION["samples_per_label"]}, per_label=True),
     params:
         n=config["evaluation"]["samples_per_label"],
         batch_size=config["evaluation"]["batch_size"],

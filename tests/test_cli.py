@@ -75,7 +75,9 @@ def test_every_stage_without_snakemake(tmp_path, tiny_config):
     table = {ext: (ds / "paper" / f"metrics_table.{ext}").read_text() for ext in ("csv", "md", "tex")}
     for text in table.values():  # the papers' order, whatever the config's
         assert 0 < text.index("W-CGAN") < text.rindex("single CGAN")  # (the caption names it too)
-    assert table["md"].startswith("mnist5k: per-label models and the single CGAN, 2 labels, 5 samples per label")
+    assert table["md"].startswith(
+        "mnist5k: W-CGAN (per-label WGAN-GP) and single CGAN, 2 labels, 5 samples per label"
+    )  # the configured models, only those
     header, wcgan_row = table["csv"].splitlines()[:2]
     assert "equal budget,iterations / label,GFLOP / label,train s / label,sampled generator" in header
     assert ",4 iterations,4," in wcgan_row and "EMA 0.99" in wcgan_row

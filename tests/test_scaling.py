@@ -342,3 +342,34 @@ def test_weak_scaling_end_to_end_on_two_cores(tmp_path):
     rerun = snakemake(tmp_path, SCALING, "--dry-run", *FIGURES)
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
     assert math.isfinite(rows[1]["train_efficiency"])
+
+
+@pytest.mark.parametrize("device, threads", [("cpu", 7), ("cuda:0", None)])
+def test_figure_texts_do_not_overlap(tmp_path, device, threads, monkeypatch):
+    """Every label, tick label and title of the figure keeps clear of the others (4 px or more apart):
+    the two panels' x labels, written under each panel, ran into each other."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    import labelwise.plots
+
+    figures = []
+    save = labelwise.plots.save_figure
+    monkeypatch.setattr(labelwise.plots, "save_figure", lambda fig, outputs: (figures.append(fig), save(fig, outputs)))
+    groups = [
+        [dict(record(k, i, 0, 10 + k, device=device, gpu_uuid=f"g{i}"), threads=threads) for i in range(k)]
+        for k in (1, 2, 4, 8, 16, 32, 64)
+    ]
+    scaling.scaling_figure(summary(*groups), [tmp_path / "f.png"], title="weak scaling")
+    (fig,) = figures
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    texts = [fig._supxlabel, fig._suptitle]
+    for ax in fig.axes:
+        texts += [ax.xaxis.label, ax.yaxis.label, *ax.get_xticklabels(), *ax.get_yticklabels()]
+    boxes = [
+        (t.get_text(), t.get_window_extent(renderer).padded(2)) for t in texts if isinstance(t, Text) and t.get_text()
+    ]
+    assert any("concurrent training jobs k" in s or "number of GPUs k" in s for s, _ in boxes)
+    clashes = [(a, b) for i, (a, box) in enumerate(boxes) for b, other in boxes[i + 1 :] if box.overlaps(other)]
+    assert not clashes, clashes

@@ -5,8 +5,9 @@ papers' one job per label) or the one conditional model over all selected labels
 the training iteration (`labelwise.train.engine.TrainingIteration`) on the job's networks until the
 budget (generator iterations, counted GFLOP or wall-clock minutes, whichever ends first:
 `labelwise.train.compute.Budget`) is spent, and keeps the books: log rows, divergence checks,
-snapshots, checkpoints every N iterations and on a signal, progress lines, and at the end each
-member's generator file, training log and snapshot bundle.
+snapshots, checkpoints every N iterations and on a signal, progress lines, the live log and TensorBoard
+runs of a running job (`labelwise.train.monitor`), and at the end each member's generator file,
+training log and snapshot bundle.
 
 Everything that shapes the trajectory is restored on resume (`labelwise.train.checkpoint.JobState`):
 weights, optimizer moments, the generator average, the iteration, elapsed time, the log rows and
@@ -26,11 +27,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import losses, models
 from ..device import select_device, set_threads
 from ..errors import LabelwiseError
+from ..sample import draw
 from ..seeds import CONDITIONAL_SEED_LABEL
 from ..training_record import training_record
 from ..trainlog import write_log
@@ -42,7 +45,8 @@ from .compute import Budget
 from .data import read_job_data
 from .ema import GeneratorEMA, ema_decay
 from .engine import PRECISIONS, TrainingIteration, label_generators
-from .generator_files import generator_payload, write_generator, write_snapshot_bundle
+from .generator_files import generator_payload, snapshot_generator, write_generator, write_snapshot_bundle
+from .monitor import GRID_IMAGES, JobMonitor, summary_writer_class
 from .networks import job_networks
 from .packed_layers import kernel_for
 from .writers import one_writer
@@ -158,6 +162,8 @@ def train_job(
     precision: str = "fp32",
     packed_kernel: str = "auto",
     cuda_graph: str = "auto",
+    tensorboard: str | os.PathLike | None = None,
+    tensorboard_images: int = 0,
 ) -> list[TrainResult]:
     """Train `model` with `settings` for `budget`; write each member's generator, log and snapshots.
 
@@ -168,6 +174,8 @@ def train_job(
     `channels_last` (NHWC convolutions), `precision` ('fp32', 'bf16' forward passes),
     `packed_kernel` ('auto', 'grouped', 'bmm': `labelwise.train.packed_layers`) and `cuda_graph`
     ('auto', 'on', 'off': `resolve_runtime`); none of them changes the checkpoint format.
+    `tensorboard`: a folder for TensorBoard runs (`<folder>/<model>/<label>`), with a sample grid every
+    `tensorboard_images` iterations (0: none); None: only the live logs (`labelwise.train.monitor`).
     """
     conditional = models.get(model).conditional
     n_members = 1 if conditional else len(shards)
@@ -179,6 +187,8 @@ def train_job(
         )
     if precision not in PRECISIONS:
         raise LabelwiseError(f"runtime.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if tensorboard is not None:
+        summary_writer_class()  # a missing package stops the job before any work
     set_threads(threads)
     dev = select_device(device)
     data = read_job_data(shards, None if conditional else labels, conditional, dev)
@@ -188,6 +198,7 @@ def train_job(
         seed_labels, names, file_labels = [CONDITIONAL_SEED_LABEL], [f"labels {labels_text}"], [data.labels]
     else:
         seed_labels, names, file_labels = data.labels, [f"label {k}" for k in data.labels], data.labels
+    run_names = [str(name) for name in models.file_names(model, data.labels)]  # TensorBoard's, as the files'
     who = f"[{model} {names[0]}]" if n_members == 1 else f"[{model} labels {','.join(map(str, data.labels))}]"
     members = [
         Member(name, label, slot, training_fingerprint(model, settings, seed, slot, checksum), out)
@@ -326,6 +337,21 @@ def train_job(
             save_snapshot(m.checkpoints, iteration, payload)
             m.taken.add(iteration)
 
+    def sample_grid(j: int, states: list[dict], iteration: int) -> np.ndarray:
+        """Member j's generator at `iteration` as TensorBoard shows it: 16 images of its evaluation noise
+        (the conditional model: the first image of each of its first 16 labels)."""
+        m = members[j]
+        nets.singles[j].load_state_dict(states[j])
+        payload = generator_payload(nets.singles[j], iterations=iteration, **generator_info(m))
+        if not conditional:
+            gen, info = snapshot_generator(payload, dev)
+            return draw(gen, info, GRID_IMAGES, seed, dev)
+        parts = []
+        for label in m.label[:GRID_IMAGES]:
+            gen, info = snapshot_generator(payload, dev, label=label)
+            parts.append(draw(gen, info, 1, seed, dev))
+        return np.concatenate(parts)
+
     def member_prefix(j: int) -> str:  # which member an error is about, where `who` does not say it
         return f"{members[j].name}: " if n_members > 1 else ""
 
@@ -336,10 +362,18 @@ def train_job(
         else "the last good checkpoints are kept"
     )
     iteration, stopped_by = start, plan.set_by
+    monitor = JobMonitor(
+        members,
+        model,
+        run_names,
+        start,
+        tensorboard=None if tensorboard is None else Path(tensorboard),
+        images_every=tensorboard_images,
+    )
     take_snapshots(start)  # a checkpoint that sits exactly on a snapshot point not yet taken
     nets.gen.train()
     nets.critic.train()
-    with StopRequest() as stop:
+    with StopRequest() as stop, monitor:
         while iteration < budget.iterations:
             t0 = time.monotonic()
             state.pending.append(step())
@@ -369,6 +403,7 @@ def train_job(
                     )
                 for j, m in enumerate(members):
                     m.rows.append((iteration, m.elapsed, *means[:, j].tolist()))
+                monitor.log_rows(iteration, n_members)
             if check_due:
                 # Weights can turn NaN/Inf in the last step while the losses computed before it were
                 # finite: never let such weights reach a snapshot, a checkpoint or a generator file.
@@ -384,6 +419,9 @@ def train_job(
                         model,
                     )
             take_snapshots(iteration)  # before the checkpoint: a resume from it finds the snapshot taken
+            if monitor.images_due(iteration):
+                states = sampled_states()
+                monitor.log_images(iteration, [sample_grid(j, states, iteration) for j in range(n_members)])
             if checkpoint_due:
                 state.write_checkpoints(iteration)
             line = cadence.progress(iteration, elapsed, at_end)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..errors import LabelwiseError
 from ..io import write_failure
+from .monitor import LIVE_LOG
 
 log = logging.getLogger("labelwise.train")
 LOCK_NAME = ".lock"
@@ -103,7 +104,8 @@ def checkpoint_lock(folder: str | os.PathLike) -> Iterator[None]:
     finally:
         if created:  # a job that failed before its first checkpoint (a bad shard) leaves no folder behind
             with contextlib.suppress(OSError):
-                if os.listdir(folder) == [LOCK_NAME]:
+                if set(os.listdir(folder)) <= {LOCK_NAME, LIVE_LOG}:  # the live log of what is lost
+                    (folder / LIVE_LOG).unlink(missing_ok=True)
                     path.unlink()
                     for directory in created:  # innermost first; stops at the first one not empty
                         directory.rmdir()
