@@ -7,6 +7,8 @@ import functools
 import json
 import os
 import pickle
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -39,6 +41,34 @@ def failing_scontrol() -> Path:
     (folder / "scontrol").write_text("#!/bin/sh\nexit 1\n")
     (folder / "scontrol").chmod(0o755)
     return folder
+
+
+def fake_slurm(folder: Path) -> dict[str, str]:
+    """The environment of a Snakemake run against tests/cluster/fake_slurm.py: its commands (sbatch,
+    squeue, scancel, srun, scontrol) first on PATH, its state and records in `folder`/state."""
+    script = REPO / "tests" / "cluster" / "fake_slurm.py"
+    bin_dir = folder / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("sbatch", "squeue", "scancel", "srun", "scontrol"):
+        command = f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} {name}"
+        (bin_dir / name).write_text(f'#!/bin/sh\nexec {command} "$@"\n')
+        (bin_dir / name).chmod(0o755)
+    return {"PATH": f"{bin_dir}{os.pathsep}{subprocess_path()}", "FAKE_SLURM_DIR": str(folder / "state")}
+
+
+def dry_run_jobs(out: str) -> list[dict]:
+    """The jobs a `snakemake -n` output lists: rule, wildcards, resources and group of each (a group
+    job is listed with its members indented under it; `group` is (group name, its index) or None)."""
+    jobs, group, n_groups = [], None, 0
+    for line in out.splitlines():
+        if m := re.match(r"^\[[^\]]*\] Group job (\S+) ", line):
+            group, n_groups = (m.group(1), n_groups), n_groups + 1
+        elif m := re.match(r"^(\s*)(?:local)?rule (\w+):", line):
+            group = group if m.group(1) else None  # a job at the margin is not in a group
+            jobs.append({"rule": m.group(2), "group": group, "wildcards": {}, "resources": {}})
+        elif (m := re.match(r"^\s+(wildcards|resources): (.*)$", line)) and jobs:
+            jobs[-1][m.group(1)] = dict(kv.split("=", 1) for kv in m.group(2).split(", "))
+    return jobs
 
 
 def subprocess_path() -> str:

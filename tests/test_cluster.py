@@ -10,7 +10,11 @@ Three ways a training job meets the scheduler, each on a tiny config of the real
    local executor, the launcher `srun --exact -n1 --gpus=1`): both labels train at the same time,
    on different GPUs;
 3. `scancel` of a running `train` job once it has a checkpoint: Snakemake resubmits it (retries),
-   the rerun resumes from the checkpoint, and the generator equals an uninterrupted local run's.
+   the rerun resumes from the checkpoint, and the generator equals an uninterrupted local run's;
+4. `scontrol requeue` of a running `train` job (what a preemption does; profiles/slurm submits with
+   --requeue): Slurm stops it with SIGTERM, the job checkpoints there (its only checkpoint: the
+   periodic ones lie beyond the budget), runs again under the same job id, resumes from that
+   checkpoint, and ends with the generator and training log of an uninterrupted local run.
 
 The evidence is the line every training job logs first (labelwise/train/loop.py):
 "[wcgan label 0] device cpu, 1 thread(s), CUDA_VISIBLE_DEVICES=1, host vm, start <iso time> (...); budget: ...";
@@ -67,6 +71,10 @@ CONFIG = {
 # The scancel test: ~15 s of training, a checkpoint every 10 iterations (well under a second).
 SCANCEL_LABEL = 0
 SCANCEL_CONFIG = dict(CONFIG, budget={"iterations": 300, "checkpoint_every": 10})
+# The requeue test: checkpoint_every beyond the budget, so the SIGTERM's checkpoint is the only one a
+# resume can come from (label 7: the scancel test reruns label 0 in the same work dir).
+REQUEUE_LABEL = 7
+REQUEUE_CONFIG = dict(CONFIG, budget={"iterations": 300, "checkpoint_every": 1000})
 LAUNCHER = "env -u SLURM_GPUS_PER_NODE srun --exact -N1 -n1 --gpus=1 -c1"  # Frontier's, -c7 -> -c1
 
 START_LINE = re.compile(
@@ -187,6 +195,12 @@ def check_gpus(runs, require_overlap: bool) -> int:
     return overlaps
 
 
+def train_log_rows(workdir: Path, label) -> list[list[str]]:
+    """The final training log CSV's rows without wall_seconds: what an interrupted run must reproduce."""
+    text = (workdir / "results" / "mnist5k" / MODEL / "train_logs" / f"{label}.csv").read_text()
+    return [[c for i, c in enumerate(line.split(",")) if i != 1] for line in text.splitlines()]
+
+
 def assert_same_generators(a: Path, b: Path, labels):
     for label, path in zip(labels, generator_paths(labels)):
         ga, pa = load_generator(a / path)
@@ -294,6 +308,12 @@ def local_runs(tmp_path_factory):
             [SCANCEL_LABEL],
             "local reference (long budget, 1 label)",
         ),
+        "requeue": LocalRun(
+            tmp_path_factory.mktemp("local-requeue"),
+            REQUEUE_CONFIG,
+            [REQUEUE_LABEL],
+            "local reference (requeue budget, 1 label)",
+        ),
     }
     yield runs
     for r in runs.values():
@@ -395,17 +415,13 @@ def test_allocation_mode_labels_train_at_once_on_different_gpus(cluster, local_r
     assert_same_generators(tmp_path, local_reference, LABELS)
 
 
-def test_scancelled_train_job_is_resubmitted_and_resumes_bit_identical(per_job_run, local_runs):
-    reference = local_runs["long"].result()
-    # Continue in the per-job run's work dir (shards already there): the bigger budget reruns the
-    # train job. Its old checkpoints go first, so that any resume must come from this run's.
-    workdir, _ = per_job_run
-    checkpoints = workdir / "results" / "mnist5k" / MODEL / "checkpoints" / str(SCANCEL_LABEL)
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    out_path = workdir / "snakemake-scancel.out"
-    cmd = snakemake_cmd(workdir, SCANCEL_CONFIG, generator_paths([SCANCEL_LABEL]), *slurm_profiles())
+def interrupted_train_run(workdir: Path, config: dict, label: int, name: str, progress, command: str, limit: int):
+    """A per-job-mode run of `config` for `label`'s generator in `workdir`, its train job interrupted:
+    once the job is RUNNING and `progress()` returns an iteration (not None), `<command> <job id>`.
+    Returns (job id, that iteration, the run's output); the run must end successfully."""
+    out_path = workdir / f"snakemake-{name}.out"
+    cmd = snakemake_cmd(workdir, config, generator_paths([label]), *slurm_profiles())
     t0 = time.monotonic()
-    limit = 240
     with open(out_path, "w") as out_file:
         proc = subprocess.Popen(
             ["timeout", "-k", "10", str(limit), *map(str, cmd)],
@@ -418,40 +434,87 @@ def test_scancelled_train_job_is_resubmitted_and_resumes_bit_identical(per_job_r
             victim, seen = None, None
             while proc.poll() is None and time.monotonic() - t0 < limit:
                 if victim is None:
-                    m = re.search(
-                        rf"submitted with SLURM jobid (\d+) \(log: \S*/rule_train/{MODEL}_{SCANCEL_LABEL}/",
-                        out_path.read_text(),
-                    )
+                    submitted = rf"submitted with SLURM jobid (\d+) \(log: \S*/rule_train/{MODEL}_{label}/"
+                    m = re.search(submitted, out_path.read_text())
                     victim = m and m[1]
-                ckpts = sorted(
-                    int(p.name[5:14]) for p in checkpoints.glob("ckpt-*.pt") if re.fullmatch(r"ckpt-\d{9}\.pt", p.name)
-                )
-                if victim and ckpts and squeue_state(victim) == "RUNNING":
-                    seen = ckpts[-1]
-                    r = run(["scancel", victim], cwd=None, limit=10)
+                iteration = progress() if victim else None
+                if iteration is not None and squeue_state(victim) == "RUNNING":
+                    seen = iteration
+                    r = run([*command.split(), victim], cwd=None, limit=10)
                     assert r.returncode == 0, r.stderr
-                    print(f"scancel {victim} at checkpoint {seen}, {time.monotonic() - t0:.1f} s into the run")
+                    print(f"{command} {victim} at iteration {seen}, {time.monotonic() - t0:.1f} s into the run")
                     break
                 time.sleep(0.2)
             rc = proc.wait(timeout=limit + 30)
         finally:
             end(proc)
     out = out_path.read_text()
-    assert victim and seen is not None, (
-        f"never saw train job {MODEL}_{SCANCEL_LABEL} running with a checkpoint:\n{out[-3000:]}"
-    )
+    assert victim and seen is not None, f"never saw train job {MODEL}_{label} running and far enough:\n{out[-3000:]}"
     assert rc == 0, f"snakemake exited with {rc}:\n{out[-4000:]}"
-    timed("scancel run", t0)
+    timed(f"{name} run", t0)
+    return victim, seen, out
 
+
+def resumed_iteration(workdir: Path, label: int, config: dict) -> int:
+    """The iteration the last run of `label`'s train job resumed at (its log: each run rewrites it),
+    which ran to the end of the budget."""
+    (run_,) = train_runs(workdir, [label])
+    m = re.search(rf"\[{MODEL} label {label}\] resuming from checkpoint at iteration (\d+)", run_["log"])
+    assert m, f"the rerun did not resume:\n{run_['log']}"
+    assert f"done: {config['budget']['iterations']} iterations" in run_["log"]
+    return int(m[1])
+
+
+def test_scancelled_train_job_is_resubmitted_and_resumes_bit_identical(per_job_run, local_runs):
+    reference = local_runs["long"].result()
+    # Continue in the per-job run's work dir (shards already there): the bigger budget reruns the
+    # train job. Its old checkpoints go first, so that any resume must come from this run's.
+    workdir, _ = per_job_run
+    checkpoints = workdir / "results" / "mnist5k" / MODEL / "checkpoints" / str(SCANCEL_LABEL)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+
+    def last_checkpoint():
+        ckpts = sorted(
+            int(p.name[5:14]) for p in checkpoints.glob("ckpt-*.pt") if re.fullmatch(r"ckpt-\d{9}\.pt", p.name)
+        )
+        return ckpts[-1] if ckpts else None
+
+    victim, seen, out = interrupted_train_run(
+        workdir, SCANCEL_CONFIG, SCANCEL_LABEL, "scancel", last_checkpoint, "scancel", limit=240
+    )
     attempts = [j for j, log in SUBMITTED.findall(out) if f"/rule_train/{MODEL}_{SCANCEL_LABEL}/" in log]
     assert len(attempts) == 2 and attempts[0] == victim, f"expected the cancelled job and one resubmission: {attempts}"
     assert squeue_state(victim) == "CANCELLED"
     assert squeue_state(attempts[1]) == "COMPLETED"
-    (run_,) = train_runs(workdir, [SCANCEL_LABEL])  # the log of the last attempt (each attempt rewrites it)
-    m = re.search(rf"\[{MODEL} label {SCANCEL_LABEL}\] resuming from checkpoint at iteration (\d+)", run_["log"])
-    assert m, f"the rerun did not resume:\n{run_['log']}"
-    resumed = int(m[1])
+    resumed = resumed_iteration(workdir, SCANCEL_LABEL, SCANCEL_CONFIG)
     assert seen <= resumed < SCANCEL_CONFIG["budget"]["iterations"]
-    assert f"done: {SCANCEL_CONFIG['budget']['iterations']} iterations" in run_["log"]
     print(f"scancel: job {victim} cancelled at checkpoint {seen}; job {attempts[1]} resumed at {resumed}")
     assert_same_generators(workdir, reference, [SCANCEL_LABEL])
+
+
+def test_requeued_train_job_resumes_from_its_sigterm_checkpoint_bit_identical(per_job_run, local_runs):
+    reference = local_runs["requeue"].result()
+    workdir, _ = per_job_run  # shards there; the new budget retrains label 7, from scratch:
+    checkpoints = workdir / "results" / "mnist5k" / MODEL / "checkpoints" / str(REQUEUE_LABEL)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    live_log = checkpoints / "live_log.csv"  # labelwise.train.monitor: a row every 3 iterations
+
+    def mid_budget():  # 5 rows logged: the job is past that row's iteration
+        rows = live_log.read_text().splitlines()[1:] if live_log.exists() else []
+        return int(rows[-1].split(",")[0]) if len(rows) >= 5 else None
+
+    # Slurm holds a requeued job ~2 minutes before it may start again (EligibleTime, measured).
+    victim, seen, out = interrupted_train_run(
+        workdir, REQUEUE_CONFIG, REQUEUE_LABEL, "requeue", mid_budget, "scontrol requeue", limit=300
+    )
+    # Requeued by Slurm under the same job id (not resubmitted by Snakemake), and ran twice.
+    attempts = [j for j, log in SUBMITTED.findall(out) if f"/rule_train/{MODEL}_{REQUEUE_LABEL}/" in log]
+    assert attempts == [victim], f"one submission, requeued by Slurm: {attempts}"
+    job = run(["scontrol", "show", "job", victim], cwd=None, limit=10).stdout
+    assert re.search(r"\bJobState=COMPLETED\b", job) and re.search(r"\bRestarts=1\b", job), job
+    resumed = resumed_iteration(workdir, REQUEUE_LABEL, REQUEUE_CONFIG)
+    # No periodic checkpoint falls in the budget: the resume is from the checkpoint the SIGTERM wrote.
+    assert seen <= resumed < REQUEUE_CONFIG["budget"]["iterations"] < REQUEUE_CONFIG["budget"]["checkpoint_every"]
+    print(f"requeue: job {victim} stopped after iteration {seen}, resumed at {resumed}")
+    assert_same_generators(workdir, reference, [REQUEUE_LABEL])
+    assert train_log_rows(workdir, REQUEUE_LABEL) == train_log_rows(reference, REQUEUE_LABEL)

@@ -143,6 +143,7 @@ def workspace(document: Path, tmp_path_factory) -> tuple[Path, dict]:
             PATH=subprocess_path(),
             LABELWISE_SLURM_ACCOUNT="",
             LABELWISE_SLURM_PARTITION="",
+            LABELWISE_SLURM_CPU_PARTITION="",
             TORCH_HOME=str(root / "no-torch-home"),
         )
         for key in [k for k in env if k.startswith(("SLURM_", "LSB_", "LABELWISE_ALLOCATION"))]:

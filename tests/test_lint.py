@@ -34,7 +34,7 @@ def test_an_unlisted_finding_is_reported_with_its_place():
         "    * Environment variable LABELWISE_ROOT used but not asserted with envvars directive in line 25.:\n"
         "      Asserting existence ...\n"
         "Lints for rule train (line 11, /x/rules/train.smk):\n"
-        "    * Shell command directly uses variable LAUNCHER from outside of the rule:\n"
+        "    * Shell command directly uses variable LAUNCH_PREFIX from outside of the rule:\n"
         "Lints for snakefile /x/rules/train.smk:\n"
         "    * Path composition with '+' in line 50:\n"
     )

@@ -98,7 +98,8 @@ def test_a_model_registered_by_a_plugin_is_validated_and_its_jobs_are_planned(tm
     assert result.returncode == 0, out[-3000:]
     planned = re.findall(r"^(?:local)?rule (\w+):\n(?:.*\n)*?\s+wildcards: (.*)$", out, flags=re.M)
     toy_jobs = sorted(rule for rule, wildcards in planned if "model=toy" in wildcards)
-    assert toy_jobs == ["evaluate", "sample", "sample_grid", "train", "train", "training_curves"], out[-3000:]
+    # one training and one sampling job per label
+    assert toy_jobs == ["evaluate", "sample", "sample", "sample_grid", "train", "train", "training_curves"], out[-3000:]
     # The same config without the plugin: the name is refused before any job.
     del env["LABELWISE_MODEL_PLUGINS"]
     refused = subprocess.run(

@@ -10,7 +10,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
-from conftest import TINY, snakemake
+from conftest import TINY, dry_run_jobs, snakemake
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +63,8 @@ def test_metrics_for_every_model_with_inception_marked_skipped(finished_run):
 @pytest.mark.e2e
 def test_real_statistics_computed_once_for_all_models(finished_run):
     log = (finished_run / "first_run.log").read_text()
-    # One statistics job (every label, classifier space), one classifier, one evaluation per model reading them.
-    assert log.count("rule real_stats:") == 1
+    # One statistics job per label (classifier space), one classifier, one evaluation per model reading them.
+    assert log.count("rule real_stats:") == 2
     assert log.count("rule classifier:") == 1
     assert log.count("rule evaluate:") == 2
     stats = sorted(p.name for p in (finished_run / "results/mnist5k/stats/classifier").iterdir())
@@ -104,25 +104,12 @@ FIGURES_OF_BOTH_MODELS = {"sample_grid": 2, "training_curves": 2, "metrics_compa
         (
             "an evaluation key",
             changed(evaluation={"samples_per_label": 6}),
-            {"sample": 2, "evaluate": 2, "sample_grid": 2, "metrics_comparison": 1},
+            {"sample": 4, "evaluate": 2, "sample_grid": 2, "metrics_comparison": 1},
         ),
         (
             "a wcgan training key",
             changed(models={**TINY["models"], "wcgan": {**TINY["models"]["wcgan"], "lr": 3e-4}}),
-            {"train": 2, "sample": 1, "evaluate": 1, **FIGURES_OF_ONE_MODEL},
-        ),
-        (
-            "one more label",
-            changed(data={"source": "mnist5k", "labels": [0, 3, 7]}),
-            {
-                "train": 2,
-                "sample": 2,
-                "real_stats": 1,
-                "evaluate": 2,
-                "sample_grid": 2,
-                "training_curves": 2,
-                "metrics_comparison": 1,
-            },
+            {"train": 2, "sample": 2, "evaluate": 1, **FIGURES_OF_ONE_MODEL},
         ),
         (
             "a figure style key",
@@ -134,24 +121,52 @@ FIGURES_OF_BOTH_MODELS = {"sample_grid": 2, "training_curves": 2, "metrics_compa
         ("runtime.channels_last", changed(runtime={**TINY["runtime"], "channels_last": True}), {}),
         ("runtime.packed_kernel", changed(runtime={**TINY["runtime"], "packed_kernel": "bmm"}), {}),
         ("runtime.cuda_graph", changed(runtime={**TINY["runtime"], "cuda_graph": "off"}), {}),
+        # Watching a job (live log, TensorBoard) changes nothing it computes.
+        ("runtime.tensorboard", changed(runtime={**TINY["runtime"], "tensorboard": True, "tensorboard_images": 2}), {}),
         # bf16 changes the results: a param of the training jobs, which retrain, and all after them.
         (
             "runtime.precision",
             changed(runtime={**TINY["runtime"], "precision": "bf16"}),
-            {"train": 4, "sample": 2, "evaluate": 2, **FIGURES_OF_BOTH_MODELS},
+            {"train": 4, "sample": 4, "evaluate": 2, **FIGURES_OF_BOTH_MODELS},
         ),
         # Regrouped training jobs (one per model and pack of labels): they rerun, find their final
         # checkpoints and rewrite the same generators, and what reads the generators follows.
         (
             "runtime.labels_per_job",
             changed(runtime={**TINY["runtime"], "labels_per_job": 2}),
-            {"train_labels_0_7": 2, "sample": 2, "evaluate": 2, **FIGURES_OF_BOTH_MODELS},
+            {"train_labels_0_7": 2, "sample": 4, "evaluate": 2, **FIGURES_OF_BOTH_MODELS},
         ),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )
 def test_a_change_reruns_only_what_it_touches(finished_run, what, config, expected):
     assert planned_jobs(finished_run, config) == expected, what
+
+
+# Per-label jobs and what pools the labels (issue 24: sampling and statistics used to be one job over
+# every label, so a label added to a finished run redid every label's).
+PER_LABEL_RULES = ("train", "sample", "real_stats")
+
+
+@pytest.mark.e2e
+def test_one_more_label_reruns_only_its_own_jobs_and_the_pooled_ones(finished_run):
+    result = snakemake(finished_run, changed(data={"source": "mnist5k", "labels": [0, 3, 7]}), "--dry-run")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    jobs = [j for j in dry_run_jobs(out) if j["rule"] != "all"]
+    per_label = [j for j in jobs if j["rule"] in PER_LABEL_RULES]
+    assert sorted((j["rule"], j["wildcards"].get("model", j["wildcards"].get("space"))) for j in per_label) == [
+        ("real_stats", "classifier"),
+        ("sample", "dccgan"),
+        ("sample", "wcgan"),
+        ("train", "dccgan"),
+        ("train", "wcgan"),
+    ]
+    assert all(j["wildcards"]["label"] == "3" for j in per_label), per_label
+    pooled = sorted(j["rule"] for j in jobs if j["rule"] not in PER_LABEL_RULES)  # every label's metrics, figures
+    assert (
+        pooled == ["evaluate", "evaluate", "metrics_comparison", "sample_grid", "sample_grid"] + ["training_curves"] * 2
+    )
 
 
 @pytest.mark.e2e
@@ -208,7 +223,7 @@ def test_inception_required_without_weights_fails_with_the_fix(tmp_path):
     )
     result = snakemake(tmp_path, config, "--until", "real_stats")
     assert result.returncode != 0
-    log = (tmp_path / "logs/mnist5k/stats/inception.log").read_text()
+    log = (tmp_path / "logs/mnist5k/stats/inception/3.log").read_text()
     assert "evaluation.inception_weights" in log and "wget" in log
     assert "Traceback" not in log
     assert not (tmp_path / "results/mnist5k/stats/inception/3.npz").exists()

@@ -192,10 +192,10 @@ def test_imagenet1k_preset_builds_a_1000_label_dag(planned):
     output = planned(REPO / "presets" / "imagenet1k.yaml")
     table = output[output.index("Job stats:") :].split("\n\n")[0].splitlines()
     rows = {line.split()[0]: line.split()[1] for line in table if len(line.split()) == 2}
-    # labels_per_job 40: 25 packed training jobs per model, one sampling job per model
+    # labels_per_job 40: 25 packed training jobs per model; one sampling job per model and label
     packs = {rule: int(n) for rule, n in rows.items() if rule.startswith("train_labels_")}
     assert len(packs) == 25 and sum(packs.values()) == 50 and "train_labels_960_999" in packs
-    assert rows.get("sample") == "2"  # sampling: one job per model
+    assert rows.get("sample") == "2000"  # bundled into groups on a cluster (profiles/slurm)
     assert rows.get("prepare_label") == "1000" and rows.get("prepare") == "1"  # one data job per label, one meta.json
 
 

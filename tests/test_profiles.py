@@ -5,8 +5,9 @@ scheduler would run them (two nodes, from a stand-in host file or node count), w
 to Snakemake: a dry run of the CIFAR-100 preset, 100 labels, through the real Snakefile.  Every
 per-label training job must come out with the site launcher in front of it and the threads of its
 GPU's cores, and the script must size Snakemake for the two nodes.  No LSF, jsrun or srun is
-needed, since a dry run starts no job.  A `--config` that drops the launcher stops the script before
-any job.  (Real Slurm runs of submit.sbatch: tests/test_cluster.py.)
+needed, since a dry run starts no job.  A `--config` that drops the launcher, or `--sdm apptainer`
+(which would put the launcher inside the image), stops the script before any job.  (Real Slurm
+runs of submit.sbatch: tests/test_cluster.py.)
 """
 
 from __future__ import annotations
@@ -75,21 +76,36 @@ def test_submit_script_dry_runs_cifar100_with_the_site_launcher(site, tmp_path):
     packs = [re.search(r"--model (\w+) --label ([\d ]+) --settings", t).groups() for t in trains]
     labels = {(m, int(k)) for m, ks in packs for k in ks.split()}
     assert labels == {(m, k) for m in ("wcgan", "dccgan") for k in range(100)}, "every label of each model trained"
-    assert len(trains) == 6, "the preset's labels_per_job 40: packs of 40, 40 and 20 labels per model"
+    # The preset's labels_per_job 40 would give 6 packs for 12 or 16 GPUs: lowered until every GPU trains
+    # (summit 12 GPUs: 19 labels per job, 6 packs per model; frontier 16: 14 labels, 8 packs per model).
+    per_job = {"summit": 19, "frontier": 14}[site]
+    assert f"runtime.labels_per_job 40 -> {per_job}: every one of the allocation's {gpus} GPUs" in out
+    assert len(trains) == 2 * -(-100 // per_job) >= gpus
+    assert max(len(ks.split()) for _, ks in packs) == per_job
     prefix = launcher(site) + " labelwise train "
     assert all(t.startswith(prefix) and " --threads 7 " in t for t in trains), trains[0]
     assert not any((tmp_path / "results").glob("**/*.h5")), "a dry run wrote shards"
 
 
-def test_a_command_line_config_that_drops_the_launcher_stops_the_submit_script(tmp_path):
-    """`--config` replaces the profile's whole `config:` key, launcher included: inside an allocation
-    that would train every label on the node running Snakemake, so the run stops before any job."""
-    result, _ = run_submit(
-        "frontier",
-        tmp_path,
-        ["--configfile", "presets/cifar100.yaml", "--config", "data={root: /nonexistent/cifar-100-python}"],
-    )
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        # `--config` replaces the profile's whole `config:` key, launcher included: inside an allocation
+        # that would train every label on the node running Snakemake.
+        (
+            ["--config", "data={root: /nonexistent/cifar-100-python}"],
+            "runtime.launcher is empty in a frontier allocation",
+        ),
+        # `--sdm apptainer` would wrap the launcher itself in the image, which has no scheduler.
+        (["site.yaml", "--sdm", "apptainer"], "--sdm apptainer in a frontier allocation would run the launcher inside"),
+    ],
+    ids=["config-drops-launcher", "sdm-apptainer"],
+)
+def test_a_run_that_would_misplace_its_jobs_stops_the_submit_script_in_one_line(tmp_path, args, error):
+    """Before any job, with one config error line that names the fix."""
+    (tmp_path / "site.yaml").write_text("data: {root: /nonexistent/cifar-100-python}\n")
+    result, _ = run_submit("frontier", tmp_path, ["--configfile", "presets/cifar100.yaml", *args])
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("labelwise: config error:")]
-    assert len(errors) == 1 and "runtime.launcher is empty in a frontier allocation" in errors[0], result.stderr[-3000:]
+    assert len(errors) == 1 and error in errors[0], result.stderr[-3000:]
     assert "Traceback" not in result.stderr and not (tmp_path / "results").exists()

@@ -21,6 +21,7 @@ from labelwise.errors import LabelwiseError
 from labelwise.train import LOG_COLUMNS, Budget, load_generator
 from labelwise.train import checkpoint as checkpoint_files
 from labelwise.train.checkpoint import list_checkpoints
+from labelwise.train.monitor import live_log_path
 
 
 def all_checkpoints(outs) -> list[list[int]]:
@@ -28,10 +29,13 @@ def all_checkpoints(outs) -> list[list[int]]:
 
 
 def assert_same_runs(outs_a, outs_b) -> None:
-    """Bit-identical generators and identical logs (wall seconds aside), member by member."""
+    """Bit-identical generators and identical logs (wall seconds aside), member by member; each one's
+    live log ends equal to its final log."""
     for a, b in zip(outs_a, outs_b, strict=True):
         assert_same_state(weights(a.generator), weights(b.generator))
         assert log_rows(a.log) == log_rows(b.log)
+        for out in (a, b):
+            assert live_log_path(out.checkpoints).read_text() == out.log.read_text()
 
 
 @pytest.mark.parametrize(
@@ -275,6 +279,9 @@ def test_sigkill_and_rerun_ends_bit_identical(tmp_path, job, tiny_settings, kind
     done = list_checkpoints(j.outputs(killed)[0].checkpoints)[0][0]
     assert 0 < done < budget["iterations"], "the kill must land mid-run"
     assert not any(o.generator.exists() for o in j.outputs(killed))
+    for straight, out in zip(j.outputs(tmp_path / "straight"), j.outputs(killed)):  # watched while it ran
+        live = log_rows(live_log_path(out.checkpoints))
+        assert int(live[-1][0]) >= done and live == log_rows(straight.log)[: len(live)]
     rerun = subprocess.run(j.command(killed, settings, budget), capture_output=True, text=True, check=True)
     assert "resuming from checkpoint at iteration" in rerun.stderr
     assert_same_runs(j.outputs(tmp_path / "straight"), j.outputs(killed))
@@ -303,6 +310,8 @@ def test_sigterm_checkpoints_stops_in_one_line_and_resumes_to_the_same_log(tmp_p
     assert 0 < iteration < budget["iterations"]
     if iteration % 4:  # stopped between log points: the diagnostics since the last row wait in the checkpoint
         assert len(torch.load(path, weights_only=True)["pending"]) == iteration % 4
+    for straight, out in zip(j.outputs(tmp_path / "straight"), j.outputs(root)):  # the live log: rows so far
+        assert log_rows(live_log_path(out.checkpoints)) == log_rows(straight.log)[: 1 + iteration // 4]
     rerun = subprocess.run(j.command(root, tiny_settings, budget), capture_output=True, text=True, check=True)
     assert f"resuming from checkpoint at iteration {iteration}" in rerun.stderr
     assert_same_runs(j.outputs(tmp_path / "straight"), j.outputs(root))
@@ -367,3 +376,49 @@ def test_bad_arguments_are_one_clear_error_before_anything_is_written(tmp_path, 
         with pytest.raises(LabelwiseError, match="runtime.device is 'cuda'"):
             j.train(out, budget, tiny_settings, device="cuda")
     assert not out.exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("kind", JOB_KINDS)
+def test_tensorboard_runs_hold_the_logged_scalars_and_sample_grids(tmp_path, job, tiny_settings, kind):
+    """runtime.tensorboard: one run per model and member whose scalars are the log's rows (losses,
+    Wasserstein estimate; label-iterations/s), with a sample grid every N iterations; resumed after a
+    longer budget, the run goes on; and watching changes nothing the job computes."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    j = job(kind)
+    j.train(tmp_path / "plain", Budget(iterations=12, checkpoint_every=6), tiny_settings)
+    runs = tmp_path / "tb"
+    j.train(tmp_path / "watched", Budget(iterations=8, checkpoint_every=4), tiny_settings, tensorboard=runs)
+    j.train(
+        tmp_path / "watched",
+        Budget(iterations=12, checkpoint_every=6),
+        tiny_settings,
+        tensorboard=runs,
+        tensorboard_images=4,
+    )
+    assert_same_runs(j.outputs(tmp_path / "plain"), j.outputs(tmp_path / "watched"))
+    assert sorted(p.name for p in (runs / j.model).iterdir()) == sorted(map(str, j.names))
+    for name, out in zip(j.names, j.outputs(tmp_path / "watched")):
+        events = EventAccumulator(str(runs / j.model / str(name)), size_guidance={"scalars": 0, "images": 0})
+        events.Reload()
+        rows = [line.split(",") for line in out.log.read_text().splitlines()[1:]]
+        for column in ("d_loss", "g_loss", "wasserstein_estimate"):
+            logged = {e.step: e.value for e in events.Scalars(f"train/{column}")}
+            expected = {int(r[0]): float(r[LOG_COLUMNS.index(column)]) for r in rows}
+            assert logged.keys() == expected.keys()  # every row once, the resumed part included
+            assert all(logged[i] == pytest.approx(v, rel=1e-5) for i, v in expected.items()), column
+        speed = [e for e in events.Scalars("speed/label_iterations_per_s")]
+        assert speed and all(e.value > 0 for e in speed)
+        grids = events.Images("samples")
+        assert [e.step for e in grids] == [12]  # every 4 iterations, asked for in the resumed part only
+        assert grids[0].width > 0 and grids[0].height > 0
+
+
+def test_tensorboard_without_its_package_is_one_clear_error(tmp_path, job, tiny_settings, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as when not installed
+    j = job("one-label")
+    with pytest.raises(LabelwiseError, match="runtime.tensorboard is on but TensorBoard cannot be imported"):
+        j.train(tmp_path, Budget(iterations=4, checkpoint_every=2), tiny_settings, tensorboard=tmp_path / "tb")
+    assert not any(o.checkpoints.exists() for o in j.outputs(tmp_path))

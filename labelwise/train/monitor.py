@@ -11,9 +11,9 @@
   the gradient penalty and Wasserstein estimate (W-CGAN), and the job's label-iterations per second
   of training time — and, every `images_every` iterations, a grid of 16 samples of each member's
   generator (the first 16 of its evaluation noise stream, so they follow what sampling will draw).
-  A resumed job opens its runs with `purge_step` at the resumed iteration: TensorBoard hides what the
-  stopped run wrote after its checkpoint.  `torch.utils.tensorboard` needs the `tensorboard` package,
-  imported only when the setting is on.
+  A job opens its runs with `purge_step` just after the iteration it starts at: TensorBoard hides what
+  a stopped run wrote after its checkpoint (a fresh start: everything an earlier run wrote there).
+  `torch.utils.tensorboard` needs the `tensorboard` package, imported only when the setting is on.
 
 Nothing here draws from the training streams or changes a network: a job trains the same with and
 without watching.
@@ -72,7 +72,9 @@ class JobMonitor:
         if tensorboard is not None:
             writer_class = summary_writer_class()
             self.writers = [
-                writer_class(log_dir=str(Path(tensorboard) / model / name), purge_step=start or None)
+                # Events after `start` are the stopped run's, logged again by this one (a fresh start:
+                # every event of an earlier run, with other settings): TensorBoard hides them.
+                writer_class(log_dir=str(Path(tensorboard) / model / name), purge_step=start + 1)
                 for name in run_names
             ]
         self._rate_mark = None  # (iteration, training seconds) of the previous log row

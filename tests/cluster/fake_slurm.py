@@ -2,8 +2,8 @@
 """A recording stand-in for Slurm's client commands: what the Snakemake Slurm plugin submits, run on
 this machine, for tests that need every `sbatch` call of a whole run but no real Slurm (no root).
 
-Installed under the names `sbatch`, `squeue`, `scancel`, `srun` and `scontrol` (`install(folder)`
-makes the links; `FAKE_SLURM_DIR` names the state folder):
+Run as `fake_slurm.py COMMAND ARGS...` by wrappers named `sbatch`, `squeue`, `scancel`, `srun` and
+`scontrol` (tests/conftest.py `fake_slurm` writes them; `FAKE_SLURM_DIR` names the state folder):
 
 * `sbatch` appends its arguments, as one JSON line, to `$FAKE_SLURM_DIR/sbatch.jsonl`, prints a new
   job id (`--parsable`) and runs the job in the background: the `--wrap` command (or the script on
@@ -30,20 +30,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-COMMANDS = ("sbatch", "squeue", "scancel", "srun", "scontrol")
-
-
-def install(folder: Path) -> Path:
-    """Links named after the Slurm commands in `folder`, pointing at this file; returns `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    me = Path(__file__).resolve()
-    me.chmod(me.stat().st_mode | 0o111)
-    for name in COMMANDS:
-        link = folder / name
-        if not link.exists():
-            link.symlink_to(me)
-    return folder
 
 
 def state_dir() -> Path:
@@ -198,15 +184,16 @@ def scontrol(args: list[str]) -> int:
 
 
 def main() -> int:
-    name = Path(sys.argv[0]).name
-    if name == Path(__file__).name and len(sys.argv) > 2 and sys.argv[1] == "_run":
+    """`fake_slurm.py COMMAND ARGS...` (the wrappers named after the commands call it so)."""
+    name, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
+    if name == "_run":
         time.sleep(0.1)  # sbatch has printed the id by now
-        return run_job(int(sys.argv[2]))
+        return run_job(int(args[0]))
     handler = {"sbatch": sbatch, "squeue": squeue, "scancel": scancel, "srun": srun, "scontrol": scontrol}.get(name)
     if handler is None:
-        print(f"fake_slurm: unknown command {name}", file=sys.stderr)
+        print(f"fake_slurm: unknown command {name!r}", file=sys.stderr)
         return 2
-    return handler(sys.argv[1:])
+    return handler(args)
 
 
 if __name__ == "__main__":
