@@ -59,6 +59,8 @@ def path(kind, **fields):
 # job is launched must not retrain anything.
 LAUNCHER = config["runtime"]["launcher"]
 CONTAINER = config["runtime"]["container"]
+# What the training commands start with: the launcher, then the image (either may be empty).
+LAUNCH_PREFIX = " ".join(part.strip() for part in (LAUNCHER, CONTAINER) if part.strip())
 # The submit scripts (profiles/*/submit.*) run Snakemake on a launch or first node and set
 # LABELWISE_ALLOCATION: there a training job without the launcher would run on that node, not on a
 # GPU of the allocation. A `--config` on the command line replaces a profile's whole `config:` key,
@@ -109,7 +111,7 @@ if UNSET:
     variable, resource = next(iter(UNSET.items()))
     _config_error(
         f"the profile's resource {resource} names ${variable}, which is not set: export {variable} "
-        f"(\"\" for the cluster's default) before running Snakemake (docs/clusters.md, profiles/slurm)"
+        f'("" for the cluster\'s default) before running Snakemake (docs/clusters.md, profiles/slurm)'
     )
 
 # An allocation (the submit scripts pass --resources gpu=<its GPUs>) trains each pack on one of its
@@ -194,17 +196,19 @@ def train_logs_of(model):
     return [path("train_log", model=model, label=k) for k in labelwise.plan.model_files(model, LABELS)]
 
 
-def train_runtime_minutes(wildcards):
-    return model_runtime_minutes(wildcards.model)
+def train_runtime_minutes(labels=1):
+    """Resource `runtime` of a per-label model's training job of `labels` labels (a pack: its size)."""
+    return lambda wildcards: model_runtime_minutes(wildcards.model, labels)
 
 
 # The side of the images the networks train on (for wall times; the networks round it up).
 IMAGE_SIZE = DATA["resolution"] if DATA["source"] == "imagefolder" else labelwise.walltime.IMAGE_SIZE[DATA["source"]]
 
 
-def model_runtime_minutes(model):
-    """Scheduler wall time for a training job: its minutes budget plus margin; without a minutes cap,
-    the counted compute its budget allows at an assumed rate (labelwise.walltime.train_minutes)."""
+def model_runtime_minutes(model, labels=1):
+    """Scheduler wall time for a training job of `labels` labels (a conditional model: its one network):
+    its minutes budget plus margin; without a minutes cap, the counted compute its budget allows for
+    each label at an assumed rate (labelwise.walltime.train_minutes)."""
     spec = labelwise.models.get(model)
     settings = labelwise.plan.train_settings(config, model, len(LABELS))  # the conditional model: budgets summed
     minutes = settings["budget"]["minutes"]
@@ -216,7 +220,7 @@ def model_runtime_minutes(model):
         settings["model"],
         settings["budget"],
         IMAGE_SIZE,
-        labels=1 if spec.conditional else LABELS_PER_JOB,
+        labels=1 if spec.conditional else labels,
         on_gpu=on_gpu(rule_name),
         threads=config["runtime"]["threads"],
     )
@@ -346,7 +350,7 @@ def train_shell(
     checkpoints="{params.checkpoints:q}",
     model="{wildcards.model}",
     snapshots=SNAPSHOTS_ARG,
-    command="{LAUNCHER} {CONTAINER} labelwise train",
+    command="{LAUNCH_PREFIX} labelwise train",
     tensorboard=path("tensorboard"),
 ):
     """The shell command (a Snakemake format string) that trains `model` on `label`'s shard(s): the
@@ -411,6 +415,6 @@ def scaling_records(model, k):
 # scaling_train's command: `labelwise train` behind the launcher, inside a wrapper that times it and
 # writes the record; `launched` is taken before the launcher, so step start-up counts in the makespan.
 SCALING_JOB_COMMAND = (
-    "launched=$(date +%s.%N); {LAUNCHER} {CONTAINER} python -m labelwise.scaling job --record {output.record:q}"
+    "launched=$(date +%s.%N); {LAUNCH_PREFIX} python -m labelwise.scaling job --record {output.record:q}"
     " --k {wildcards.k} --slot {wildcards.slot} --launched $launched --"
 )

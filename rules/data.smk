@@ -20,7 +20,9 @@ if DATA["source"] == "imagefolder":
         resources:
             # bundled with other labels' on a cluster (profiles/slurm): a short wall time of its own
             runtime=lambda w, threads, attempt: attempt
-            * labelwise.walltime.prepare_label_minutes(labelwise.walltime.REAL_IMAGES_PER_LABEL["imagefolder"], threads),
+            * labelwise.walltime.prepare_label_minutes(
+                labelwise.walltime.REAL_IMAGES_PER_LABEL["imagefolder"], threads
+            ),
         params:
             data=prepare_label_params(),
             out_dir=DS,

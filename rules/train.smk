@@ -26,7 +26,7 @@ if LABELS_PER_JOB == 1:
             "../envs/train.yaml"
         threads: config["runtime"]["threads"]
         resources:
-            runtime=train_runtime_minutes,
+            runtime=train_runtime_minutes(),
             gpu=train_gpus,
         params:
             **PRECISION_PARAM,
@@ -57,7 +57,7 @@ else:
                 "../envs/train.yaml"
             threads: config["runtime"]["threads"]
             resources:
-                runtime=train_runtime_minutes,
+                runtime=train_runtime_minutes(len(pack)),
                 gpu=train_gpus,
             params:
                 **PRECISION_PARAM,
