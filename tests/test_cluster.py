@@ -23,7 +23,7 @@ With runtime.device cpu no job needs a GPU, but Slurm still allocates one per tr
 from the profiles' set-resources), and that is what sets CUDA_VISIBLE_DEVICES.
 
 Needs root (slurm_up.sh installs and starts Slurm); skipped, with the reason, where the cluster
-cannot be brought up. Marker `cluster`: `pytest -m "not cluster"` leaves it out. About 4 minutes
+cannot be brought up. Marker `cluster`: `pytest -m "not cluster"` leaves it out. About 6 minutes
 (measured times: docs/clusters.md).
 """
 
@@ -505,7 +505,7 @@ def test_requeued_train_job_resumes_from_its_sigterm_checkpoint_bit_identical(pe
 
     # Slurm holds a requeued job ~2 minutes before it may start again (EligibleTime, measured).
     victim, seen, out = interrupted_train_run(
-        workdir, REQUEUE_CONFIG, REQUEUE_LABEL, "requeue", mid_budget, "scontrol requeue", limit=300
+        workdir, REQUEUE_CONFIG, REQUEUE_LABEL, "requeue", mid_budget, "scontrol requeue", limit=420
     )
     # Requeued by Slurm under the same job id (not resubmitted by Snakemake), and ran twice.
     attempts = [j for j, log in SUBMITTED.findall(out) if f"/rule_train/{MODEL}_{REQUEUE_LABEL}/" in log]
