@@ -11,6 +11,7 @@ in figures, whatever the rc settings
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
@@ -24,13 +25,28 @@ from .images import read_images  # noqa: E402
 from .io import atomic_path  # noqa: E402
 from .trainlog import read_train_log  # noqa: E402
 
+
 # Titles and colours: labelwise.models, one colour per model in every figure, whatever the order or
 # subset of models a run has.
-MODEL_TITLES = {name: entry.title for name, entry in models.REGISTRY.items()}
+class _Titles(Mapping):
+    """Model name -> title, read from the registry when looked up (plugins load on first use)."""
+
+    def __getitem__(self, model: str) -> str:
+        return models.registry()[model].title
+
+    def __iter__(self):
+        return iter(models.registry())
+
+    def __len__(self) -> int:
+        return len(models.registry())
+
+
+MODEL_TITLES = _Titles()
 
 
 def model_color(model: str, index: int) -> str:
-    return models.REGISTRY[model].color if model in models.REGISTRY else f"C{3 + index}"
+    registry = models.registry()
+    return registry[model].color if model in registry else f"C{3 + index}"
 
 
 def save_figure(fig, outputs) -> None:
@@ -68,7 +84,8 @@ def sample_grid(sample_paths, outputs, *, columns: int = 10, title: str | None =
     rows = []
     for path in sample_paths:
         images, attrs = read_images(path)
-        rows.append((attrs.get("class_name") or str(attrs["label"]), attrs["label"], _row_image(images, columns)))
+        label = attrs.get("label", Path(path).stem)
+        rows.append((attrs.get("class_name") or str(label), label, _row_image(images, columns)))
     h, w = rows[0][2].shape[:2]
     fig_w, fig_h = 1.6 + w / 40, 0.45 + len(rows) * h / 40
     fig, axes = plt.subplots(len(rows), 1, figsize=(fig_w, fig_h), squeeze=False)

@@ -174,7 +174,7 @@ def evaluate_model(
     for label in labels:
         path, shard = samples_by_label[label], real_shards_by_label[label]
         images, sample_attrs = read_images(path, expect={"label": label})
-        trained[str(label)] = training_of(sample_attrs)
+        trained[str(label)] = training_of(sample_attrs, path)
         real_images, attrs = read_images(shard, verify=False)  # checksums are verified where features are made
         if len(images) < 2:
             raise LabelwiseError(
@@ -246,16 +246,36 @@ def evaluate_model(
     return out
 
 
-def training_of(attrs: dict) -> dict:
-    """What a sample file says about its generator: the EMA decay (None: the trained weights were
-    sampled) and its training record (labelwise.train.compute.training_record; None for files
-    written before the record existed)."""
+_RECORD_NUMBERS = ("iterations", "seconds", "gflop", "real_images_seen", "flops_per_iteration")
+
+
+_RESAMPLE = "delete it and rerun sampling"
+
+
+def training_of(attrs: dict, where="a sample file") -> dict:
+    """What a sample file (`where`) says about its generator: the EMA decay (None: the trained weights
+    were sampled) and its training record (labelwise.train.compute.training_record; None for files
+    written before the record existed).  LabelwiseError when they are not what sampling writes."""
 
     def loaded(key):
         value = attrs.get(key)
-        return json.loads(value) if isinstance(value, (str, bytes)) else None
+        try:
+            return json.loads(value) if isinstance(value, (str, bytes)) else None
+        except (ValueError, RecursionError):
+            raise LabelwiseError(f"{where}: its {key!r} attribute is not JSON; delete it and rerun sampling") from None
 
-    return {"ema": loaded("ema"), "record": loaded("training")}
+    ema, record = loaded("ema"), loaded("training")
+    good_record = record is None or (
+        isinstance(record, dict)
+        and isinstance(record.get("budget"), dict)
+        and isinstance(record.get("stopped_by"), str)
+        and all(
+            isinstance(record.get(k), (int, float)) and not isinstance(record.get(k), bool) for k in _RECORD_NUMBERS
+        )
+    )
+    if not good_record or not (ema is None or isinstance(ema, float)):
+        raise LabelwiseError(f"{where}: its 'ema' or 'training' attribute is not what sampling writes; {_RESAMPLE}")
+    return {"ema": ema, "record": record}
 
 
 def training_summary(trained: dict[str, dict]) -> dict:
