@@ -73,11 +73,15 @@ def setup_logging(logfile: str | None = None) -> None:
 
 def _log_file_failure() -> str | None:
     """One line for a job log that stopped being written (`_JobLog`), or None."""
-    from .io import write_failure
+    from .io import fix_for
 
     for handler in logging.getLogger("labelwise").handlers:
         if isinstance(handler, _JobLog) and handler.failure is not None:
-            return f"log file {write_failure(handler.baseFilename, handler.failure)}; the log is incomplete"
+            why = handler.failure.strerror or handler.failure
+            return (
+                f"log file {handler.baseFilename}: could not write to it ({why}), so the log is incomplete "
+                f"although the stage finished; {fix_for(handler.failure)}"
+            )
     return None
 
 
@@ -533,7 +537,7 @@ def cmd_generate(args) -> None:
     log.info("wrote %d PNG file(s) to %s", len(written), outdir)
 
 
-class _Parser(argparse.ArgumentParser):
+class ArgumentParser(argparse.ArgumentParser):
     """argparse, with a bad option as one LabelwiseError line (argparse prints the usage too)."""
 
     def error(self, message: str):
@@ -575,7 +579,7 @@ MAX_BATCH = 4096
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="labelwise", description="Per-label GAN training: run a pipeline stage without Snakemake.")
+    p = ArgumentParser(prog="labelwise", description="Per-label GAN training: run a pipeline stage without Snakemake.")
     p.add_argument("--version", action="version", version=f"labelwise {__import__('labelwise').__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="STAGE")
 

@@ -220,8 +220,11 @@ def gan_maximum(key: str) -> int:
 
 def section_defaults(section: str) -> dict:
     """The schema's default of every key of a top-level section (e.g. `evaluation`) that has one: the
-    one source of the defaults that code used without a config needs too."""
-    keys = load_schema()["properties"][section]["properties"]
+    one source of the defaults that code used without a config needs too.  Read from the schema file
+    as it is (no model plugin is imported: modules call this when they are imported)."""
+    if section == "models":
+        raise ValueError("the models' defaults depend on the registry: use load_schema()")
+    keys = yaml.safe_load(SCHEMA_PATH.read_text())["properties"][section]["properties"]
     return {k: copy.deepcopy(v["default"]) for k, v in keys.items() if "default" in v}
 
 
