@@ -33,7 +33,7 @@ from .plan import (
 log = logging.getLogger("labelwise")
 
 
-class _JobLog(logging.FileHandler):
+class _JobLogFileHandler(logging.FileHandler):
     """The job's log file (--log-file, a rule's log).  A write it cannot make (a full disk, a vanished
     file system) stops it writing and is kept in `failure`, for `run_guarded` to report as one line,
     instead of logging's traceback for this and every later record."""
@@ -51,6 +51,18 @@ class _JobLog(logging.FileHandler):
         else:
             super().handleError(record)
 
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError as exc:
+            self.failure = self.failure or exc
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError as exc:  # the buffered rest of a log on a full disk
+            self.failure = self.failure or exc
+
 
 def setup_logging(logfile: str | None = None) -> None:
     """Log lines of the `labelwise` loggers to stderr and, when given, appended to `logfile`.  Call it
@@ -66,17 +78,17 @@ def setup_logging(logfile: str | None = None) -> None:
     if logfile:
         Path(logfile).parent.mkdir(parents=True, exist_ok=True)
         # backslashreplace: a class name from a non-UTF-8 folder name must not break the log
-        handler = _JobLog(logfile, errors="backslashreplace")
+        handler = _JobLogFileHandler(logfile, errors="backslashreplace")
         handler.setFormatter(fmt)
         root.handlers.append(handler)
 
 
 def _log_file_failure() -> str | None:
-    """One line for a job log that stopped being written (`_JobLog`), or None."""
+    """One line for a job log that stopped being written (`_JobLogFileHandler`), or None."""
     from .io import fix_for
 
     for handler in logging.getLogger("labelwise").handlers:
-        if isinstance(handler, _JobLog) and handler.failure is not None:
+        if isinstance(handler, _JobLogFileHandler) and handler.failure is not None:
             why = handler.failure.strerror or handler.failure
             return (
                 f"log file {handler.baseFilename}: could not write to it ({why}), so the log is incomplete "

@@ -408,12 +408,17 @@ def load_config(path: str | Path) -> dict:
     return validate_config(read_yaml_values(config))
 
 
+# The settings training reads without a default (labelwise.train): `--settings` must give them.
+TRAIN_REQUIRED = {"model": ["width", "latent_dim", "batch_size", "betas", "critic_steps"], "budget": ["iterations"]}
+
+
 def check_train_settings(text: str, model: str) -> dict:
     """`labelwise train --settings`: the JSON of `labelwise.plan.train_settings` that the train rule
     passes ({"model": <the model's section>, "budget": <budget>, "seed": <seed>}), checked as the config
-    is (finite numbers, the schema's types, minima and maxima, defaults filled); LabelwiseError in one
-    line otherwise.  The budget's maxima are left out: a conditional model's budget is the per-label
-    one times the number of labels."""
+    is (finite numbers, the schema's types, minima and maxima, the keys of TRAIN_REQUIRED present);
+    LabelwiseError in one line otherwise.  Returned as given, without defaults: the settings are the
+    checkpoints' fingerprint.  The budget's maxima are left out: a conditional model's budget is the
+    per-label one times the number of labels."""
     try:
         settings = json.loads(text)
     except (ValueError, RecursionError) as exc:
@@ -436,13 +441,12 @@ def check_train_settings(text: str, model: str) -> dict:
         "additionalProperties": False,
         "required": ["model", "budget", "seed"],
         "properties": {
-            "model": schema["properties"]["models"]["properties"][section],
-            "budget": budget,
+            "model": dict(schema["properties"]["models"]["properties"][section], required=TRAIN_REQUIRED["model"]),
+            "budget": dict(budget, required=TRAIN_REQUIRED["budget"]),
             "seed": schema["properties"]["seed"],
         },
     }
     message = explain_error(settings, sub)
     if message:
         raise LabelwiseError(f"train --settings: {message.removeprefix('config ')}")
-    _with_defaults(jsonschema.Draft202012Validator)(sub).validate(settings)
     return settings

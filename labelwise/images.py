@@ -3,7 +3,9 @@
 A file holds a uint8 `images` dataset of shape (N, C, H, W), chunked per image and gzip
 compressed, and attributes describing it (label, class name, source, resolution, count) plus a
 SHA-256 of the image bytes, recorded on write and verified on read, so a truncated or silently
-corrupted file is reported instead of being trained on.
+corrupted file is reported instead of being trained on.  Every file is read through `open_images`,
+which opens only images stored in the file itself and checks what the file declares before a pixel
+is read: a shard or samples file may come from another user or site (docs/faults.md).
 """
 
 from __future__ import annotations

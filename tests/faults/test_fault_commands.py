@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import os
 import re
 import select
@@ -33,6 +34,18 @@ from labelwise.nets import Generator
 from labelwise.train.generator_files import GENERATOR_FORMAT, generator_payload, write_generator
 
 pytestmark = pytest.mark.faults
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """`cli.main` points the labelwise logger at this test's captured stderr: put it back afterwards."""
+    logger = logging.getLogger("labelwise")
+    saved = logger.handlers[:], logger.level, logger.propagate
+    yield
+    for handler in logger.handlers:
+        if handler not in saved[0]:
+            handler.close()
+    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 def single_error(code: int, stderr: str) -> str:
