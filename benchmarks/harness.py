@@ -102,6 +102,38 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def backend_settings() -> dict:
+    """The process's TF32 and cuDNN switches as they are now (fp32 convolutions and matrix products
+    may run on TF32 tensor cores; cudnn.benchmark times algorithms on first use).  A switch that
+    cannot be read (PyTorch ≥ 2.9 refuses a legacy read after a mix of its old and new TF32 APIs)
+    is recorded as such."""
+    import torch
+
+    b = torch.backends
+    switches = {
+        "cudnn.benchmark": lambda: bool(b.cudnn.benchmark),
+        "cudnn.allow_tf32": lambda: bool(b.cudnn.allow_tf32),
+        "cudnn.deterministic": lambda: bool(b.cudnn.deterministic),
+        "cuda.matmul.allow_tf32": lambda: bool(b.cuda.matmul.allow_tf32),
+        "float32_matmul_precision": torch.get_float32_matmul_precision,
+        "cuda.matmul.allow_bf16_reduced_precision_reduction": lambda: bool(
+            b.cuda.matmul.allow_bf16_reduced_precision_reduction
+        ),
+        # PyTorch 2.9's names for the same switches; absent before
+        "cuda.matmul.fp32_precision": lambda: getattr(b.cuda.matmul, "fp32_precision", None),
+        "cudnn.fp32_precision": lambda: getattr(b.cudnn, "fp32_precision", None),
+    }
+    out = {}
+    for name, read in switches.items():
+        try:
+            value = read()
+        except Exception as exc:  # noqa: BLE001 - a machine fact, not worth failing the run for
+            value = f"unreadable ({type(exc).__name__}: {exc})"
+        if value is not None:
+            out[name] = value if isinstance(value, (bool, str)) else str(value)
+    return out
+
+
 def machine() -> dict:
     import torch
 
@@ -119,6 +151,7 @@ def machine() -> dict:
                 "gpus": torch.cuda.device_count(),
                 "torch_cuda": torch.version.cuda,
                 "cudnn": torch.backends.cudnn.version(),
+                "backend": backend_settings(),
             }
         except Exception as exc:  # noqa: BLE001 - a machine fact, not worth failing the run for
             gpu = {"gpu": f"unreadable ({exc})"}

@@ -10,7 +10,7 @@ mean per-label FID); Inception is off (about 7 images/s on this CPU).  Results g
 <out>/<dataset>/quality.json; `--report` gathers every dataset's file into a Markdown table and
 the figure FID against training compute (PNG + PDF).
 
-Runs through the package's own functions (the same `train_label`, sampling and `evaluate_model` the
+Runs through the package's own functions (the same `train_job`, sampling and `evaluate_model` the
 pipeline's jobs call), so one classifier and one set of real statistics serve all variants.  Each
 finished training is kept: a rerun skips it.  `make quality` runs the documented configuration
 (docs/quality.md).
@@ -35,7 +35,7 @@ from labelwise.metrics import evaluate_model  # noqa: E402
 from labelwise.metrics.classifier import train_classifier  # noqa: E402
 from labelwise.metrics.snapshots import snapshot_metrics  # noqa: E402
 from labelwise.sample import sample_label  # noqa: E402
-from labelwise.train import Budget, Outputs, train_label  # noqa: E402
+from labelwise.train import Budget, Outputs, train_job  # noqa: E402
 
 log = logging.getLogger("labelwise.quality")
 
@@ -114,13 +114,13 @@ def run_dataset(
                 )
                 if not (outs.generator.is_file() and outs.snapshots.is_file()):
                     before = resource.getrusage(resource.RUSAGE_SELF).ru_utime
-                    train_label(
-                        shards[label],
+                    train_job(
+                        [shards[label]],
                         model,
                         model_settings,
                         Budget(iterations=10**7, gflop=gflop, checkpoint_every=10**7, snapshots=SNAPSHOTS),
                         seed,
-                        outs,
+                        [outs],
                         device="cpu",
                         threads=1,
                         progress_seconds=60,

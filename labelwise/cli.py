@@ -255,7 +255,7 @@ def cmd_prepare(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .train import Budget, Outputs, train_label, train_packed
+    from .train import Budget, Outputs, train_job
 
     if args.settings:  # the Snakemake rule: settings as JSON, every path explicit
         from .config import check_train_settings
@@ -301,25 +301,20 @@ def cmd_train(args) -> None:
         shards = args.shard
     else:
         shards = [Path(layout("shard", ds=base, label=n)) for n in names]
-    common = dict(
+    runtime_options = dict(
         device=args.device or runtime.get("device", "auto"),
         threads=args.threads or runtime.get("threads"),
         progress_seconds=args.progress_seconds or runtime.get("progress_seconds", 10),
         channels_last=args.channels_last or bool(runtime.get("channels_last")),
         precision=args.precision or runtime.get("precision", "fp32"),
-    )
-    packing = dict(
         packed_kernel=args.packed_kernel or runtime.get("packed_kernel", "auto"),
         cuda_graph=args.cuda_graph or runtime.get("cuda_graph", "auto"),
     )
-    _check_training_memory(args.model, settings["model"], shards, common["device"], conditional)
+    _check_training_memory(args.model, settings["model"], shards, runtime_options["device"], conditional)
     budget, seed = Budget(**settings["budget"]), int(settings["seed"])
-    if conditional:
-        train_label(shards, args.model, settings["model"], budget, seed, outputs[0], **common)
-    elif len(names) == 1:
-        train_label(shards[0], args.model, settings["model"], budget, seed, outputs[0], label=names[0], **common)
-    else:  # several labels: one process, one packed computation, the same results up to rounding
-        train_packed(shards, args.model, settings["model"], budget, seed, outputs, labels=names, **common, **packing)
+    # One job: the conditional model over every shard, or K labels (K=1: one label) packed together.
+    labels = None if conditional else names
+    train_job(shards, args.model, settings["model"], budget, seed, outputs, labels=labels, **runtime_options)
 
 
 def _check_training_memory(model: str, settings: dict, shards, device: str, conditional: bool) -> None:
@@ -390,7 +385,7 @@ def cmd_sample(args) -> None:
 
 
 def cmd_grid(args) -> None:
-    from .plots import MODEL_TITLES, sample_grid
+    from .plots import sample_grid
 
     config = _config(args)
     ds, model = _dataset_dir(args, config), _model(args, config)
@@ -403,7 +398,7 @@ def cmd_grid(args) -> None:
         _figure(ds, f"samples_{model}"),
         columns=config["figures"]["grid_columns"],
         dpi=config["figures"]["dpi"],
-        title=f"{MODEL_TITLES.get(model, model)} samples, {dataset_name(config)}",
+        title=f"{models.title(model)} samples, {dataset_name(config)}",
     )
 
 
@@ -450,7 +445,7 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_curves(args) -> None:
-    from .plots import MODEL_TITLES, training_curves
+    from .plots import training_curves
 
     config = _config(args)
     ds, model = _dataset_dir(args, config), _model(args, config)
@@ -462,7 +457,7 @@ def cmd_curves(args) -> None:
         logs,
         _figure(ds, f"training_curves_{model}"),
         dpi=config["figures"]["dpi"],
-        title=f"{MODEL_TITLES.get(model, model)} training, {dataset_name(config)}",
+        title=f"{models.title(model)} training, {dataset_name(config)}",
     )
 
 
@@ -650,12 +645,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--packed-kernel",
         choices=("auto", "grouped", "bmm"),
-        help="several labels: grouped convolutions or batched matrix products (default: runtime.packed_kernel)",
+        help="per-label models: grouped convolutions or batched matrix products (default: runtime.packed_kernel)",
     )
     sp.add_argument(
         "--cuda-graph",
-        choices=("auto", "off"),
-        help="several labels on CUDA: capture the iteration in a CUDA graph (default: runtime.cuda_graph)",
+        choices=("auto", "on", "off"),
+        help="on CUDA: capture the iteration in a CUDA graph (default: runtime.cuda_graph)",
     )
 
     sp = stage("sample", cmd_sample, "draw evaluation.samples_per_label images from one label's generator", model=True)

@@ -57,3 +57,40 @@ def bce_discriminator_loss(critic, real, fake):
 def bce_generator_loss(critic, fake):
     """Non-saturating generator loss: -log D(G(z))."""
     return _bce(critic(fake), 1.0)
+
+
+class WassersteinGP:
+    """WGAN-GP (models' loss "wgan-gp"): the critic loss with the gradient penalty at random mixes of
+    real and generated images, whose mixing weights the iteration draws before the critic calls."""
+
+    needs_mixing = True
+
+    def __init__(self, gp_lambda: float):
+        self.gp_lambda = float(gp_lambda)
+
+    def critic(self, critic, real, fake, alpha):
+        return wgan_gp_critic_loss(critic, real, fake, self.gp_lambda, None, alpha=alpha)
+
+    def generator(self, critic, fake):
+        return wgan_generator_loss(critic, fake)
+
+
+class NonSaturatingBCE:
+    """DCGAN's loss (models' loss "bce"): binary cross-entropy on the discriminator's logits."""
+
+    needs_mixing = False
+
+    def critic(self, critic, real, fake, alpha=None):
+        return bce_discriminator_loss(critic, real, fake)
+
+    def generator(self, critic, fake):
+        return bce_generator_loss(critic, fake)
+
+
+def loss_for(name: str, settings: dict):
+    """The loss object of a model's registry entry (`labelwise.models.Model.loss`) with its settings."""
+    if name == "wgan-gp":
+        return WassersteinGP(settings.get("gp_lambda", 10.0))
+    if name == "bce":
+        return NonSaturatingBCE()
+    raise ValueError(f"unknown loss {name!r}; known: wgan-gp, bce")

@@ -11,7 +11,6 @@ in figures, whatever the rc settings
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
@@ -23,25 +22,11 @@ import numpy as np  # noqa: E402
 from . import models  # noqa: E402
 from .images import read_images  # noqa: E402
 from .io import atomic_path  # noqa: E402
+from .tables import training_cells  # noqa: E402
 from .trainlog import read_train_log  # noqa: E402
-
 
 # Titles and colours: labelwise.models, one colour per model in every figure, whatever the order or
 # subset of models a run has.
-class _Titles(Mapping):
-    """Model name -> title, read from the registry when looked up (plugins load on first use)."""
-
-    def __getitem__(self, model: str) -> str:
-        return models.registry()[model].title
-
-    def __iter__(self):
-        return iter(models.registry())
-
-    def __len__(self) -> int:
-        return len(models.registry())
-
-
-MODEL_TITLES = _Titles()
 
 
 def model_color(model: str, index: int) -> str:
@@ -169,14 +154,13 @@ def metrics_comparison(metrics_paths, outputs, *, title: str | None = None, dpi:
         if any(r.get(sec, {}).get("status") == "ok" for r in runs)
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.8), squeeze=False)
-    from .tables import training_cells  # here: tables imports this module
 
     # Under each model: what it got from the (equal) budget, per label.
     names = []
     for r in runs:
         equal, iterations, gflop, seconds, generator = training_cells(r)
         names.append(
-            MODEL_TITLES.get(r["model"], r["model"]).split(" (")[0]
+            models.title(r["model"]).split(" (")[0]
             + ("" if iterations == "n/a" else f"\n{iterations} it\n{gflop} GFLOP, {seconds} s\n{generator}")
         )
     budgets = sorted({training_cells(r)[0] for r in runs} - {"n/a"})
@@ -263,7 +247,7 @@ def fid_vs_time(json_paths, outputs, *, title: str | None = None, dpi: int = 150
                     markersize=11,
                 )
             t = [p["elapsed_seconds"] for p in pts]
-            name = MODEL_TITLES.get(run["model"], run["model"]).split(" (")[0]
+            name = models.title(run["model"]).split(" (")[0]
             for key, style, suffix in (("pooled", "-o", ""), ("intra_fid", "--s", " intra-FID")):
                 y = [np.nan if p[space]["fid"][key] is None else p[space]["fid"][key] for p in pts]
                 ax.plot(

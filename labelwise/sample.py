@@ -16,7 +16,8 @@ from .device import select_device, set_threads
 from .images import write_images
 from .memory import require
 from .nets import generation_bytes
-from .train import label_seed, load_generator
+from .seeds import SAMPLE_STREAM, stream_seed
+from .train.generator_files import load_generator
 
 log = logging.getLogger("labelwise.sample")
 
@@ -56,7 +57,9 @@ def draw(gen, info: dict, n: int, seed: int, device, batch_size: int = 256) -> n
         "draw fewer (evaluation.samples_per_label; generate -n) or in smaller batches (evaluation.batch_size; "
         "generate --batch-size), or run on a node with more memory",
     )
-    return generate(gen, n, label_seed(seed, info["label"]) + 3, device, tuple(info["image_size"]), batch_size)
+    return generate(
+        gen, n, stream_seed(seed, info["label"], SAMPLE_STREAM), device, tuple(info["image_size"]), batch_size
+    )
 
 
 def sample_label(

@@ -7,8 +7,8 @@ import io
 import json
 from pathlib import Path
 
+from . import models
 from .io import write_text
-from .plots import MODEL_TITLES
 
 # (column header, metrics.json section, path inside it, format)
 COLUMNS = (
@@ -72,9 +72,7 @@ def table_rows(metrics_paths) -> tuple[list[str], list[list[str]]]:
     for path in metrics_paths:
         m = json.loads(Path(path).read_text())
         n = sum((m.get("protocol", {}).get("n_generated") or {}).values())
-        rows.append(
-            [MODEL_TITLES.get(m["model"], m["model"]), str(n), *training_cells(m), *(_cell(m, *c[1:]) for c in COLUMNS)]
-        )
+        rows.append([models.title(m["model"]), str(n), *training_cells(m), *(_cell(m, *c[1:]) for c in COLUMNS)])
     return header, rows
 
 

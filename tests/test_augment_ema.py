@@ -1,44 +1,21 @@
 """Issue 13's training additions: DiffAugment, the generator weight average (EMA), two learning
-rates and the counted-FLOP budget — what they compute, and that packed training and resuming
-keep their guarantees with them on."""
+rates and the counted-FLOP budget — what they compute.  That packed training and resuming keep
+their guarantees with them on: tests/test_packing.py (packed = separate) and tests/test_train.py
+(a kill and a rerun)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 import torch
-from conftest import kill_after_checkpoints
 
 from labelwise.errors import LabelwiseError
-from labelwise.train import Budget, Outputs, load_generator, train_label
+from labelwise.train import Budget
 from labelwise.train import augment as A
-from labelwise.train.checkpoint import list_checkpoints
 from labelwise.train.compute import label_iteration_flops, resolve
 from labelwise.train.ema import GeneratorEMA, decay_at
 from labelwise.train.loop import learning_rates
-from labelwise.train.packed import train_packed
 
-LABELS = (2, 5, 7)
-COUNTS = (24, 20, 30)
 POLICY = ("color", "translation", "cutout")
-
-
-@pytest.fixture
-def shards(make_shard):
-    return [make_shard(label=label, n=n) for label, n in zip(LABELS, COUNTS)]
-
-
-def outputs_for(root):
-    return [
-        Outputs(generator=root / f"g{k}.pt", log=root / f"log{k}.csv", checkpoints=root / f"ckpt{k}") for k in LABELS
-    ]
-
-
-def weights(path):
-    return load_generator(path)[0].state_dict()
 
 
 # --------------------------------------------------------------------------- DiffAugment
@@ -121,78 +98,6 @@ def test_ema_follows_the_decay_formula():
     for k, v in expected.items():
         torch.testing.assert_close(ema.state_dict()[k], v)
     assert decay_at(0.999, 1) == pytest.approx(2 / 11) and decay_at(0.999, 10**6) == 0.999
-
-
-@pytest.mark.parametrize("model", ["wcgan", "dccgan"])
-def test_packed_equals_separate_with_augment_and_ema(tmp_path, shards, tiny_settings, model):
-    settings = dict(tiny_settings, augment="diffaugment", ema=0.9, lr_g=2e-4, lr_d=1e-4)
-    budget = Budget(iterations=10, checkpoint_every=5)
-    apart = outputs_for(tmp_path / "separate")
-    for shard, out in zip(shards, apart):
-        train_label(shard, model, settings, budget, 0, out, threads=1)
-    packed = outputs_for(tmp_path / "packed")
-    train_packed(shards, model, settings, budget, 0, packed, threads=1)
-    plain = outputs_for(tmp_path / "plain")
-    train_label(shards[0], model, tiny_settings, budget, 0, plain[0], threads=1)
-    for a, b in zip(apart, packed):
-        wa, wb = weights(a.generator), weights(b.generator)
-        for key in wa:
-            torch.testing.assert_close(wa[key].double(), wb[key].double(), rtol=1e-4, atol=1e-5)
-    # The generator file holds the average and says so; augmentation changed the trajectory.
-    payload = torch.load(apart[0].generator, weights_only=True)
-    assert payload["ema"] == 0.9 and payload["training"]["iterations"] == 10
-    ckpt = torch.load(list_checkpoints(apart[0].checkpoints)[0][1], weights_only=True)
-    for key, value in ckpt["generator_ema"].items():
-        assert torch.equal(value, payload["state_dict"][key])
-    assert not torch.equal(ckpt["generator"]["net.0.weight"], payload["state_dict"]["net.0.weight"])
-    assert not torch.allclose(weights(plain[0].generator)["net.0.weight"], weights(apart[0].generator)["net.0.weight"])
-
-
-_SCRIPT = """
-import json, sys
-from pathlib import Path
-from labelwise.cli import setup_logging
-from labelwise.train import Budget, Outputs, train_label
-a = json.loads(sys.argv[1])
-setup_logging()
-out = Outputs(Path(a["root"]) / "g.pt", Path(a["root"]) / "log.csv", Path(a["root"]) / "ckpt")
-train_label(a["shard"], a["model"], a["settings"], Budget(**a["budget"]), 0, out, device="cpu", threads=1)
-"""
-
-
-@pytest.mark.parametrize("model", ["wcgan", "dccgan"])
-def test_ema_and_augment_survive_a_kill_bit_identically(tmp_path, shards, tiny_settings, model):
-    """SIGKILL a real training process after its second checkpoint, rerun: the same weights, average
-    included, as a run that never stopped."""
-    settings = dict(tiny_settings, width=8, augment="diffaugment", ema=0.95)
-
-    def cmd(root):
-        return [
-            sys.executable,
-            "-c",
-            _SCRIPT,
-            json.dumps(
-                {
-                    "shard": str(shards[0]),
-                    "root": str(root),
-                    "model": model,
-                    "settings": settings,
-                    "budget": {"iterations": 150, "checkpoint_every": 10},
-                }
-            ),
-        ]
-
-    subprocess.run(cmd(tmp_path / "straight"), check=True, capture_output=True)
-    proc = subprocess.Popen(cmd(tmp_path / "killed"), stderr=subprocess.DEVNULL)
-    kill_after_checkpoints(proc, tmp_path / "killed" / "ckpt", 2, timeout=120)
-    assert 0 < list_checkpoints(tmp_path / "killed" / "ckpt")[0][0] < 150, "the kill must land mid-run"
-    rerun = subprocess.run(cmd(tmp_path / "killed"), capture_output=True, text=True, check=True)
-    assert "resuming from checkpoint at iteration" in rerun.stderr
-    a = torch.load(tmp_path / "straight" / "g.pt", weights_only=True)
-    b = torch.load(tmp_path / "killed" / "g.pt", weights_only=True)
-    assert a["ema"] == b["ema"] == 0.95
-    for key in a["state_dict"]:
-        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
 
 
 # --------------------------------------------------------------------------- learning rates, compute budget

@@ -7,7 +7,7 @@
   localrules (run by Snakemake itself); sampling is one job per model, statistics one per space.
 
 A dry run starts nothing, so no Slurm is needed; the Slurm executor plugin is loaded all the same
-(and asks `scontrol`, stubbed here as in tests/test_parse.py).  Which rules are local comes from
+(and asks `scontrol`, stubbed for every test by conftest.failing_scontrol).  Which rules are local comes from
 the Snakefile through Snakemake's API (a dry run does not print it).
 """
 
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, workflow_rules
+from conftest import REPO, subprocess_path, workflow_rules
 
 CHECKOUT = ("Snakefile", "config.yaml", "rules", "workflow", "envs", "profiles", "presets")
 EVALUATION_RULES = ("sample", "classifier", "real_stats", "evaluate")
@@ -34,17 +34,16 @@ def checkout_copy(tmp_path: Path, with_inception_weights: bool = False) -> dict:
     """A copy of what a user's checkout holds, and the environment for dry runs in it."""
     for name in CHECKOUT:
         (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, tmp_path / name)
-    shim = tmp_path / "bin"
-    shim.mkdir()
-    (shim / "scontrol").write_text("#!/bin/sh\nexit 1\n")
-    (shim / "scontrol").chmod(0o755)
     torch_home = tmp_path / "torch"
     if with_inception_weights:  # found by the parse-time lookup: the Inception jobs join the DAG
         (torch_home / "hub" / "checkpoints").mkdir(parents=True)
         (torch_home / "hub" / "checkpoints" / "pt_inception-2015-12-05-6726825d.pth").write_bytes(b"")
-    path = os.pathsep.join([str(shim), str(Path(sys.executable).parent), os.environ["PATH"]])
     return dict(
-        os.environ, PATH=path, TORCH_HOME=str(torch_home), LABELWISE_SLURM_ACCOUNT="", LABELWISE_SLURM_PARTITION=""
+        os.environ,
+        PATH=subprocess_path(),
+        TORCH_HOME=str(torch_home),
+        LABELWISE_SLURM_ACCOUNT="",
+        LABELWISE_SLURM_PARTITION="",
     )
 
 

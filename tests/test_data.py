@@ -19,13 +19,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import CIFAR10_NAMES, cifar_batch, fake_cifar10, write_cifar
 from PIL import Image
 
 from labelwise.data import SOURCES, load_meta, num_classes, prepare_dataset, read_shard
 from labelwise.errors import LabelwiseError
 from labelwise.images import write_images
 
-CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 MINI = Path(
     os.environ.get("LABELWISE_CIFAR10_MINI")
     or Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-mini"
@@ -37,30 +37,6 @@ def shard_files(out: Path) -> list[str]:
 
 
 # --------------------------------------------------------------------------- fake CIFAR builders
-
-
-def cifar_batch(images: np.ndarray, labels: list[int], labels_key: bytes) -> dict:
-    """A training pickle's dict in the official layout (bytes keys, data N×3072 in CHW order)."""
-    return {
-        b"batch_label": b"fake batch",
-        labels_key: [int(x) for x in labels],
-        b"data": images.reshape(len(images), -1),
-        b"filenames": [f"img_{i}.png".encode() for i in range(len(images))],
-    }
-
-
-def fake_cifar10(rng, per_batch: int = 6) -> tuple[dict[str, object], np.ndarray, np.ndarray]:
-    """Files of a tiny CIFAR-10 (name -> object) plus all training images and labels in batch order."""
-    files, all_images, all_labels = {}, [], []
-    for b in range(5):
-        images = rng.integers(0, 256, (per_batch, 3, 32, 32), dtype=np.uint8)
-        labels = (np.arange(per_batch) + b * per_batch) % 10  # every class appears
-        files[f"data_batch_{b + 1}"] = cifar_batch(images, labels, b"labels")
-        all_images.append(images)
-        all_labels.append(labels)
-    files["test_batch"] = cifar_batch(rng.integers(0, 256, (4, 3, 32, 32), dtype=np.uint8), [0, 0, 0, 0], b"labels")
-    files["batches.meta"] = {b"label_names": [n.encode() for n in CIFAR10_NAMES], b"num_vis": 3072}
-    return files, np.concatenate(all_images), np.concatenate(all_labels)
 
 
 def fake_cifar100(rng, n: int = 200) -> tuple[dict[str, object], np.ndarray, np.ndarray]:
@@ -77,13 +53,6 @@ def fake_cifar100(rng, n: int = 200) -> tuple[dict[str, object], np.ndarray, np.
         },
     }
     return files, images, fine
-
-
-def write_cifar(files: dict[str, object], folder: Path, protocol: int = 2) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, obj in files.items():
-        (folder / name).write_bytes(obj if isinstance(obj, bytes) else pickle.dumps(obj, protocol=protocol))
-    return folder
 
 
 def tar_folder(folder: Path, archive: Path) -> Path:

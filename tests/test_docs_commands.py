@@ -10,8 +10,8 @@ Each file's commands run in file order in one copy of the checkout (so a `labelw
 what the `labelwise prepare` above it wrote), through bash, as a user would paste them:
 `snakemake ...` with ` -n` appended (a dry run through the real profiles and presets), `make ...` as
 `make -n ...`, `labelwise ...` for real.  The copy's `config.yaml` is a tiny CPU config (mnist5k,
-label 3, width 4, 2 iterations), the Slurm variables are set to "", `scontrol` is stubbed (as in
-tests/test_parse.py) and a stand-in of the ImageNet preset's `data/imagenet/train` (1,000 empty class
+label 3, width 4, 2 iterations), the Slurm variables are set to "", `scontrol` is stubbed
+(conftest.failing_scontrol) and a stand-in of the ImageNet preset's `data/imagenet/train` (1,000 empty class
 folders) is there.  A command that needs a tool this machine lacks (conda for `--sdm conda`) is
 skipped with the reason.  Commands for an allocation profile must not pass `--config` (it would
 replace the profile's `config:` and its launcher) unless they repeat the launcher.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, subprocess_path
 
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 PRESETS = sorted((REPO / "presets").glob("*.yaml"))
@@ -138,13 +138,9 @@ def workspace(document: Path, tmp_path_factory) -> tuple[Path, dict]:
         (root / ".venv").symlink_to(Path(sys.prefix))
         for i in range(1000):
             (root / "data" / "imagenet" / "train" / f"n{i:08d}").mkdir(parents=True)
-        shim = root / "shim"
-        shim.mkdir()
-        (shim / "scontrol").write_text("#!/bin/sh\nexit 1\n")
-        (shim / "scontrol").chmod(0o755)
         env = dict(
             os.environ,
-            PATH=os.pathsep.join([str(shim), str(Path(sys.executable).parent), os.environ["PATH"]]),
+            PATH=subprocess_path(),
             LABELWISE_SLURM_ACCOUNT="",
             LABELWISE_SLURM_PARTITION="",
             TORCH_HOME=str(root / "no-torch-home"),

@@ -6,8 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import REPO
-from test_models import checkout
+from conftest import REPO, checkout, snakemake_env
 
 sys.path.insert(0, str(REPO / "tools"))
 import snakemake_lint  # noqa: E402
@@ -23,6 +22,7 @@ def test_every_lint_finding_of_the_workflow_is_listed_as_deliberate():
             capture_output=True,
             text=True,
             timeout=300,
+            env=snakemake_env(),
         )
         assert result.returncode == 0, result.stdout + result.stderr[-3000:]
         assert "all deliberate" in result.stdout
@@ -67,6 +67,7 @@ def test_a_profiles_train_settings_reach_the_packed_rules(tmp_path):
             *(f"results/mnist5k/wcgan/samples/{k}.h5" for k in (0, 1, 2)),
         ],
         cwd=workdir,
+        env=snakemake_env(),
         capture_output=True,
         text=True,
         timeout=600,

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, checkout, snakemake_env
 
 from labelwise import config as lw_config
 from labelwise import models
@@ -67,19 +66,12 @@ register(Model("toy", "Toy (per-label WGAN-GP)", "C5", loss="wgan-gp", settings=
 """
 
 
-def checkout(tmp_path: Path) -> Path:
-    """A copy of what a dry run reads of a user's checkout."""
-    for name in ("Snakefile", "config.yaml", "rules", "workflow", "envs"):
-        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, tmp_path / name)
-    return tmp_path
-
-
 def test_a_model_registered_by_a_plugin_is_validated_and_its_jobs_are_planned(tmp_path):
     checkout(tmp_path)
     (tmp_path / "plugins").mkdir()
     (tmp_path / "plugins" / "toy_models.py").write_text(TOY_PLUGIN)
     env = dict(
-        os.environ,
+        snakemake_env(),
         LABELWISE_MODEL_PLUGINS="toy_models",
         PYTHONPATH=os.pathsep.join([str(tmp_path / "plugins"), os.environ.get("PYTHONPATH", "")]),
     )

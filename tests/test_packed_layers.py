@@ -13,8 +13,7 @@ from torch import nn
 
 from labelwise import losses
 from labelwise.errors import LabelwiseError
-from labelwise.train.loop import build_networks
-from labelwise.train.packed import PackedCritic, PackedGenerator
+from labelwise.train.networks import PackedCritic, PackedGenerator, build_networks
 from labelwise.train.packed_layers import BmmConv2d, BmmConvTranspose2d, kernel_for, packed_conv
 
 LABELS = (2, 5, 7)
@@ -116,7 +115,21 @@ def test_state_dicts_do_not_depend_on_the_kernel(tiny_settings):
             assert torch.equal(a[key], b[key]), key
 
 
-def test_kernel_choice_per_device():
+def test_kernel_and_graph_choice_per_device_and_job_kind():
+    """`auto` keeps one-label and conditional jobs on what has run (grouped, eager); K > 1 labels on
+    CUDA get bmm and a CUDA graph; nothing is captured on the CPU."""
+    from labelwise.train.loop import resolve_runtime
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert resolve_runtime(1, False, cuda, "auto", "auto") == ("grouped", False)
+    assert resolve_runtime(40, False, cuda, "auto", "auto") == ("bmm", True)
+    assert resolve_runtime(1, True, cuda, "auto", "auto") == (None, False)
+    assert resolve_runtime(1, True, cuda, "auto", "on") == (None, True)
+    assert resolve_runtime(40, False, cuda, "grouped", "off") == ("grouped", False)
+    assert resolve_runtime(1, False, cuda, "bmm", "auto") == ("bmm", False)
+    assert resolve_runtime(40, False, cpu, "auto", "on") == ("grouped", False)
+    with pytest.raises(LabelwiseError, match="runtime.cuda_graph must be one of auto, on, off"):
+        resolve_runtime(1, False, cpu, "auto", "maybe")
     assert kernel_for("auto", "cpu") == "grouped"
     assert kernel_for("auto", torch.device("cuda", 0)) == "bmm"
     assert kernel_for("bmm", "cpu") == "bmm" and kernel_for("grouped", "cuda") == "grouped"
@@ -127,43 +140,46 @@ def test_kernel_choice_per_device():
 # --------------------------------------------------------------------------- the iteration (labelwise.train.engine)
 
 
-def _iteration(tiny_settings, cuda_graph: bool, k: int = 2):
-    from labelwise.train.engine import PackedIteration
-    from labelwise.train.loop import label_generators
+def _iteration(tiny_settings, cuda_graph: bool, k: int = 2, model: str = "wcgan"):
+    from labelwise.losses import loss_for
+    from labelwise.train.engine import TrainingIteration, label_generators
+    from labelwise.train.networks import job_networks
 
-    gens, critics = _nets("wcgan", tiny_settings)
-    pg, pc = PackedGenerator.from_networks(gens[:k]), PackedCritic.from_networks(critics[:k])
-    opt_g, opt_d = torch.optim.Adam(pg.parameters()), torch.optim.Adam(pc.parameters())
+    conditional = model == "cgan"
+    nets = job_networks(model, tiny_settings, 3, 32, 0, [9] if conditional else list(LABELS[:k]), "cpu", num_classes=k)
+    opt_g, opt_d = torch.optim.Adam(nets.gen.parameters()), torch.optim.Adam(nets.critic.parameters())
     counts = [5, 7][:k]
     pool = torch.rand(sum(counts), 3, 32, 32) * 2 - 1
-    rngs = [label_generators(0, label, "cpu") for label in LABELS[:k]]
-    return PackedIteration(
-        pg,
-        pc,
+    rngs = [label_generators(0, label, "cpu") for label in ([9] if conditional else LABELS[:k])]
+    return TrainingIteration(
+        nets,
         opt_g,
         opt_d,
+        loss_for("wgan-gp", tiny_settings),
         pool,
-        counts,
+        [sum(counts)] if conditional else counts,
         rngs,
         batch_size=4,
         latent_dim=tiny_settings["latent_dim"],
         critic_steps=3,
-        wgan=True,
-        gp_lambda=10.0,
+        classes=torch.repeat_interleave(torch.arange(k), torch.tensor(counts)) if conditional else None,
         cuda_graph=cuda_graph,
     )
 
 
-def test_indices_drawn_at_once_are_each_labels_stream_step_by_step(tiny_settings):
-    """All of an iteration's batch indices drawn up front are what one draw per critic step gives."""
-    from labelwise.train.loop import label_generators
+@pytest.mark.parametrize("model", ["wcgan", "cgan"])
+def test_indices_drawn_at_once_are_each_members_stream_step_by_step(tiny_settings, model):
+    """All of an iteration's batch indices drawn up front are what one draw per critic step gives (the
+    conditional model draws one more batch of indices: the generator step's classes)."""
+    from labelwise.train.engine import label_generators
 
-    step = _iteration(tiny_settings, cuda_graph=False)
+    step = _iteration(tiny_settings, cuda_graph=False, model=model)
     idx = step.draw_indices()
-    assert idx.shape == (3, 2, 4)
-    for j, (label, n) in enumerate(zip(LABELS[:2], (5, 7))):
+    members = [(9, 12)] if model == "cgan" else list(zip(LABELS[:2], (5, 7)))
+    assert idx.shape == (4 if model == "cgan" else 3, len(members), 4)
+    for j, (label, n) in enumerate(members):
         rng = label_generators(0, label, "cpu")[0]
-        for s in range(3):
+        for s in range(idx.shape[0]):
             assert torch.equal(idx[s, j], torch.randint(n, (4,), generator=rng))
 
 

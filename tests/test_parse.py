@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, subprocess_path
 
 HEAVY = ("torch", "torchvision", "torch_fidelity")
 IMPORT = re.compile(r"(import\s+[\w.]+|from\s+[\w.]+\s+import\s)")
@@ -99,14 +99,7 @@ def test_dry_run_imports_no_torch(tmp_path):
     """The whole of `snakemake -n` on the default config (ten labels, Inception 'auto', so the weights
     lookup runs): no module of HEAVY is imported, by the .smk files or by anything they call."""
     shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
-    # The Slurm executor plugin runs `scontrol show config` (10 s timeout) when Snakemake loads it;
-    # where scontrol is installed without a controller that is a 9 s stall, nothing to do with us.
-    shim = tmp_path / "bin"
-    shim.mkdir()
-    (shim / "scontrol").write_text("#!/bin/sh\nexit 1\n")
-    (shim / "scontrol").chmod(0o755)
-    path = os.pathsep.join([str(shim), str(Path(sys.executable).parent), os.environ["PATH"]])
-    env = dict(os.environ, PATH=path, TORCH_HOME=str(tmp_path / "no-torch-home"))
+    env = dict(os.environ, PATH=subprocess_path(), TORCH_HOME=str(tmp_path / "no-torch-home"))
     cmd = [
         sys.executable,
         "-X",

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, fake_cifar10, snakemake_env, write_cifar
+from conftest import snakemake as pipeline_snakemake
 from PIL import Image
-from test_pipeline import snakemake as pipeline_snakemake
 
 from labelwise.data import assemble_meta, load_meta, prepare_dataset, prepare_label, read_shard
 from labelwise.data.sources import DRAFT_MARGIN, read_image
@@ -188,7 +188,7 @@ def test_snakefile_reads_no_class_folder_at_parse_time(tmp_path):
         "--configfile",
         str(tmp_path / "config.yaml"),
     ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=snakemake_env())
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert len(planned(result, "prepare_label")) == n
     touched = [e for e in json.loads(events.read_text()) if e[1].startswith(str(root))]
@@ -337,8 +337,6 @@ def test_cifar_preparation_holds_the_dataset_once(tmp_path):
     CIFAR-10 of five 6.1 MB batches: 52 MB; the implementation before, which assembled every
     label's array while still holding the per-batch pieces, peaked at 68 MB."""
     import tracemalloc
-
-    from test_data import fake_cifar10, write_cifar
 
     files, images, _ = fake_cifar10(np.random.default_rng(0), per_batch=2000)
     write_cifar(files, tmp_path / "raw")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, subprocess_path
 
 # What a user's checkout holds that a run reads; copied so that the dry run writes nothing in REPO.
 CHECKOUT = ("Snakefile", "config.yaml", "rules", "workflow", "envs", "profiles", "presets")
@@ -47,7 +47,7 @@ def run_submit(site: str, tmp_path: Path, config_args: list[str]) -> tuple[subpr
     for name in CHECKOUT:
         (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, tmp_path / name)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "LSB_", "LABELWISE_"))}
-    env["LABELWISE_VENV"] = str(venv)
+    env["LABELWISE_VENV"], env["PATH"] = str(venv), subprocess_path()
     if site == "summit":
         # LSF's host file: the launch node once, then each compute node once per core slot.
         (tmp_path / "hosts").write_text("batch1\n" + "".join(f"h{i % 2 + 1}\n" for i in range(84)))

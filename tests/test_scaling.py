@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 import pytest
-from test_pipeline import TINY, snakemake
+from conftest import TINY, snakemake
 
 from labelwise import scaling
 

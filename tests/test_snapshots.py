@@ -6,9 +6,11 @@ import json
 
 import pytest
 import torch
+from conftest import JOB_KINDS, TINY, assert_same_state, snakemake, weights
 
 from labelwise.errors import LabelwiseError
-from labelwise.train import Budget, Outputs, load_generator, loop, train_label
+from labelwise.train import Budget, Outputs, load_generator, train_label
+from labelwise.train import checkpoint as checkpoint_files
 from labelwise.train.checkpoint import list_checkpoints, list_snapshots
 from labelwise.train.generator_files import load_snapshots, snapshot_generator
 
@@ -26,12 +28,6 @@ def taken(out):
     return [i for i, _ in list_snapshots(out.checkpoints)]
 
 
-def assert_same_state(a, b):
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), f"tensor {k} differs"
-
-
 def test_snapshot_points_round_half_up_and_merge():
     assert Budget(iterations=6, snapshots=[0.5, 1.0]).snapshot_points() == [(3, 0.5), (6, 1.0)]
     assert Budget(iterations=5, snapshots=[0.5]).snapshot_points() == [(3, 0.5)]  # 2.5 -> 3
@@ -41,57 +37,73 @@ def test_snapshot_points_round_half_up_and_merge():
         Budget(iterations=4, snapshots=[1.5])
 
 
-def test_snapshots_written_at_their_iterations_and_bundled(tmp_path, make_shard, tiny_settings):
-    out = outputs(tmp_path)
+@pytest.mark.parametrize("kind", JOB_KINDS)
+def test_snapshots_written_at_their_iterations_and_bundled(tmp_path, job, tiny_settings, kind):
+    j = job(kind)
     budget = Budget(iterations=8, checkpoint_every=4, snapshots=[0.25, 0.5, 1.0])
-    train_label(make_shard(label=3), "wcgan", tiny_settings, budget, 0, out, threads=1)
-    assert taken(out) == [2, 4, 8]
-    bundle = torch.load(out.snapshots, weights_only=True)  # plain tensors and types only
-    entries = bundle["snapshots"]
-    assert [e["iteration"] for e in entries] == [2, 4, 8] and [e["fraction"] for e in entries] == [0.25, 0.5, 1.0]
-    assert 0 < entries[0]["elapsed"] < entries[1]["elapsed"] < entries[2]["elapsed"]
-    assert bundle["budget_iterations"] == 8 and entries[0]["label"] == 3
-    final, _ = load_generator(out.generator)
-    assert_same_state(entries[-1]["state_dict"], final.state_dict())  # the last point is the final generator
-    assert not torch.equal(entries[0]["state_dict"]["net.0.weight"], entries[-1]["state_dict"]["net.0.weight"])
-    gen, info = snapshot_generator(load_snapshots(out.snapshots)[0])
-    assert info["iteration"] == 2 and gen(torch.randn(2, 8)).shape == (2, 1, 32, 32)
+    j.train(tmp_path, budget, tiny_settings, snapshots=True)
+    for name, out in zip(j.names, j.outputs(tmp_path, snapshots=True)):
+        assert taken(out) == [2, 4, 8]
+        bundle = torch.load(out.snapshots, weights_only=True)  # plain tensors and types only
+        entries = bundle["snapshots"]
+        assert [e["iteration"] for e in entries] == [2, 4, 8] and [e["fraction"] for e in entries] == [0.25, 0.5, 1.0]
+        assert 0 < entries[0]["elapsed"] < entries[1]["elapsed"] < entries[2]["elapsed"]
+        assert bundle["budget_iterations"] == 8
+        # the last point is the final generator
+        assert_same_state(entries[-1]["state_dict"], weights(out.generator))
+        assert not torch.equal(
+            entries[0]["state_dict"]["convs.0.weight" if kind == "conditional" else "net.0.weight"],
+            entries[-1]["state_dict"]["convs.0.weight" if kind == "conditional" else "net.0.weight"],
+        )
+        if kind == "conditional":  # one bundle for every label, each snapshot bound to a label on loading
+            assert entries[-1]["labels"] == j.labels
+            z = torch.randn(3, 8)
+            for label in j.labels:
+                snap, info = snapshot_generator(load_snapshots(out.snapshots)[-1], label=label)
+                final, _ = load_generator(out.generator, label=label)
+                assert info["label"] == label and torch.equal(snap(z), final(z))
+            with pytest.raises(LabelwiseError, match="label 3 is not among them"):
+                snapshot_generator(load_snapshots(out.snapshots)[-1], label=3)
+        else:
+            assert entries[0]["label"] == name
+            gen, info = snapshot_generator(load_snapshots(out.snapshots)[0])
+            assert info["iteration"] == 2 and gen(torch.randn(2, 8)).shape == (2, 1, 32, 32)
 
 
-def test_a_crash_and_resume_keeps_the_snapshots_and_ends_identical(tmp_path, make_shard, tiny_settings, monkeypatch):
-    shard = make_shard(label=1)
+@pytest.mark.parametrize("kind", JOB_KINDS)
+def test_a_crash_and_resume_keeps_the_snapshots_and_ends_identical(tmp_path, job, tiny_settings, kind, monkeypatch):
+    j = job(kind)
     budget = Budget(iterations=12, checkpoint_every=4, snapshots=[0.25, 0.5, 1.0])  # snapshots at 3, 6, 12
-    straight = outputs(tmp_path / "straight")
-    train_label(shard, "wcgan", tiny_settings, budget, 0, straight, threads=1)
+    j.train(tmp_path / "straight", budget, tiny_settings, snapshots=True)
 
-    crashed = outputs(tmp_path / "crashed")
-    real_save = loop.save_checkpoint
+    real_save = checkpoint_files.save_checkpoint
 
     def crash_at_8(directory, iteration, state):
-        if iteration == 8:  # the process dies before its checkpoint at 8: the rerun resumes from 4
+        if iteration == 8:  # the process dies before its checkpoints at 8: the rerun resumes from 4
             raise RuntimeError("killed")
         return real_save(directory, iteration, state)
 
-    monkeypatch.setattr(loop, "save_checkpoint", crash_at_8)
+    monkeypatch.setattr(checkpoint_files, "save_checkpoint", crash_at_8)
     with pytest.raises(RuntimeError, match="killed"):
-        train_label(shard, "wcgan", tiny_settings, budget, 0, crashed, threads=1)
+        j.train(tmp_path / "crashed", budget, tiny_settings, snapshots=True)
     monkeypatch.undo()
-    assert taken(crashed) == [3, 6] and [i for i, _ in list_checkpoints(crashed.checkpoints)] == [4]
-    before = {i: (p.stat().st_mtime_ns, p.read_bytes()) for i, p in list_snapshots(crashed.checkpoints)}
+    crashed = j.outputs(tmp_path / "crashed", snapshots=True)
+    assert {tuple(taken(o)) for o in crashed} == {(3, 6)}
+    assert {tuple(i for i, _ in list_checkpoints(o.checkpoints)) for o in crashed} == {(4,)}
+    before = [{i: (p.stat().st_mtime_ns, p.read_bytes()) for i, p in list_snapshots(o.checkpoints)} for o in crashed]
 
-    result = train_label(shard, "wcgan", tiny_settings, budget, 0, crashed, threads=1)
-    assert result.resumed_from == 4
-    after = dict(list_snapshots(crashed.checkpoints))
-    assert sorted(after) == [3, 6, 12]
-    for i, (mtime, data) in before.items():  # neither lost nor rewritten (6 lies after the resumed checkpoint)
-        assert after[i].stat().st_mtime_ns == mtime and after[i].read_bytes() == data
-    a, b = load_snapshots(straight.snapshots), load_snapshots(crashed.snapshots)
-    assert [e["iteration"] for e in b] == [3, 6, 12]
-    for x, y in zip(a, b):  # bit-identical to the run that never stopped, snapshot by snapshot
-        assert_same_state(x["state_dict"], y["state_dict"])
-    assert_same_state(
-        load_generator(straight.generator)[0].state_dict(), load_generator(crashed.generator)[0].state_dict()
-    )
+    results = j.train(tmp_path / "crashed", budget, tiny_settings, snapshots=True)
+    assert {r.resumed_from for r in results} == {4}
+    for out, earlier, straight in zip(crashed, before, j.outputs(tmp_path / "straight", snapshots=True)):
+        after = dict(list_snapshots(out.checkpoints))
+        assert sorted(after) == [3, 6, 12]
+        for i, (mtime, data) in earlier.items():  # neither lost nor rewritten (6 lies after the resumed checkpoint)
+            assert after[i].stat().st_mtime_ns == mtime and after[i].read_bytes() == data
+        a, b = load_snapshots(straight.snapshots), load_snapshots(out.snapshots)
+        assert [e["iteration"] for e in b] == [3, 6, 12]
+        for x, y in zip(a, b):  # bit-identical to the run that never stopped, snapshot by snapshot
+            assert_same_state(x["state_dict"], y["state_dict"])
+        assert_same_state(weights(straight.generator), weights(out.generator))
 
 
 def test_a_fresh_start_deletes_stale_snapshots(tmp_path, make_shard, tiny_settings):
@@ -109,23 +121,26 @@ def test_a_fresh_start_deletes_stale_snapshots(tmp_path, make_shard, tiny_settin
     assert [e["iteration"] for e in load_snapshots(out.snapshots)] == [2]
 
 
-def test_snapshots_configured_after_training_retrain_from_the_start(tmp_path, make_shard, tiny_settings):
-    shard = make_shard(label=4)
-    out = outputs(tmp_path, bundle=False)
-    train_label(shard, "wcgan", tiny_settings, Budget(iterations=8, checkpoint_every=4), 0, out, threads=1)
-    plain = load_generator(out.generator)[0].state_dict()
+@pytest.mark.parametrize("kind", ["one-label", "packed"])
+def test_snapshots_configured_after_training_retrain_from_the_start(tmp_path, job, tiny_settings, kind, caplog):
+    caplog.set_level("INFO", logger="labelwise.train")
+    j = job(kind)
+    j.train(tmp_path, Budget(iterations=8, checkpoint_every=4), tiny_settings)
+    plain = [weights(o.generator) for o in j.outputs(tmp_path)]
     # The point at the final checkpoint is taken from it, without training.
-    out = outputs(tmp_path)
-    result = train_label(
-        shard, "wcgan", tiny_settings, Budget(iterations=8, checkpoint_every=4, snapshots=[1.0]), 0, out, threads=1
+    results = j.train(
+        tmp_path, Budget(iterations=8, checkpoint_every=4, snapshots=[1.0]), tiny_settings, snapshots=True
     )
-    assert result.resumed_from == 8 and taken(out) == [8]
-    # A point inside the trained part can only be taken by training again, to the same weights.
-    result = train_label(
-        shard, "wcgan", tiny_settings, Budget(iterations=8, checkpoint_every=4, snapshots=[0.5, 1.0]), 0, out, threads=1
+    assert {r.resumed_from for r in results} == {8} and {tuple(taken(o)) for o in j.outputs(tmp_path)} == {(8,)}
+    # A point inside the trained part can only be taken by training again (all members: they advance
+    # together), to the same weights.
+    results = j.train(
+        tmp_path, Budget(iterations=8, checkpoint_every=4, snapshots=[0.5, 1.0]), tiny_settings, snapshots=True
     )
-    assert result.resumed_from == 0 and taken(out) == [4, 8]
-    assert_same_state(load_generator(out.generator)[0].state_dict(), plain)
+    assert {r.resumed_from for r in results} == {0} and "never taken" in caplog.text
+    for out, before in zip(j.outputs(tmp_path), plain):
+        assert taken(out) == [4, 8]
+        assert_same_state(weights(out.generator), before)
 
 
 def test_a_minutes_budget_bundles_only_the_snapshots_reached(tmp_path, make_shard, tiny_settings):
@@ -134,23 +149,6 @@ def test_a_minutes_budget_bundles_only_the_snapshots_reached(tmp_path, make_shar
     result = train_label(make_shard(), "wcgan", tiny_settings, budget, 0, out, threads=1)
     assert result.stopped_by == "minutes"
     assert [e["iteration"] for e in load_snapshots(out.snapshots)] == [1]
-
-
-def test_cgan_snapshots_bind_to_each_label(tmp_path, make_shard, tiny_settings):
-    shards = [make_shard(label=k, n=16) for k in (2, 5)]
-    out = outputs(tmp_path)
-    train_label(
-        shards, "cgan", tiny_settings, Budget(iterations=6, checkpoint_every=3, snapshots=[0.5, 1.0]), 0, out, threads=1
-    )
-    last = load_snapshots(out.snapshots)[-1]
-    assert last["iteration"] == 6 and last["labels"] == [2, 5]
-    z = torch.randn(3, 8)
-    for label in (2, 5):
-        snap, info = snapshot_generator(last, label=label)
-        final, _ = load_generator(out.generator, label=label)
-        assert info["label"] == label and torch.equal(snap(z), final(z))
-    with pytest.raises(LabelwiseError, match="label 3 is not among them"):
-        snapshot_generator(last, label=3)
 
 
 @pytest.mark.parametrize("fractions", [[0.5, 1.0], [0.5]], ids=["last-snapshot-at-the-end", "no-snapshot-at-the-end"])
@@ -232,8 +230,6 @@ def test_fid_along_training_ends_with_the_final_evaluation(tmp_path, make_shard,
 
 @pytest.mark.e2e
 def test_pipeline_draws_fid_against_training_time(tmp_path):
-    from test_pipeline import TINY, snakemake
-
     config = dict(
         TINY,
         models={"wcgan": TINY["models"]["wcgan"], "cgan": TINY["models"]["wcgan"]},

@@ -8,7 +8,7 @@ one line and is recorded as skipped).  `--device cpu --quick` runs the same code
 networks: a smoke test of the code path whose figures mean nothing.
 
 Data: 10 synthetic shards (labels 0-9) of uniform random uint8 images, 3x32x32, 1000 per label,
-written with `labelwise.images.write_images` — the format `train_label` reads.  Training speed
+written with `labelwise.images.write_images` — the format training reads.  Training speed
 depends neither on the pixel values nor on the number of images (a batch is drawn from images
 already on the device); only the shard read at the start of a call does (~0.1 s for CIFAR-10's
 5000 per label on the development CPU), and fewer images keep that fixed cost small.
@@ -19,9 +19,10 @@ dccgan batch 100, 1 step).  N = 50 (wcgan) / 120 (dccgan) generator iterations p
 `g.packed/<model>/K=10` — whole calls of N generator iterations per label, the clock stopped
 after `torch.cuda.synchronize()`, interpreter start-up excluded, after an untimed warm-up call of
 each kind (CUDA context, kernel loading, cuDNN set-up):
-* reference "separate, in turn": the 10 labels trained one after the other with `train_label` in
-  this process — what one GPU does with runtime.labels_per_job 1 when the jobs run one at a time;
-* "packed": one `train_packed` of all 10 labels (and the same with channels_last);
+* reference "separate, in turn": the 10 labels trained one after the other, one `train_job` of
+  one label each, in this process — what one GPU does with runtime.labels_per_job 1 when the jobs
+  run one at a time;
+* "packed": one `train_job` of all 10 labels (and the same with channels_last);
 * "separate, 10 processes at once": 10 worker processes (train_worker.py) on the same GPU, one
   label each — what the pipeline does when several jobs share one GPU; the workers are started
   and warmed up once, before the first repeat, and serve every repeat (no clock includes a
@@ -36,8 +37,9 @@ final checkpoint; the ratio is packed (or concurrent) time / separate time, so s
 PlainGAN, one label, the same networks) after warm-up, one change at a time, against the plain
 fp32 NCHW eager loop with images, batch indices and noise on the device: channels_last; bf16
 autocast (and for wcgan: bf16 with the gradient penalty's critic pass in fp32); channels_last +
-bf16; cudnn.benchmark; batch indices drawn on the CPU and copied each critic step (what
-`train_label` and `train_packed` do: a blocking copy, one host-device synchronisation per critic step); images on
+bf16; cudnn.benchmark; batch indices drawn on the CPU and copied each critic step (a blocking
+copy, one host-device synchronisation per critic step; the engine draws an iteration's indices at
+once and copies them without blocking); images on
 the host with each batch copied; and for dccgan only torch.compile (alone, with channels_last +
 bf16, and mode=reduce-overhead, i.e. CUDA graphs) — wcgan's gradient penalty needs a double
 backward, which compiled graphs do not support.  A variant that fails to build or warm up is left
@@ -66,7 +68,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from harness import Row, compare, cpu_model
+from harness import Row, backend_settings, compare, cpu_model
 
 from .plain import PlainGAN
 
@@ -127,23 +129,21 @@ def _write_shards(ctx, labels: int, n: int) -> list[str]:
     return paths
 
 
-def _device_info(dev: torch.device) -> dict:
-    info = {"device": str(dev), "torch": torch.__version__}
+def device_info(dev: torch.device) -> dict:
+    """torch and CUDA versions, the device's name and memory, and the TF32/cuDNN switches now."""
+    info = {"device": str(dev), "torch": torch.__version__, "torch_cuda": torch.version.cuda}
     if dev.type == "cuda":
         props = torch.cuda.get_device_properties(dev)
         info.update(
             device_name=torch.cuda.get_device_name(dev),
+            capability=f"{props.major}.{props.minor}",
             device_memory_bytes=int(props.total_memory),
-            torch_cuda=torch.version.cuda,
             cudnn=torch.backends.cudnn.version(),
-            cudnn_benchmark_default=bool(torch.backends.cudnn.benchmark),
+            cuda_graph_generator_registration=hasattr(torch.cuda.CUDAGraph, "register_generator_state"),
         )
-        try:  # fp32 convolutions use TF32 tensor cores unless this is off (PyTorch's default: on)
-            info["cudnn_allow_tf32"] = bool(torch.backends.cudnn.allow_tf32)
-        except Exception:  # noqa: BLE001
-            pass
     else:
         info["device_name"] = cpu_model()
+    info["backend"] = backend_settings()
     return info
 
 
@@ -214,7 +214,7 @@ def run(ctx) -> list:
         return []
     sizes = _sizes(ctx.quick)
     models = _settings(ctx)
-    info = _device_info(dev)
+    info = device_info(dev)
     ctx.log(
         f"  [gpu] device {info['device']} ({info['device_name']}); writing {sizes['labels']} synthetic "
         f"3x32x32 shards of {sizes['images']} images"
@@ -345,8 +345,7 @@ def _check_outputs(reference: list[Path], candidate: list[Path], iterations: int
 
 
 def _packed_vs_separate(ctx, dev: torch.device, model: str, settings: dict, shards: list[str], sizes: dict) -> list:
-    from labelwise.train import Budget, Outputs, train_label
-    from labelwise.train.packed import train_packed
+    from labelwise.train import Budget, Outputs, train_job
 
     k, n, n0 = sizes["labels"], sizes["iterations"][model], sizes["base"][model]
     labels = list(range(k))
@@ -360,15 +359,15 @@ def _packed_vs_separate(ctx, dev: torch.device, model: str, settings: dict, shar
         return [Outputs(root / f"g{j}.pt", root / f"log{j}.csv", root / f"ckpt{j}") for j in labels]
 
     def separate(iterations: int, outs: list, channels_last: bool = False) -> None:
-        for j, out in zip(labels, outs):
-            train_label(
-                shards[j],
+        for j, out in zip(labels, outs):  # one job per label (K=1), one after the other
+            train_job(
+                [shards[j]],
                 model,
                 settings,
                 Budget(iterations=iterations, checkpoint_every=NEVER),
                 0,
-                out,
-                label=j,
+                [out],
+                labels=[j],
                 device=device,
                 threads=1,
                 progress_seconds=1e9,
@@ -376,7 +375,7 @@ def _packed_vs_separate(ctx, dev: torch.device, model: str, settings: dict, shar
             )
 
     def packed(iterations: int, outs: list, channels_last: bool = False) -> None:
-        train_packed(
+        train_job(
             shards,
             model,
             settings,
@@ -414,8 +413,8 @@ def _packed_vs_separate(ctx, dev: torch.device, model: str, settings: dict, shar
 
         return run_once
 
-    ref_name = f"separate: {k} x train_label in turn"
-    packed_name = f"packed: 1 train_packed of {k} labels"
+    ref_name = f"separate: {k} one-label jobs in turn"
+    packed_name = f"packed: 1 job of {k} labels"
     packed_cl = "packed, channels_last"
     conc_name = f"separate: {k} processes at once"
 
@@ -562,7 +561,7 @@ def _option_variants(model: str, dev: torch.device, quick: bool) -> tuple[dict, 
     if model == "wcgan":
         variants["bf16 autocast, gradient penalty fp32"] = {"autocast_bf16": True, "gp_fp32": True}
     variants["cudnn.benchmark"] = {}
-    variants["batch indices drawn on CPU (train_label's way)"] = {"cpu_indices": True}
+    variants["batch indices drawn on CPU, copied each critic step"] = {"cpu_indices": True}
     variants["images on host, batch copied each step"] = {"data_on_device": False}
     skipped = {}
     if model == "dccgan":

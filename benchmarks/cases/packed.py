@@ -3,19 +3,19 @@
 All variants train the same K mnist5k labels for the same N iterations each with the configured
 mnist5k CPU settings, on the same 2 cores, as worker processes (benchmarks/cases/train_worker.py)
 whose start-up is excluded (the clock starts when all of a variant's workers have imported
-torch and labelwise):
+torch and labelwise).  Every variant trains through `labelwise.train.train_job`:
 
-* reference "separate 2 procs x 1 thread": what the pipeline does with `--cores 2` and
-  runtime.threads 1 — two processes at a time, each training its half of the labels one after
-  the other with `train_label`;
-* "packed 1 proc x 2 threads": one `train_packed` of all K labels using both cores;
-* "packed 2 procs x 1 thread": two `train_packed` processes of K/2 labels each (the grouped-convolution
-  kernel, runtime.packed_kernel's choice on the CPU), and the same with the batched-GEMM kernel
+* reference "separate 2 procs x 1 thread": what the pipeline does with `--cores 2`,
+  runtime.threads 1 and runtime.labels_per_job 1 — two processes at a time, each training its half
+  of the labels one after the other, one job (K=1) per label;
+* "packed 1 proc x 2 threads": one job of all K labels using both cores;
+* "packed 2 procs x 1 thread": two jobs of K/2 labels each (the grouped-convolution kernel,
+  runtime.packed_kernel's choice on the CPU), and the same with the batched-GEMM kernel
   ("..., bmm kernel"); the ratio of the two is recorded as `bmm_vs_grouped`;
-* "... channels_last": the same with train_packed(channels_last=True), and "separate ...
-  channels_last": each label alone through train_packed with K=1 (a plain network) in
-  channels_last.  The memory format alone speeds the step up (case a.options), so the effect of
-  packing within channels_last is the ratio of these two, recorded as `packing_effect_channels_last`.
+* "... channels_last": the same with channels_last=True, and "separate ... channels_last": the
+  one-label jobs in channels_last.  The memory format alone speeds the step up (case a.options),
+  so the effect of packing within channels_last is the ratio of these two, recorded as
+  `packing_effect_channels_last`.
 
 Ratio = packed wall time / separate wall time (below 1: packed is faster; speedup = 1/ratio).
 """
@@ -33,7 +33,7 @@ from pathlib import Path
 from harness import compare
 
 NAME = "packed"
-DESCRIPTION = "K labels packed (one batched computation) vs K separate train_label runs, same cores"
+DESCRIPTION = "K labels packed in one job (one batched computation) vs K one-label jobs, same cores"
 WORKER = Path(__file__).with_name("train_worker.py")
 
 
@@ -105,7 +105,7 @@ def run(ctx) -> list:
         if not ctx.quick:
             variants["packed 2 procs x 1 thread, channels_last"] = [spec("p21cl", "packed", h, 1, True) for h in halves]
             variants["separate 2 procs x 1 thread, channels_last"] = [
-                spec("sepcl", "separate-packed1", h, 1, True) for h in halves
+                spec("sepcl", "separate", h, 1, True) for h in halves
             ]
         reference = [spec("sep", "separate", h, 1) for h in halves]
         new = compare(

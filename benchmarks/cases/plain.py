@@ -1,6 +1,6 @@
 """The reference training loop: per-label WGAN-GP / DCGAN written as plain PyTorch.
 
-Same networks (labelwise.nets), batch, losses and optimizer as `train_label`, with none of its
+Same networks (labelwise.nets), batch, losses and optimizer as `train_job`, with none of its
 machinery (no checkpoints, log rows, divergence checks, resumable random streams, signal
 handling), written the way the published per-label GAN code is: the benchmark's yardstick for
 labelwise's overhead, and the loop on which speed options (channels_last, torch.compile, bf16
@@ -9,9 +9,9 @@ autocast, where the data live) are tried without touching labelwise's defaults.
 On the CPU (the default device) the loop is what it always was: images, batch indices, noise and
 networks on the CPU.  On a GPU (`device='cuda'`) the images are moved to the device once and batch
 indices and noise are drawn there, so a step never waits for the host; `cpu_indices=True` draws
-the indices on the CPU and copies them each critic step, as `train_label` does (a blocking copy,
-i.e. one host-device synchronisation per critic step), and `data_on_device=False` keeps the images
-on the host and copies each batch.
+the indices on the CPU and copies them each critic step (a blocking copy, i.e. one host-device
+synchronisation per critic step; the one-label loop drew them per critic step until issue 22), and
+`data_on_device=False` keeps the images on the host and copies each batch.
 
 `autocast_bf16=True` runs every forward pass and loss under `torch.autocast(device_type,
 dtype=torch.bfloat16)`; the backward passes (`loss.backward()` and the gradient penalty's
@@ -153,7 +153,7 @@ class PlainGAN:
 
 
 def plain_train(shard, model: str, settings: dict, iterations: int, out_path) -> None:
-    """A whole plain run, setup to saved generator: the reference for a whole `train_label` call."""
+    """A whole plain run, setup to saved generator: the reference for a whole one-label `train_job` call."""
     gan = PlainGAN(shard, model, settings)
     gan.timed_steps(iterations)
     torch.save(gan.G.state_dict(), out_path)

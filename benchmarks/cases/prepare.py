@@ -10,7 +10,7 @@ jobs (`prepare_label` for each label in turn, streamed into the shard; what the 
 one job per label), the same with `jpeg_draft`, and with 2 decoding threads.  Per core: images /
 seconds / threads.  The projection divides ImageNet-1k's 1,281,167 training images by 16 cores ×
 the per-core rate and adds 1,000 job start-ups (a fresh Python that imports labelwise.data and
-prepares a one-image label, measured here) spread over the 16 cores; it assumes the cores do not
+prepares a two-image label, measured here) spread over the 16 cores; it assumes the cores do not
 share a bottleneck (file system, memory bandwidth), which one core's measurement cannot show.
 """
 
@@ -62,12 +62,13 @@ prepare_label(sys.argv[2], sys.argv[1], 0, resolution=64)
 
 
 def _job_startup_seconds(root: Path, out: Path, repeats: int) -> float:
-    """A fresh interpreter preparing a one-image label: the fixed cost of one per-label job
-    (Snakemake's own per-job cost comes on top)."""
-    one = root.parent / "one-image"
+    """A fresh interpreter preparing a two-image label (the fewest a label may have: the classifier
+    trains on one and holds one out): the fixed cost of one per-label job (Snakemake's own per-job
+    cost comes on top)."""
+    one = root.parent / "two-images"
     (one / "c").mkdir(parents=True, exist_ok=True)
-    first = sorted((root / sorted(p.name for p in root.iterdir())[0]).iterdir())[0]
-    (one / "c" / first.name).write_bytes(first.read_bytes())
+    for image in sorted((root / sorted(p.name for p in root.iterdir())[0]).iterdir())[:2]:
+        (one / "c" / image.name).write_bytes(image.read_bytes())
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """Case a: labelwise's training loop vs a plain PyTorch loop, and CPU speed options for the step.
 
-`overhead`: a whole `train_label` call (shard read, networks, N iterations, final checkpoint,
-generator and log written) vs `plain.plain_train` doing the same work with a bare loop (shard
+`overhead`: a whole one-label `train_job` call (shard read, networks, N iterations, final
+checkpoint, generator and log written) vs `plain.plain_train` doing the same work with a bare loop (shard
 read, networks, N iterations, generator saved), on a real mnist5k shard with the configured
 mnist5k CPU settings, 1 thread (the pipeline's default per job).
 
@@ -21,11 +21,12 @@ from harness import compare, timed
 from .plain import PlainGAN, plain_train
 
 NAME = "train_step"
-DESCRIPTION = "labelwise train_label vs plain PyTorch loop (+ channels_last / torch.compile / threads)"
+CANDIDATE = "labelwise train_job, 1 label"  # until issue 22: "labelwise train_label" (its own loop)
+DESCRIPTION = "labelwise train_job (one label) vs plain PyTorch loop (+ channels_last / torch.compile / threads)"
 
 
 def run(ctx) -> list:
-    from labelwise.train import Budget, Outputs, train_label
+    from labelwise.train import Budget, Outputs, train_job
 
     rows = []
     shard = ctx.shard(0)
@@ -38,13 +39,13 @@ def run(ctx) -> list:
         def candidate(model=model, settings=settings, n=n, root=root):
             shutil.rmtree(root, ignore_errors=True)  # a fresh run each time, never a resume
             out = Outputs(root / "g.pt", root / "log.csv", root / "ckpt")
-            train_label(
-                shard,
+            train_job(
+                [shard],
                 model,
                 settings,
                 Budget(iterations=n, checkpoint_every=ctx.config["budget"]["checkpoint_every"]),
                 0,
-                out,
+                [out],
                 device="cpu",
                 threads=1,
                 progress_seconds=1e9,
@@ -57,10 +58,10 @@ def run(ctx) -> list:
         rows += compare(
             f"a.overhead/{model}",
             ("plain PyTorch loop", timed(reference)),
-            {"labelwise train_label": timed(candidate)},
+            {CANDIDATE: timed(candidate)},
             repeats=ctx.repeats(4),
             warmup=1,
-            notes={"labelwise train_label": f"{n} iterations, 1 thread, whole call"},
+            notes={CANDIDATE: f"{n} iterations, 1 thread, whole call"},
             log=ctx.log,
         )
         rows[-1].extra = {"iterations": n, "settings": settings}

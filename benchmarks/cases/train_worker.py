@@ -1,21 +1,19 @@
 """Subprocess for the packed-vs-separate cases: import, then train on 'go' and report the seconds.
 
-Argument: JSON {mode: separate|packed|separate-packed1, shards, labels, model, settings, iterations, threads,
-channels_last, root, and optionally device (default 'cpu'), warmup_iterations (default 0) and serve
-(default false)}.
-Prints 'ready' once imported (and warmed up), waits for a line on stdin, trains (each label
-in turn with train_label, or all of them with one train_packed), prints 'done <seconds> <peak bytes>'
-(peak: torch.cuda.max_memory_allocated on a CUDA device, else 0).  separate-packed1 trains each label alone
-through train_packed (K=1: the plain network), the only way to run one label's network in
-channels_last layout without changing train_label.  The
-wait keeps interpreter and torch start-up out of the comparison: the runner starts its clock
-when every worker of a variant is ready.  With warmup_iterations > 0 the worker first trains the
-same labels that many iterations into <root>/warmup (deleted again) before it says 'ready', so
-that a GPU's context creation, kernel loading and cuDNN set-up are not timed either; on a GPU the
-device is synchronised before and after the timed training.  With serve: true the worker stays
-for more runs: after 'done' it moves its outputs to <root>.last (so each run starts afresh, never a
-resume, and the last run's outputs stay to be checked), says
-'ready' again and waits for the next 'go'; end of input (or any other line) ends it.
+Argument: JSON {mode: separate|packed, shards, labels, model, settings, iterations, threads,
+channels_last, root, and optionally device (default 'cpu'), packed_kernel (default 'auto'),
+warmup_iterations (default 0) and serve (default false)}.
+Prints 'ready' once imported (and warmed up), waits for a line on stdin, trains with
+`labelwise.train.train_job` (separate: one job per label, K=1, one after the other; packed: one job
+of all its labels), prints 'done <seconds> <peak bytes>' (peak: torch.cuda.max_memory_allocated on
+a CUDA device, else 0).  The wait keeps interpreter and torch start-up out of the comparison: the
+runner starts its clock when every worker of a variant is ready.  With warmup_iterations > 0 the
+worker first trains the same labels that many iterations into <root>/warmup (deleted again) before
+it says 'ready', so that a GPU's context creation, kernel loading and cuDNN set-up are not timed
+either; on a GPU the device is synchronised before and after the timed training.  With serve: true
+the worker stays for more runs: after 'done' it moves its outputs to <root>.last (so each run starts
+afresh, never a resume, and the last run's outputs stay to be checked), says 'ready' again and waits
+for the next 'go'; end of input (or any other line) ends it.
 """
 
 import json
@@ -27,8 +25,7 @@ from pathlib import Path
 import torch
 
 from labelwise.device import select_device
-from labelwise.train import Budget, Outputs, train_label
-from labelwise.train.packed import train_packed
+from labelwise.train import Budget, Outputs, train_job
 
 a = json.loads(sys.argv[1])
 torch.set_num_threads(a["threads"])
@@ -43,51 +40,25 @@ def outputs(where: Path) -> list:
 
 def train(iterations: int, outs: list) -> None:
     budget = Budget(iterations=iterations, checkpoint_every=a["checkpoint_every"])
+    # separate: one job per label (K=1), one after the other; packed: one job of all the labels.
+    jobs = [([s], [k], [o]) for s, k, o in zip(a["shards"], a["labels"], outs)]
     if a["mode"] == "packed":
-        train_packed(
-            a["shards"],
+        jobs = [(a["shards"], a["labels"], outs)]
+    for shards, labels, job_outputs in jobs:
+        train_job(
+            shards,
             a["model"],
             a["settings"],
             budget,
             0,
-            outs,
-            labels=a["labels"],
+            job_outputs,
+            labels=labels,
             device=device,
             threads=a["threads"],
             progress_seconds=1e9,
-            channels_last=a["channels_last"],
+            channels_last=a.get("channels_last", False),
             packed_kernel=a.get("packed_kernel", "auto"),
         )
-    elif a["mode"] == "separate-packed1":  # one label at a time through train_packed: K=1 is a plain network
-        for shard, label, out in zip(a["shards"], a["labels"], outs):
-            train_packed(
-                [shard],
-                a["model"],
-                a["settings"],
-                budget,
-                0,
-                [out],
-                labels=[label],
-                device=device,
-                threads=a["threads"],
-                progress_seconds=1e9,
-                channels_last=a["channels_last"],
-            )
-    else:
-        for shard, label, out in zip(a["shards"], a["labels"], outs):
-            train_label(
-                shard,
-                a["model"],
-                a["settings"],
-                budget,
-                0,
-                out,
-                label=label,
-                device=device,
-                threads=a["threads"],
-                progress_seconds=1e9,
-                channels_last=a.get("channels_last", False),
-            )
 
 
 def sync() -> None:

@@ -11,7 +11,6 @@ from the per-label cache (`realstats`), so evaluating a second model recomputes 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
@@ -24,6 +23,7 @@ from ..device import select_device
 from ..errors import LabelwiseError
 from ..images import read_images
 from ..io import atomic_path, write_json
+from ..training_record import record_of_samples, training_summary
 from . import stats as S
 from .realstats import FeatureSpace, RealStats, compute_real_stats, real_stats, stats_path
 
@@ -174,7 +174,7 @@ def evaluate_model(
     for label in labels:
         path, shard = samples_by_label[label], real_shards_by_label[label]
         images, sample_attrs = read_images(path, expect={"label": label})
-        trained[str(label)] = training_of(sample_attrs, path)
+        trained[str(label)] = record_of_samples(sample_attrs, path)
         real_images, attrs = read_images(shard, verify=False)  # checksums are verified where features are made
         if len(images) < 2:
             raise LabelwiseError(
@@ -244,66 +244,6 @@ def evaluate_model(
     else:
         out["inception"] = {"status": "skipped", "reason": skipped.get("inception", "not requested")}
     return out
-
-
-_RECORD_NUMBERS = ("iterations", "seconds", "gflop", "real_images_seen", "flops_per_iteration")
-
-
-_RESAMPLE = "delete it and rerun sampling"
-
-
-def training_of(attrs: dict, where="a sample file") -> dict:
-    """What a sample file (`where`) says about its generator: the EMA decay (None: the trained weights
-    were sampled) and its training record (labelwise.train.compute.training_record; None for files
-    written before the record existed).  LabelwiseError when they are not what sampling writes."""
-
-    def loaded(key):
-        value = attrs.get(key)
-        try:
-            return json.loads(value) if isinstance(value, (str, bytes)) else None
-        except (ValueError, RecursionError):
-            raise LabelwiseError(f"{where}: its {key!r} attribute is not JSON; delete it and rerun sampling") from None
-
-    ema, record = loaded("ema"), loaded("training")
-    good_record = record is None or (
-        isinstance(record, dict)
-        and isinstance(record.get("budget"), dict)
-        and isinstance(record.get("stopped_by"), str)
-        and all(
-            isinstance(record.get(k), (int, float)) and not isinstance(record.get(k), bool) for k in _RECORD_NUMBERS
-        )
-    )
-    if not good_record or not (ema is None or isinstance(ema, float)):
-        raise LabelwiseError(f"{where}: its 'ema' or 'training' attribute is not what sampling writes; {_RESAMPLE}")
-    return {"ema": ema, "record": record}
-
-
-def training_summary(trained: dict[str, dict]) -> dict:
-    """metrics.json's "training": which generator was evaluated, the budget that was equal across the
-    models (budget.gflop: equal counted FLOPs; else iterations or minutes), and what each label got."""
-    records = {k: v["record"] for k, v in trained.items() if v["record"]}
-    emas = sorted({json.dumps(v["ema"]) for v in trained.values()})
-    out: dict = {
-        "generator": "weight average (EMA)" if emas != ["null"] else "trained weights",
-        "ema_decay": json.loads(emas[0]) if len(emas) == 1 else [json.loads(e) for e in emas],
-    }
-    if not records:
-        return {**out, "equal_budget": None, "per_label": {}}
-    first = next(iter(records.values()))["budget"]
-    equal = "gflop" if first.get("gflop") else "iterations"
-    stops = sorted({r["stopped_by"] for r in records.values()})
-    if "minutes" in stops:
-        equal = "minutes" if stops == ["minutes"] else f"{equal} and minutes (whichever came first)"
-    keys = ("iterations", "seconds", "gflop", "real_images_seen")
-    totals = {k: sum(r[k] for r in records.values()) for k in keys}
-    return {
-        **out,
-        "equal_budget": equal,
-        "budget": first,
-        "flops_per_iteration": next(iter(records.values()))["flops_per_iteration"],
-        "total": totals,
-        "per_label": {k: {key: r[key] for key in (*keys, "stopped_by")} for k, r in records.items()},
-    }
 
 
 def space_metrics(space: FeatureSpace, real: dict[int, RealStats], fake: dict[int, dict], s: dict) -> dict:

@@ -1,6 +1,5 @@
-"""What the two training loops share: the bookkeeping schedule, the stop on a signal, the checkpoint
-fingerprint and the divergence error, so that `train_label` (labelwise.train.loop) and `train_packed`
-(labelwise.train.packed) log, check, checkpoint, stop and fail alike."""
+"""The training loop's bookkeeping: its schedule (`Cadence`), the stop on a signal, the checkpoint
+fingerprint and the divergence error (`labelwise.train.loop.train_job`)."""
 
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ from ..errors import LabelwiseError
 from ..progress import format_eta
 
 if TYPE_CHECKING:
-    from .loop import Budget
+    from .compute import Budget
 
 
 def training_fingerprint(model: str, settings: dict, seed: int, label: int, shard_sha256: str) -> str:
@@ -55,9 +54,8 @@ class StopRequest:
 
 
 class Cadence:
-    """The bookkeeping schedule of a training loop, shared by `train_label` and `train_packed` so
-    that both write log rows, check weights, take checkpoints and print progress at the same
-    iterations: what falls due after an iteration, the progress line, and how the loop ends."""
+    """The bookkeeping schedule of the training loop: what falls due after an iteration (log rows,
+    weight checks, checkpoints), the progress line, and how the loop ends."""
 
     def __init__(self, budget: Budget, start: int, progress_seconds: float, labels: int = 1):
         self.budget = budget
@@ -75,9 +73,13 @@ class Cadence:
         is due (losses reduced and checked), the weights must be checked finite (before any
         snapshot or checkpoint), and a checkpoint is due."""
         b = self.budget
-        at_end = iteration >= b.iterations or elapsed >= self.deadline or stopping is not None
+        finished = iteration >= b.iterations or elapsed >= self.deadline  # the budget's end
+        at_end = finished or stopping is not None
         checkpoint = iteration % b.checkpoint_every == 0 or at_end
-        return at_end, checkpoint or iteration % b.log_every == 0, checkpoint or iteration in self.points, checkpoint
+        # A signal forces a checkpoint but no log row: a run stopped and resumed logs what one never
+        # stopped logs (the checkpoint carries the pending diagnostics instead).
+        log_row = iteration % b.checkpoint_every == 0 or finished or iteration % b.log_every == 0
+        return at_end, log_row, checkpoint or iteration in self.points, checkpoint
 
     def progress(self, iteration: int, elapsed: float, at_end: bool) -> str | None:
         """The progress text ("it i/n (p%) r it/s ETA t (r·K label-it/s)") when one is due, every `progress_seconds`."""

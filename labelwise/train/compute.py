@@ -6,13 +6,14 @@ equal number of iterations is not an equal budget.  Wall-clock minutes are the p
 depend on the machine and on its load; counted FLOPs do not, so a FLOP budget gives the same
 iterations, the same weights and an exact resume everywhere.
 
-`label_iteration_flops` counts one training iteration of one label — `critic_steps` critic steps
-(forward on real and generated images, the gradient penalty with its double backward, backward)
-and one generator step — with `torch.utils.flop_counter.FlopCounterMode` on the model's own
-networks, batch and resolution.  The count is of convolutions and matrix products (forward,
-backward, double backward); elementwise work (activations, augmentation, Adam, the EMA) is not
-counted.  The networks run on the `meta` device: only shapes exist, so counting takes no time and
-draws no random numbers.
+`Budget` is a job's budget as configured (budget.*).  `label_iteration_flops` counts one training
+iteration of one label — `critic_steps` critic steps (forward on real and generated images, the
+gradient penalty with its double backward, backward) and one generator step — by running the
+training iteration itself (`labelwise.train.engine.TrainingIteration`) under
+`torch.utils.flop_counter.FlopCounterMode` on the model's own networks, batch and resolution.  The
+count is of convolutions and matrix products (forward, backward, double backward); elementwise work
+(activations, augmentation, Adam, the EMA) is not counted.  The networks run on the `meta` device:
+only shapes exist, so counting takes no time and draws no random numbers.
 
 `budget.gflop` (per label) then fixes the iterations at job start: floor(gflop·10⁹ / FLOPs per
 iteration), capped by `budget.iterations`; `budget.minutes` still stops a job early.
@@ -24,10 +25,41 @@ import dataclasses
 import functools
 import json
 import math
+from dataclasses import dataclass
 
 import torch
 
-from .. import losses
+from ..errors import LabelwiseError
+
+
+@dataclass
+class Budget:
+    """A training job's budget per label (budget.*): whichever of its limits comes first ends the job."""
+
+    iterations: int
+    minutes: float | None = None
+    checkpoint_every: int = 100
+    snapshots: tuple[float, ...] = ()  # fractions of `iterations` at which to save the generator
+    gflop: float | None = None  # counted GFLOP per label: fixes `iterations` at job start (`resolve`)
+
+    def __post_init__(self):
+        self.snapshots = tuple(float(f) for f in (self.snapshots or ()))
+        bad = [f for f in self.snapshots if not 0.0 < f <= 1.0]
+        if bad:
+            raise LabelwiseError(f"budget.snapshots: {bad} are not fractions in (0, 1] of budget.iterations")
+
+    @property
+    def log_every(self) -> int:
+        # About a hundred rows per run, never more often than every iteration or rarer than 50.
+        return max(1, min(50, self.iterations // 100))
+
+    def snapshot_points(self) -> list[tuple[int, float]]:
+        """(iteration, fraction) of each snapshot, by iteration: round(fraction × iterations), half up,
+        at least 1; fractions that round to the same iteration give one snapshot (the smaller fraction)."""
+        points: dict[int, float] = {}
+        for f in sorted(self.snapshots):
+            points.setdefault(max(1, math.floor(f * self.iterations + 0.5)), f)
+        return sorted(points.items())
 
 
 class _GlobalOnly:
@@ -57,35 +89,33 @@ def count_flops(step) -> int:
 
 @functools.lru_cache(maxsize=64)
 def _cached_flops(model: str, settings_json: str, channels: int, resolution: int, num_classes: int) -> int:
-    from .. import models
-    from .loop import build_networks  # here: loop imports this module
+    from .. import losses, models
+    from .engine import TrainingIteration  # here: the engine's modules import torch's heavy parts
+    from .networks import job_networks
 
     settings = json.loads(settings_json)
     meta = torch.device("meta")
-    gen, critic = build_networks(model, settings, channels, resolution, 0, 0, meta, num_classes=num_classes)
-    bs, latent = int(settings["batch_size"]), int(settings["latent_dim"])
     conditional = models.get(model).conditional
-    y = torch.zeros(bs, dtype=torch.long, device=meta) if conditional else None
-    G = (lambda z: gen(z, y)) if conditional else gen
-    D = (lambda x: critic(x, y)) if conditional else critic
-    wgan = models.get(model).loss == "wgan-gp"
-
-    def step():
-        real = torch.zeros(bs, channels, resolution, resolution, device=meta)
-        critic.requires_grad_(True)
-        for _ in range(int(settings["critic_steps"])):
-            with torch.no_grad():
-                fake = G(torch.zeros(bs, latent, device=meta))
-            if wgan:
-                alpha = torch.zeros(bs, 1, 1, 1, device=meta)
-                d_loss, _ = losses.wgan_gp_critic_loss(D, real, fake, 10.0, None, alpha=alpha)
-            else:
-                d_loss, _ = losses.bce_discriminator_loss(D, real, fake)
-            d_loss.backward()
-        critic.requires_grad_(False)
-        fake = G(torch.zeros(bs, latent, device=meta))
-        (losses.wgan_generator_loss(D, fake) if wgan else losses.bce_generator_loss(D, fake)).backward()
-
+    # The training iteration itself, of one member, on the meta device: only shapes exist, so it takes no
+    # time and draws nothing from any stream that matters.  The reference form: plain layout, fp32, the
+    # grouped kernel, no augmentation (elementwise, not counted), whatever the job's runtime options.
+    nets = job_networks(
+        model, settings, channels, resolution, 0, [0], meta, num_classes=num_classes if conditional else 1
+    )
+    bs = int(settings["batch_size"])
+    step = TrainingIteration(
+        nets,
+        torch.optim.Adam(nets.gen.parameters()),
+        torch.optim.Adam(nets.critic.parameters()),
+        losses.loss_for(models.get(model).loss, settings),
+        torch.zeros(bs, channels, resolution, resolution, device=meta),
+        [bs],
+        [(torch.Generator(), None)],
+        batch_size=bs,
+        latent_dim=int(settings["latent_dim"]),
+        critic_steps=int(settings["critic_steps"]),
+        classes=torch.zeros(bs, dtype=torch.long, device=meta) if conditional else None,
+    )
     return count_flops(step)
 
 
@@ -107,24 +137,3 @@ def resolve(budget, flops_per_iteration: int):
         return budget
     bought = max(1, math.floor(float(budget.gflop) * 1e9 / flops_per_iteration))
     return dataclasses.replace(budget, iterations=min(int(budget.iterations), bought))
-
-
-def training_record(
-    budget,
-    flops_per_iteration: int,
-    iterations: int,
-    seconds: float,
-    stopped_by: str,
-    batch_size: int,
-    critic_steps: int,
-) -> dict:
-    """What a generator file says about the budget it was trained with and what it got from it."""
-    return {
-        "budget": {"iterations": int(budget.iterations), "gflop": budget.gflop, "minutes": budget.minutes},
-        "stopped_by": stopped_by,
-        "iterations": int(iterations),
-        "seconds": float(seconds),
-        "flops_per_iteration": int(flops_per_iteration),
-        "gflop": iterations * flops_per_iteration / 1e9,
-        "real_images_seen": int(iterations) * int(batch_size) * int(critic_steps),
-    }

@@ -20,7 +20,7 @@ from ..nets import RESOLUTIONS, ConditionalGenerator, Generator
 from .checkpoint import snapshot_path
 
 if TYPE_CHECKING:
-    from .loop import Budget
+    from .compute import Budget
 
 log = logging.getLogger("labelwise.train")
 
@@ -43,7 +43,7 @@ def generator_payload(
 ) -> dict:
     """What a generator file holds (plain tensors and types: loads with weights_only=True).
     `label`: the label (per-label models) or the list of labels, in class-index order (cgan).
-    `ema`: the decay when `gen` holds the weight average; `training`: `compute.training_record`."""
+    `ema`: the decay when `gen` holds the weight average; `training`: `labelwise.training_record.training_record`."""
     return {
         "ema": None if ema is None else float(ema),
         **({"training": training} if training is not None else {}),

@@ -1,18 +1,22 @@
-"""The per-label training loop: one GAN trained on one label's images, resumable bit for bit.
+"""The training loop: one function, `train_job`, trains every training job, resumable bit for bit.
 
-`train_label` trains a generator/critic pair on a single label's shard for a fixed budget
-(generator iterations and/or wall-clock minutes, whichever ends first), checkpointing every N
-iterations.  Everything that shapes the trajectory is restored on resume — weights, optimizer
-moments, the iteration counter, elapsed time, the log rows so far and both random streams (one
-on the CPU for batch indices, one on the device for noise) — so a run that was killed and resumed
-ends with the same weights as one that never stopped (exactly so on CPU).
+A job's members are either K ≥ 1 labels of a per-label model (runtime.labels_per_job; K=1 is the
+papers' one job per label) or the one conditional model over all selected labels.  The loop runs
+the training iteration (`labelwise.train.engine.TrainingIteration`) on the job's networks until the
+budget (generator iterations, counted GFLOP or wall-clock minutes, whichever ends first:
+`labelwise.train.compute.Budget`) is spent, and keeps the books: log rows, divergence checks,
+snapshots, checkpoints every N iterations and on a signal, progress lines, and at the end each
+member's generator file, training log and snapshot bundle.
+
+Everything that shapes the trajectory is restored on resume (`labelwise.train.checkpoint.JobState`):
+weights, optimizer moments, the generator average, the iteration, elapsed time, the log rows and
+pending diagnostics, and every member's random streams — so a run that was killed and resumed ends
+with the same weights and log as one that never stopped (exactly so on the CPU).  Members never
+exchange anything: a label packed with others ends where its own job would, up to rounding.
 """
 
 from __future__ import annotations
 
-import copy
-import functools
-import hashlib
 import logging
 import math
 import os
@@ -22,64 +26,30 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch import nn
 
 from .. import losses, models
-from ..data.shards import read_shard_file
 from ..device import select_device, set_threads
 from ..errors import LabelwiseError
-from ..nets import ConditionalGenerator, Critic, Generator, ProjectionCritic, dcgan_init_, network_resolution
-from ..trainlog import LOG_COLUMNS, write_log
+from ..seeds import CONDITIONAL_SEED_LABEL
+from ..training_record import training_record
+from ..trainlog import write_log
 from . import compute
-from .augment import augmented_critic, policy_of
-from .checkpoint import (
-    delete_checkpoints,
-    list_snapshots,
-    load_resumable,
-    nonfinite_tensors,
-    save_checkpoint,
-    save_snapshot,
-)
+from .augment import policy_of
+from .checkpoint import JobState, delete_checkpoints, list_snapshots, load_resumable, save_snapshot
 from .common import Cadence, StopRequest, divergence_error, first_names, training_fingerprint
+from .compute import Budget
+from .data import read_job_data
 from .ema import GeneratorEMA, ema_decay
-from .engine import PRECISIONS, autocast_forward, to_device
+from .engine import PRECISIONS, TrainingIteration, label_generators
 from .generator_files import generator_payload, write_generator, write_snapshot_bundle
+from .networks import job_networks
+from .packed_layers import kernel_for
 from .writers import one_writer
 
 log = logging.getLogger("labelwise.train")
 
-# The conditional model's seed slot: derived like a label's, from a value no label index takes.
-CONDITIONAL_SEED_LABEL = 2**31 - 1
-
-
-@dataclass
-class Budget:
-    iterations: int
-    minutes: float | None = None
-    checkpoint_every: int = 100
-    snapshots: tuple[float, ...] = ()  # fractions of `iterations` at which to save the generator
-    gflop: float | None = None  # counted GFLOP per label: fixes `iterations` at job start (train.compute)
-
-    def __post_init__(self):
-        self.snapshots = tuple(float(f) for f in (self.snapshots or ()))
-        bad = [f for f in self.snapshots if not 0.0 < f <= 1.0]
-        if bad:
-            raise LabelwiseError(f"budget.snapshots: {bad} are not fractions in (0, 1] of budget.iterations")
-
-    @property
-    def log_every(self) -> int:
-        # About a hundred rows per run, never more often than every iteration or rarer than 50.
-        return max(1, min(50, self.iterations // 100))
-
-    def snapshot_points(self) -> list[tuple[int, float]]:
-        """(iteration, fraction) of each snapshot, by iteration: round(fraction × iterations), half up,
-        at least 1; fractions that round to the same iteration give one snapshot (the smaller fraction)."""
-        points: dict[int, float] = {}
-        for f in sorted(self.snapshots):
-            points.setdefault(max(1, math.floor(f * self.iterations + 0.5)), f)
-        return sorted(points.items())
+CUDA_GRAPH = ("auto", "on", "off")
 
 
 @dataclass
@@ -87,7 +57,7 @@ class Outputs:
     generator: Path
     log: Path
     checkpoints: Path
-    snapshots: Path | None = None  # the bundle of this job's generator snapshots (budget.snapshots)
+    snapshots: Path | None = None  # the bundle of this member's generator snapshots (budget.snapshots)
 
 
 @dataclass
@@ -99,115 +69,369 @@ class TrainResult:
     log_rows: list = field(default_factory=list)
 
 
-def label_seed(seed: int, label: int) -> int:
-    """Independent, reproducible seed for each label derived from the one global seed."""
-    return int(np.random.SeedSequence([int(seed), int(label)]).generate_state(1)[0])
+@dataclass
+class Member:
+    """One member of a job, with its own files, seed, streams, log and training time: a label of a
+    per-label model, or the conditional model over all of its labels."""
+
+    name: str  # "label 3" or "labels 0,1,2" (the conditional model)
+    label: int | list[int]  # what its generator file names: its label, or the conditional model's labels
+    seed_label: int  # its seed slot (labelwise.seeds)
+    fingerprint: str
+    outputs: Outputs
+    rows: list = field(default_factory=list)
+    elapsed: float = 0.0
+    taken: set = field(default_factory=set)  # iterations of the snapshots it holds
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.outputs.checkpoints
 
 
-def images_to_tensor(images: np.ndarray, resolution: int) -> torch.Tensor:
-    """uint8 N×C×H×W -> float in [-1, 1], padded with background (-1) to the network resolution."""
-    x = torch.from_numpy(images).float().div_(127.5).sub_(1.0)
-    pad_h, pad_w = resolution - x.shape[2], resolution - x.shape[3]
-    if pad_h or pad_w:
-        x = nn.functional.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=-1.0)
-    return x
+def resolve_runtime(k: int, conditional: bool, device: torch.device, packed_kernel: str, cuda_graph: str):
+    """(kernel, CUDA graph on?) for a job of K members on `device`.  `auto` keeps each job kind on what
+    has been run: the grouped kernel and eager execution for one label and for the conditional model;
+    for K > 1 labels, the bmm kernel and a CUDA graph on CUDA (docs/packed-training.md)."""
+    if cuda_graph not in CUDA_GRAPH:
+        raise LabelwiseError(f"runtime.cuda_graph must be one of {', '.join(CUDA_GRAPH)}, got {cuda_graph!r}")
+    kernel = kernel_for(packed_kernel, device)  # checks the value too
+    if packed_kernel == "auto" and (k == 1 or conditional):
+        kernel = "grouped"
+    graph = device.type == "cuda" and (cuda_graph == "on" or (cuda_graph == "auto" and k > 1 and not conditional))
+    return (None if conditional else kernel), graph
 
 
-def read_conditional_shards(shards) -> tuple[np.ndarray, np.ndarray, list[int], str]:
-    """All selected labels' images, each image's class index (position in `labels`), the labels, and
-    one checksum over the shards' checksums (for the checkpoint fingerprint)."""
-    parts, classes, labels, sums = [], [], [], []
-    for index, shard in enumerate(shards):
-        images, attrs, label = read_label_shard(shard, None)
-        if parts and images.shape[1:] != parts[0].shape[1:]:
-            raise LabelwiseError(
-                f"{shard}: images of shape {images.shape[1:]} next to {parts[0].shape[1:]}; re-create the shards"
-            )
-        parts.append(images)
-        classes.append(np.full(len(images), index, dtype=np.int64))
-        labels.append(label)
-        sums.append(str(attrs.get("sha256")))
-    return np.concatenate(parts), np.concatenate(classes), labels, hashlib.sha256("".join(sums).encode()).hexdigest()
+def resume_states(members: list[Member], max_iteration: int) -> list[dict] | None:
+    """Each member's checkpoint at one common iteration (the newest all of them have), or None.
 
-
-def read_label_shard(shard: str | Path, label: int | None) -> tuple[np.ndarray, dict, int]:
-    """A shard's images, attributes and label, checked to hold `label` (if given) and not to be empty,
-    and against its dataset's meta.json when it sits in a prepared dataset (`read_shard_file`)."""
-    images, attrs = read_shard_file(shard)
-    if label is None:
-        label = int(attrs["label"])
-    elif int(attrs["label"]) != int(label):
-        raise LabelwiseError(
-            f"{shard}: holds label {attrs['label']} but label {label} was asked for; re-create the shards"
+    A job saves every member at the same iterations, so after a kill mid-save the members saved
+    last are one checkpoint behind and their previous one (checkpoints keep two) is common ground.
+    A member with nothing to resume makes the whole job start afresh.
+    """
+    limit = max_iteration
+    while True:
+        states = [load_resumable(m.checkpoints, m.fingerprint, limit) for m in members]
+        if all(s is None for s in states):
+            return None
+        if any(s is None for s in states):
+            limit = 0  # clears the others' checkpoints, as a fresh start of one member would
+            continue
+        iterations = {int(s["iteration"]) for s in states}
+        if len(iterations) == 1:
+            return states
+        limit = min(iterations)  # strictly smaller each round: terminates
+        log.info(
+            "%s have checkpoints at different iterations %s; resuming all from %d",
+            ", ".join(m.name for m in members),
+            sorted(iterations),
+            limit,
         )
-    if len(images) == 0:
-        raise LabelwiseError(f"{shard}: label {label} has no images; choose other data.labels or fix the dataset")
-    return images, attrs, int(label)
 
 
-def build_networks(
+def _nonfinite_by_member(k: int, state_dicts: dict[str, dict]) -> list[list[str]]:
+    """For each member, '<network>.<tensor>' of its floating-point tensors holding a NaN or Inf, read
+    off the job's packed tensors without unpacking them (one device synchronisation)."""
+    names, flags = [], []
+    for network, sd in state_dicts.items():
+        for key, value in sd.items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dim() > 0:
+                names.append(f"{network}.{key}")
+                flags.append(torch.isfinite(value.reshape(k, -1)).all(1))
+    ok = torch.stack(flags).cpu().tolist() if flags else []
+    return [[name for name, row in zip(names, ok) if not row[j]] for j in range(k)]
+
+
+@one_writer  # distinct outputs per member, and this job the only writer of its checkpoint folders
+def train_job(
+    shards: list,
     model: str,
     settings: dict,
-    channels: int,
-    resolution: int,
+    budget: Budget,
     seed: int,
-    label: int,
-    device,
-    num_classes: int | None = None,
-) -> tuple[Generator, Critic]:
-    """The label's freshly initialised generator and critic (shared with packed training);
-    for the conditional model, its networks over `num_classes` classes."""
-    algo = models.get(model)  # its loss and the parts of the architecture it fixes
-    # Networks are built from the label's seed, so a fresh start is reproducible too.
-    torch.manual_seed(label_seed(seed, label))
-    width, latent_dim = int(settings["width"]), int(settings["latent_dim"])
-    if algo.conditional:
-        gen = ConditionalGenerator(latent_dim, channels, resolution, width, num_classes).to(device)
-        return gen, ProjectionCritic(channels, resolution, width, num_classes).to(device)
-    gen = Generator(latent_dim, channels, resolution, width).to(device)
-    critic = Critic(channels, resolution, width, norm=algo.critic_norm).to(device)
-    if algo.init == "dcgan":
-        dcgan_init_(gen)
-        dcgan_init_(critic)
-    return gen, critic
+    outputs: list[Outputs],
+    *,
+    labels: list[int] | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    progress_seconds: float = 5.0,
+    channels_last: bool = False,
+    precision: str = "fp32",
+    packed_kernel: str = "auto",
+    cuda_graph: str = "auto",
+) -> list[TrainResult]:
+    """Train `model` with `settings` for `budget`; write each member's generator, log and snapshots.
+
+    A per-label model trains one member per shard (`labels[k]`, if given, checked against shard k),
+    all K as one packed computation, each exactly as its own job would up to rounding (K=1: exactly);
+    a conditional model trains one member, its class-conditional network over all `shards`.
+    `outputs`: one per member.  Runtime options change how, never what, is computed (up to rounding):
+    `channels_last` (NHWC convolutions), `precision` ('fp32', 'bf16' forward passes),
+    `packed_kernel` ('auto', 'grouped', 'bmm': `labelwise.train.packed_layers`) and `cuda_graph`
+    ('auto', 'on', 'off': `resolve_runtime`); none of them changes the checkpoint format.
+    """
+    conditional = models.get(model).conditional
+    n_members = 1 if conditional else len(shards)
+    if not shards or len(outputs) != n_members or (labels is not None and not conditional and len(labels) != n_members):
+        raise LabelwiseError(
+            f"train {model}: needs one Outputs per {'job' if conditional else 'shard'} (and a label per shard, "
+            f"if given); got {len(shards)} shards, {len(outputs)} outputs, "
+            f"{'no' if labels is None else len(labels)} labels"
+        )
+    if precision not in PRECISIONS:
+        raise LabelwiseError(f"runtime.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    set_threads(threads)
+    dev = select_device(device)
+    data = read_job_data(shards, None if conditional else labels, conditional, dev)
+    kernel, graph = resolve_runtime(n_members, conditional, dev, packed_kernel, cuda_graph)
+    if conditional:
+        labels_text = ",".join(map(str, data.labels))
+        seed_labels, names, file_labels = [CONDITIONAL_SEED_LABEL], [f"labels {labels_text}"], [data.labels]
+    else:
+        seed_labels, names, file_labels = data.labels, [f"label {k}" for k in data.labels], data.labels
+    who = f"[{model} {names[0]}]" if n_members == 1 else f"[{model} labels {','.join(map(str, data.labels))}]"
+    members = [
+        Member(name, label, slot, training_fingerprint(model, settings, seed, slot, checksum), out)
+        for name, label, slot, checksum, out in zip(names, file_labels, seed_labels, data.checksums, outputs)
+    ]
+    # Where this job runs, in one line: the evidence that concurrent jobs got distinct GPUs.
+    how = f"{'conditional' if conditional else f'{n_members} label(s)'}, {precision}"
+    how += f", {kernel} kernel" if kernel else ""
+    how += ", CUDA graph" if graph else ""
+    log.info(
+        "%s device %s, %d thread(s), CUDA_VISIBLE_DEVICES=%s, host %s, start %s (%s)",
+        who,
+        dev,
+        torch.get_num_threads(),
+        os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
+        socket.gethostname(),
+        datetime.now().astimezone().isoformat(timespec="milliseconds"),
+        how,
+    )
+
+    channels, height, width = data.shape
+    resolution = data.resolution
+    bs, latent_dim, critic_steps = (
+        int(settings["batch_size"]),
+        int(settings["latent_dim"]),
+        int(settings["critic_steps"]),
+    )
+    flops = compute.label_iteration_flops(model, settings, channels, resolution, len(data.labels))
+    budget = compute.resolve(budget, flops)  # budget.gflop -> iterations, fixed before anything is resumed
+
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    nets = job_networks(
+        model,
+        settings,
+        channels,
+        resolution,
+        seed,
+        seed_labels,
+        dev,
+        num_classes=len(data.labels),
+        kernel=kernel or "grouped",
+        memory_format=memory_format,
+    )
+    betas = tuple(settings["betas"])
+    lr_g, lr_d = learning_rates(settings)
+    # capturable: Adam's step count on the device, as a CUDA graph needs (the same update up to rounding).
+    opt_g = torch.optim.Adam(nets.gen.parameters(), lr=lr_g, betas=betas, capturable=graph)
+    opt_d = torch.optim.Adam(nets.critic.parameters(), lr=lr_d, betas=betas, capturable=graph)
+    decay = ema_decay(settings)
+    ema = GeneratorEMA(nets.gen, decay) if decay else None  # elementwise: each member's own average
+    rngs = [label_generators(seed, slot, dev) for slot in seed_labels]
+    state = JobState(nets, opt_g, opt_d, ema, rngs, members)
+
+    start = 0
+    states = resume_states(members, budget.iterations)
+    points = dict(budget.snapshot_points())
+    for m in members:
+        m.taken = {i for i, _ in list_snapshots(m.checkpoints)}
+    if states is not None:
+        at = int(states[0]["iteration"])
+        missed = sorted({p for p in points for m in members if p < at and p not in m.taken})
+        if missed:
+            # A snapshot point lies in the part already trained (snapshots newly configured, or moved by
+            # another budget): only a run from the start can take it; on a CPU it ends with the same
+            # weights.  The members advance together, so all of them start afresh.
+            log.info(
+                "%s snapshots at iterations %s were never taken; training afresh instead of resuming from %d",
+                who,
+                missed,
+                at,
+            )
+            for m in members:
+                delete_checkpoints(m.checkpoints)
+                m.taken = set()
+            states = None
+    if states is not None:
+        state.restore(states, capturable=graph)
+        start = int(states[0]["iteration"])
+        del states
+        log.info("%s resuming from checkpoint at iteration %d", who, start)
+
+    step = TrainingIteration(
+        nets,
+        opt_g,
+        opt_d,
+        losses.loss_for(models.get(model).loss, settings),
+        data.pool,
+        data.counts,
+        rngs,
+        batch_size=bs,
+        latent_dim=latent_dim,
+        critic_steps=critic_steps,
+        classes=data.classes,
+        precision=precision,
+        cuda_graph=graph,
+        augment=policy_of(settings),
+    )
+    del data
+
+    def sampled_states() -> list[dict]:
+        """Each member's generator as files and snapshots hold it: the weight average when EMA is on."""
+        return nets.member_states((ema or nets.gen).state_dict())
+
+    def generator_info(member: Member) -> dict:
+        return dict(
+            model=model,
+            label=member.label,
+            channels=channels,
+            resolution=resolution,
+            image_size=(height, width),
+            settings=settings,
+            ema=decay,
+        )
+
+    def take_snapshots(iteration: int) -> None:
+        """Each member's generator at a budget.snapshots point; never rewritten by a resumed run."""
+        todo = [j for j, m in enumerate(members) if iteration in points and iteration not in m.taken]
+        if not todo:
+            return
+        sds = sampled_states()
+        for j in todo:
+            m = members[j]
+            nets.singles[j].load_state_dict(sds[j])
+            payload = generator_payload(nets.singles[j], iterations=iteration, **generator_info(m))
+            payload.update(
+                iteration=int(iteration),
+                elapsed=float(m.elapsed),
+                fraction=points[iteration],
+                fingerprint=m.fingerprint,
+            )
+            save_snapshot(m.checkpoints, iteration, payload)
+            m.taken.add(iteration)
+
+    def member_prefix(j: int) -> str:  # which member an error is about, where `who` does not say it
+        return f"{members[j].name}: " if n_members > 1 else ""
+
+    cadence = Cadence(budget, start, progress_seconds, labels=n_members)  # label-iterations per iteration
+    kept = (
+        f"the last good checkpoint in {members[0].checkpoints} is kept"
+        if n_members == 1
+        else "the last good checkpoints are kept"
+    )
+    iteration, stopped_by = start, "iterations"
+    take_snapshots(start)  # a checkpoint that sits exactly on a snapshot point not yet taken
+    nets.gen.train()
+    nets.critic.train()
+    with StopRequest() as stop:
+        while iteration < budget.iterations:
+            t0 = time.monotonic()
+            state.pending.append(step())
+            iteration += 1
+            if ema is not None:
+                ema.update(nets.gen, iteration)
+            step_seconds = time.monotonic() - t0
+            for m in members:
+                m.elapsed += step_seconds
+            elapsed = max(m.elapsed for m in members)
+
+            stopping = stop.signal  # read once: a signal landing later in this iteration waits for the next
+            at_end, log_due, check_due, checkpoint_due = cadence.due(iteration, elapsed, stopping)
+            if log_due:
+                means = torch.stack(state.pending).double().mean(0).cpu()  # (4, K)
+                state.pending.clear()
+                bad = [j for j in range(n_members) if not bool(torch.isfinite(means[:2, j]).all())]
+                if bad:
+                    detail = "; ".join(
+                        f"{member_prefix(j)}d_loss={means[0, j].item()}, g_loss={means[1, j].item()}" for j in bad
+                    )
+                    raise divergence_error(
+                        who,
+                        f"non-finite loss by iteration {iteration} ({detail})",
+                        kept,
+                        model,
+                    )
+                for j, m in enumerate(members):
+                    m.rows.append((iteration, m.elapsed, *means[:, j].tolist()))
+            if check_due:
+                # Weights can turn NaN/Inf in the last step while the losses computed before it were
+                # finite: never let such weights reach a snapshot, a checkpoint or a generator file.
+                bad = _nonfinite_by_member(
+                    n_members, {"generator": nets.gen.state_dict(), "critic": nets.critic.state_dict()}
+                )
+                if any(bad):
+                    detail = "; ".join(f"{member_prefix(j)}{first_names(b)}" for j, b in enumerate(bad) if b)
+                    raise divergence_error(
+                        who,
+                        f"non-finite weights at iteration {iteration} ({detail})",
+                        f"not checkpointed, {kept}",
+                        model,
+                    )
+            take_snapshots(iteration)  # before the checkpoint: a resume from it finds the snapshot taken
+            if checkpoint_due:
+                state.write_checkpoints(iteration)
+            line = cadence.progress(iteration, elapsed, at_end)
+            if line is not None:
+                log.info("%s %s %s", who, line, loss_text(members, model))
+            saved = f"checkpoint saved in {members[0].checkpoints}" if n_members == 1 else "checkpoints saved"
+            if cadence.should_stop(iteration, elapsed, stopping, who, saved):
+                stopped_by = "minutes"
+                break
+
+    results = []
+    for m, single, sd in zip(members, nets.singles, sampled_states()):
+        single.load_state_dict(sd)
+        write_generator(
+            m.outputs.generator,
+            single,
+            iterations=iteration,
+            **generator_info(m),
+            training=training_record(budget, flops, iteration, m.elapsed, stopped_by, bs, critic_steps),
+        )
+        write_log(m.outputs.log, m.rows)
+        if m.outputs.snapshots is not None:
+            write_snapshot_bundle(
+                m.outputs.snapshots,
+                m.checkpoints,
+                budget,
+                m.fingerprint,
+                iteration,
+                model=model,
+                who=f"{model} {m.name}",
+            )
+        results.append(TrainResult(iteration, m.elapsed, start, stopped_by, m.rows))
+    log.info(
+        "%s done: %d iterations in %.1f s (stopped by the %s budget)%s",
+        who,
+        iteration,
+        max(m.elapsed for m in members),
+        stopped_by,
+        cadence.rate_text(),
+    )
+    return results
 
 
-def label_generators(seed: int, label: int, device) -> tuple[torch.Generator, torch.Generator]:
-    """The label's two random streams: batch indices on the CPU, noise (and GP mixing) on the device."""
-    rng_cpu = torch.Generator().manual_seed(label_seed(seed, label) + 1)
-    rng_dev = torch.Generator(device=device).manual_seed(label_seed(seed, label) + 2)
-    return rng_cpu, rng_dev
-
-
-def checkpoint_state(
-    fingerprint: str,
-    iteration: int,
-    elapsed: float,
-    generator: dict,
-    critic: dict,
-    opt_g: dict,
-    opt_d: dict,
-    rng_cpu: torch.Generator,
-    rng_dev: torch.Generator,
-    rows,
-    generator_ema: dict | None = None,
-) -> dict:
-    """One label's resumable state, as `save_checkpoint` writes it (the same for packed training);
-    `generator_ema`: the generator's weight average (models.<name>.ema), when on."""
-    return {
-        **({"generator_ema": generator_ema} if generator_ema is not None else {}),
-        "format": 1,
-        "fingerprint": fingerprint,
-        "iteration": iteration,
-        "elapsed": elapsed,
-        "generator": generator,
-        "critic": critic,
-        "opt_g": opt_g,
-        "opt_d": opt_d,
-        "rng_cpu": rng_cpu.get_state(),
-        "rng_device": rng_dev.get_state(),
-        "log": torch.tensor(rows, dtype=torch.float64).reshape(len(rows), len(LOG_COLUMNS)),
-    }
+def loss_text(members: list[Member], model: str) -> str:
+    """The losses of the last log row (the mean over the members when there are several)."""
+    rows = [m.rows[-1] for m in members if m.rows]
+    if not rows:
+        return "d_loss=nan g_loss=nan"
+    mean = [math.fsum(r[i] for r in rows) / len(rows) for i in range(2, 6)]
+    text = f"d_loss={mean[0]:.4g} g_loss={mean[1]:.4g}"
+    if models.get(model).loss == "wgan-gp":
+        text += f" W={mean[3]:.4g}"
+    return text + (f" (means over {len(rows)} labels)" if len(rows) > 1 else "")
 
 
 def learning_rates(settings: dict) -> tuple[float, float]:
@@ -220,272 +444,12 @@ def learning_rates(settings: dict) -> tuple[float, float]:
     return float(lr_g), float(lr_d)
 
 
-def sampled(gen: nn.Module, ema: GeneratorEMA | None) -> nn.Module:
-    """The generator that files, snapshots and sampling get: the weight average when EMA is on."""
-    return gen if ema is None else ema.averaged(copy.deepcopy(gen))
-
-
-@one_writer  # distinct outputs per label, and this job the only writer of its checkpoint folder
 def train_label(
-    shard: str | Path | list,
-    model: str,
-    settings: dict,
-    budget: Budget,
-    seed: int,
-    outputs: Outputs,
-    *,
-    label: int | None = None,
-    device: str = "auto",
-    threads: int | None = None,
-    progress_seconds: float = 5.0,
-    channels_last: bool = False,
-    precision: str = "fp32",
-) -> TrainResult:
-    """Train `model` with `settings` on one label's shard; write generator + log CSV.
-
-    a per-label model takes one shard; a conditional one (labelwise.models) takes the list of all
-    selected labels' shards and
-    trains one class-conditional generator over them.  `channels_last` runs the convolutions in
-    NHWC layout (faster on CPUs, docs/benchmarks.md; results differ only by rounding).  `precision`
-    'bf16' runs the forward passes under bf16 autocast (`labelwise.train.engine.autocast_forward`).
-    """
-    if precision not in PRECISIONS:
-        raise LabelwiseError(f"runtime.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    algo = models.get(model)
-    conditional = algo.conditional
-    set_threads(threads)
-    dev = select_device(device)
-    if conditional:
-        images, classes, labels, data_sum = read_conditional_shards(shard if isinstance(shard, list) else [shard])
-        label, who = CONDITIONAL_SEED_LABEL, f"{model} labels {','.join(map(str, labels))}"
-        ydata = torch.from_numpy(classes).to(dev)
-    else:
-        images, attrs, label = read_label_shard(shard, label)
-        labels, who, data_sum, ydata = [label], f"{model} label {label}", str(attrs.get("sha256")), None
-    # Where this job runs, in one line: the evidence that concurrent jobs got distinct GPUs.
-    log.info(
-        "[%s] device %s, %d thread(s), CUDA_VISIBLE_DEVICES=%s, host %s, start %s",
-        who,
-        dev,
-        torch.get_num_threads(),
-        os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
-        socket.gethostname(),
-        datetime.now().astimezone().isoformat(timespec="milliseconds"),
-    )
-    channels, height, width = images.shape[1:]
-    resolution = network_resolution(max(height, width))
-    data = images_to_tensor(images, resolution).to(dev)
-    n_images = data.shape[0]
-
-    bs = int(settings["batch_size"])
-    latent_dim = int(settings["latent_dim"])
-    critic_steps = int(settings["critic_steps"])
-    fingerprint = training_fingerprint(model, settings, seed, label, data_sum)
-    flops = compute.label_iteration_flops(model, settings, channels, resolution, len(labels))
-    budget = compute.resolve(budget, flops)  # budget.gflop -> iterations, fixed before anything is resumed
-
-    gen, critic = build_networks(model, settings, channels, resolution, seed, label, dev, num_classes=len(labels))
-    if channels_last:  # parameters keep their values; checkpoints stay layout-free (state_dict)
-        gen.to(memory_format=torch.channels_last)
-        critic.to(memory_format=torch.channels_last)
-        data = data.contiguous(memory_format=torch.channels_last)
-    # One calling convention for both kinds: y (class indices) is None for the per-label models.
-    G = autocast_forward(gen if conditional else (lambda z, y: gen(z)), dev, precision)
-    betas = tuple(settings["betas"])
-    lr_g, lr_d = learning_rates(settings)
-    opt_g = torch.optim.Adam(gen.parameters(), lr=lr_g, betas=betas)
-    opt_d = torch.optim.Adam(critic.parameters(), lr=lr_d, betas=betas)
-    rng_cpu, rng_dev = label_generators(seed, label, dev)
-    # DiffAugment (models.<name>.augment): every critic input transformed, draws from the label's device stream.
-    D = augmented_critic(
-        autocast_forward(critic if conditional else (lambda x, y: critic(x)), dev, precision),
-        policy_of(settings),
-        [rng_dev],
-    )
-    decay = ema_decay(settings)
-    ema = GeneratorEMA(gen, decay) if decay else None
-
-    start, elapsed, rows = 0, 0.0, []
-    state = load_resumable(outputs.checkpoints, fingerprint, budget.iterations)
-    points = dict(budget.snapshot_points())
-    taken = {i for i, _ in list_snapshots(outputs.checkpoints)}
-    if state is not None and any(p < int(state["iteration"]) and p not in taken for p in points):
-        # A snapshot point lies in the part already trained (snapshots newly configured, or moved by
-        # another budget): only a run from the start can take it; on a CPU it ends with the same weights.
-        missed = sorted(p for p in points if p < int(state["iteration"]) and p not in taken)
-        log.info(
-            "[%s] snapshots at iterations %s were never taken; training afresh instead of resuming from %d",
-            who,
-            missed,
-            int(state["iteration"]),
-        )
-        delete_checkpoints(outputs.checkpoints)
-        state, taken = None, set()
-    if state is not None:
-        gen.load_state_dict(state["generator"])
-        critic.load_state_dict(state["critic"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        rng_cpu.set_state(state["rng_cpu"])
-        rng_dev.set_state(state["rng_device"].to("cpu"))
-        if ema is not None:
-            ema.load_state_dict(state["generator_ema"])
-        start, elapsed = int(state["iteration"]), float(state["elapsed"])
-        rows = [tuple(r) for r in state["log"].tolist()]
-        log.info("[%s] resuming from checkpoint at iteration %d", who, start)
-
-    def snapshot(iteration: int) -> dict:
-        return checkpoint_state(
-            fingerprint,
-            iteration,
-            elapsed,
-            gen.state_dict(),
-            critic.state_dict(),
-            opt_g.state_dict(),
-            opt_d.state_dict(),
-            rng_cpu,
-            rng_dev,
-            rows,
-            ema.state_dict() if ema is not None else None,
-        )
-
-    generator_info = dict(
-        model=model,
-        label=labels if conditional else label,
-        channels=channels,
-        resolution=resolution,
-        image_size=(height, width),
-        settings=settings,
-        ema=decay,
-    )
-
-    def take_snapshot(iteration: int) -> None:
-        """The generator at a budget.snapshots point; never rewritten by a resumed run."""
-        if iteration in points and iteration not in taken:
-            payload = generator_payload(sampled(gen, ema), iterations=iteration, **generator_info)
-            payload.update(
-                iteration=int(iteration), elapsed=float(elapsed), fraction=points[iteration], fingerprint=fingerprint
-            )
-            save_snapshot(outputs.checkpoints, iteration, payload)
-            taken.add(iteration)
-
-    take_snapshot(start)  # a checkpoint that sits exactly on a snapshot point not yet taken
-
-    wgan = algo.loss == "wgan-gp"
-    gp_lambda = float(settings.get("gp_lambda", 10.0))
-    cadence = Cadence(budget, start, progress_seconds)
-    pending: list[torch.Tensor] = []  # per-iteration diagnostics, reduced at each log point
-    nan = torch.tensor(float("nan"), device=dev)
-    iteration, stopped_by = start, "iterations"
-    gen.train()
-    critic.train()
-    with StopRequest() as stop:
-        while iteration < budget.iterations:
-            t0 = time.monotonic()
-            critic.requires_grad_(True)
-            for _ in range(critic_steps):
-                idx = to_device(torch.randint(n_images, (bs,), generator=rng_cpu), dev)
-                real = data.index_select(0, idx)
-                y = ydata.index_select(0, idx) if conditional else None  # fakes of the real batch's classes
-                z = torch.randn(bs, latent_dim, device=dev, generator=rng_dev)
-                with torch.no_grad():
-                    fake = G(z, y)
-                critic_y = functools.partial(D, y=y)
-                if wgan:
-                    # The mixing weights before the critic calls (whose augmentation draws from the same
-                    # stream): the order packed training draws in.
-                    alpha = torch.rand(bs, 1, 1, 1, device=dev, generator=rng_dev, dtype=real.dtype)
-                    d_loss, diag = losses.wgan_gp_critic_loss(critic_y, real, fake, gp_lambda, rng_dev, alpha=alpha)
-                else:
-                    d_loss, diag = losses.bce_discriminator_loss(critic_y, real, fake)
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
-            critic.requires_grad_(False)  # the generator step needs no critic gradients
-            # Classes for the generator step follow the data's class frequencies.
-            y = (
-                ydata.index_select(0, to_device(torch.randint(n_images, (bs,), generator=rng_cpu), dev))
-                if conditional
-                else None
-            )
-            z = torch.randn(bs, latent_dim, device=dev, generator=rng_dev)
-            fake = G(z, y)
-            critic_y = functools.partial(D, y=y)
-            g_loss = losses.wgan_generator_loss(critic_y, fake) if wgan else losses.bce_generator_loss(critic_y, fake)
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
-            iteration += 1
-            if ema is not None:
-                ema.update(gen, iteration)
-            pending.append(
-                torch.stack(
-                    [
-                        d_loss.detach(),
-                        g_loss.detach(),
-                        diag.get("gradient_penalty", nan),
-                        diag.get("wasserstein_estimate", nan),
-                    ]
-                )
-            )
-            elapsed += time.monotonic() - t0
-
-            stopping = stop.signal  # read once: a signal landing later in this iteration waits for the next
-            at_end, log_due, check_due, checkpoint_due = cadence.due(iteration, elapsed, stopping)
-            if log_due:
-                means = torch.stack(pending).double().mean(0).cpu()
-                pending.clear()
-                if not bool(torch.isfinite(means[:2]).all()):
-                    raise divergence_error(
-                        f"[{who}]",
-                        f"non-finite loss by iteration {iteration} (d_loss={means[0].item()}, "
-                        f"g_loss={means[1].item()})",
-                        f"the last good checkpoint in {outputs.checkpoints} is kept",
-                        model,
-                    )
-                rows.append((iteration, elapsed, *means.tolist()))
-            if check_due:
-                # Weights can turn NaN/Inf in the last step while the losses computed before it were
-                # finite: never let such weights reach a snapshot, a checkpoint or the generator file.
-                bad = nonfinite_tensors({"generator": gen.state_dict(), "critic": critic.state_dict()})
-                if bad:
-                    raise divergence_error(
-                        f"[{who}]",
-                        f"non-finite weights at iteration {iteration} ({first_names(bad)})",
-                        f"not checkpointed, the last good checkpoint in {outputs.checkpoints} is kept",
-                        model,
-                    )
-            take_snapshot(iteration)  # before the checkpoint: a resume from it finds the snapshot taken
-            if checkpoint_due:
-                save_checkpoint(outputs.checkpoints, iteration, snapshot(iteration))
-            line = cadence.progress(iteration, elapsed, at_end)
-            if line is not None:
-                r = rows[-1] if rows else (0, 0, math.nan, math.nan, math.nan, math.nan)
-                log.info("[%s] %s d_loss=%.4g g_loss=%.4g%s", who, line, r[2], r[3], f" W={r[5]:.4g}" if wgan else "")
-            if cadence.should_stop(
-                iteration, elapsed, stopping, f"[{who}]", f"checkpoint saved in {outputs.checkpoints}"
-            ):
-                stopped_by = "minutes"
-                break
-
-    write_generator(
-        outputs.generator,
-        sampled(gen, ema),
-        iterations=iteration,
-        **generator_info,
-        training=compute.training_record(budget, flops, iteration, elapsed, stopped_by, bs, critic_steps),
-    )
-    write_log(outputs.log, rows)
-    if outputs.snapshots is not None:
-        write_snapshot_bundle(
-            outputs.snapshots, outputs.checkpoints, budget, fingerprint, iteration, model=model, who=who
-        )
-    log.info(
-        "[%s] done: %d iterations in %.1f s (stopped by the %s budget)%s",
-        who,
-        iteration,
-        elapsed,
-        stopped_by,
-        cadence.rate_text(),
-    )
-    return TrainResult(iterations=iteration, seconds=elapsed, resumed_from=start, stopped_by=stopped_by, log_rows=rows)
+    shard, model: str, settings: dict, budget: Budget, seed: int, outputs: Outputs, *, label=None, **runtime
+):
+    """One label's job (`label`: checked against the shard), or the conditional model over the list
+    `shard`: `train_job` with one member."""
+    conditional = models.get(model).conditional
+    shards = list(shard) if conditional else [shard]
+    labels = None if conditional or label is None else [label]
+    return train_job(shards, model, settings, budget, seed, [outputs], labels=labels, **runtime)[0]

@@ -120,7 +120,7 @@ def checkpoint_locks(folders) -> Iterator[None]:
 
 
 def one_writer(train):
-    """Decorator for `train_label` and `train_packed`: distinct output paths per label (`check_distinct`)
+    """Decorator for the training loop (`train_job`): distinct output paths per label (`check_distinct`)
     and every checkpoint folder locked while `train` runs.  Reads the `outputs` argument (one Outputs
     or a list) and `labels`/`label`."""
     signature = inspect.signature(train)

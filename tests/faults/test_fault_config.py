@@ -6,7 +6,7 @@ Snakefile before any job runs, with one line naming the key."""
 from __future__ import annotations
 
 import pytest
-from test_pipeline import TINY, snakemake
+from conftest import TINY, snakemake
 
 pytestmark = pytest.mark.faults
 

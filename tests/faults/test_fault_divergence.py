@@ -27,12 +27,12 @@ def poison_generator_at(monkeypatch, step: int) -> None:
     so the fault recurs at the same iteration) write +Inf into one generator weight.  The losses of that
     iteration were computed before the step, so they are finite: only a check of the weights sees it."""
     generator_params: set[int] = set()
-    build = loop.build_networks
+    build = loop.job_networks
 
     def tracking_build(*args, **kwargs):
-        gen, critic = build(*args, **kwargs)
-        generator_params.update(id(p) for p in gen.parameters())
-        return gen, critic
+        networks = build(*args, **kwargs)
+        generator_params.update(id(p) for p in networks.gen.parameters())
+        return networks
 
     adam_step = torch.optim.Adam.step
 
@@ -44,7 +44,7 @@ def poison_generator_at(monkeypatch, step: int) -> None:
                 first.view(-1)[0] = float("inf")
         return result
 
-    monkeypatch.setattr(loop, "build_networks", tracking_build)
+    monkeypatch.setattr(loop, "job_networks", tracking_build)
     monkeypatch.setattr(torch.optim.Adam, "step", poisoned_step)
 
 

@@ -20,7 +20,7 @@ import time
 
 import pytest
 import torch
-from test_train import train_cmd
+from conftest import train_cmd
 
 from labelwise.train import Budget, Outputs, load_generator, train_label
 from labelwise.train import checkpoint as ckpt_module

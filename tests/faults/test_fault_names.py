@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY, snakemake
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from test_pipeline import TINY, snakemake
 
 from labelwise.config import load_schema, validate_config
 from labelwise.data import prepare_dataset

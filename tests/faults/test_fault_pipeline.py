@@ -16,9 +16,8 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from conftest import snakemake_command, snakemake_env
+from conftest import TINY, snakemake, snakemake_command, snakemake_env
 from PIL import Image
-from test_pipeline import TINY, snakemake
 
 from labelwise.data import read_shard
 from labelwise.errors import LabelwiseError

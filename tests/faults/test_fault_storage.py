@@ -16,7 +16,7 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
-from test_train import train_cmd
+from conftest import train_cmd
 
 import labelwise.io
 from labelwise.errors import LabelwiseError

@@ -21,12 +21,12 @@ import time
 
 import pytest
 import torch
-from test_train import train_cmd
+from conftest import train_cmd
 
 import labelwise.train.checkpoint as checkpoint
 from labelwise import cli
 from labelwise.errors import LabelwiseError
-from labelwise.train import Budget, Outputs, load_generator, train_packed
+from labelwise.train import Budget, Outputs, load_generator, train_job
 from labelwise.train.checkpoint import list_checkpoints, save_checkpoint
 from labelwise.train.writers import LOCK_NAME
 
@@ -95,7 +95,7 @@ def test_packed_run_with_one_path_for_two_labels_is_refused_up_front(tmp_path, t
     setattr(outs[1], shared, getattr(outs[0], shared))
     missing = [tmp_path / "no-such-shard-0.h5", tmp_path / "no-such-shard-1.h5"]  # never read: refused before
     with pytest.raises(LabelwiseError, match=f"is given as the --{shared} of label 0 and the --{shared} of label 1"):
-        train_packed(missing, "wcgan", tiny_settings, Budget(iterations=2), 0, outs, labels=[0, 1], threads=1)
+        train_job(missing, "wcgan", tiny_settings, Budget(iterations=2), 0, outs, labels=[0, 1], threads=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written, not even a lock
     # The command line says the same, in one line.
     args = [
