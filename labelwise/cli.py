@@ -685,6 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--batch-size", type=_int_in(1, MAX_BATCH), default=256, help="images per generator call (default: 256)"
     )
+    p.stages = sorted(sub.choices)  # the subcommands' names (tests run each one)
     return p
 
 

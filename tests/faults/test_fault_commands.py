@@ -67,12 +67,7 @@ def run_main(capsys, argv) -> str:
 # ------------------------------------------------------------------------------------ option parsing
 
 
-def _stages() -> list[str]:
-    sub = next(a for a in cli.build_parser()._actions if isinstance(a, cli.argparse._SubParsersAction))
-    return sorted(sub.choices)
-
-
-@pytest.mark.parametrize("stage", _stages())
+@pytest.mark.parametrize("stage", cli.build_parser().stages)
 def test_every_subcommand_turns_a_bad_option_into_one_line(capsys, stage):
     line = run_main(capsys, [stage, "--config"])
     assert f"labelwise {stage}: argument --config: expected one argument; see labelwise {stage} --help" in line
