@@ -314,47 +314,10 @@ def cmd_train(args) -> None:
         packed_kernel=args.packed_kernel or runtime.get("packed_kernel", "auto"),
         cuda_graph=args.cuda_graph or runtime.get("cuda_graph", "auto"),
     )
-    _check_training_memory(args.model, settings["model"], shards, runtime_options["device"], conditional)
     budget, seed = Budget(**settings["budget"]), int(settings["seed"])
     # One job: the conditional model over every shard, or K labels (K=1: one label) packed together.
     labels = None if conditional else names
     train_job(shards, args.model, settings["model"], budget, seed, outputs, labels=labels, **runtime_options)
-
-
-def _check_training_memory(model: str, settings: dict, shards, device: str, conditional: bool) -> None:
-    """A CPU training job that cannot fit, refused in one line before anything is built: the shards'
-    images (their headers give the sizes) and `nets.training_bytes`, a lower bound of one step."""
-    import torch
-
-    if device not in ("cpu", "auto") or (device == "auto" and torch.cuda.is_available()):
-        return  # a GPU's memory is the device's: torch reports an overflow there itself
-    from .images import open_images
-    from .memory import require
-    from .nets import network_resolution, training_bytes
-
-    data, shapes = 0, []
-    for shard in shards:
-        with open_images(shard) as f:
-            n, c, h, w = f.shape
-        resolution = network_resolution(max(h, w))
-        data += 4 * n * c * resolution * resolution  # the images as floats, on the device
-        shapes.append((c, resolution))
-    c, resolution = shapes[0]
-    step = training_bytes(
-        settings["latent_dim"],
-        c,
-        resolution,
-        settings["width"],
-        settings["batch_size"],
-        num_classes=len(shards) if conditional else 0,
-    )
-    labels = 1 if conditional else len(shards)
-    require(
-        data + labels * step,
-        f"training {model} on {len(shards)} label(s) at {resolution} px, width {settings['width']}, batch "
-        f"{settings['batch_size']}",
-        f"lower models.{model}.batch_size or width (or runtime.labels_per_job), or run on a node with more memory",
-    )
 
 
 def _train_command(model: str, label) -> str:

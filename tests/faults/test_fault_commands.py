@@ -70,7 +70,7 @@ def run_main(capsys, argv) -> str:
 @pytest.mark.parametrize("stage", cli.build_parser().stages)
 def test_every_subcommand_turns_a_bad_option_into_one_line(capsys, stage):
     line = run_main(capsys, [stage, "--config"])
-    assert f"labelwise {stage}: argument --config: expected one argument; see labelwise {stage} --help" in line
+    assert f"labelwise {stage}: argument --config: expected at least one argument; see labelwise {stage} --help" in line
     line = run_main(capsys, [stage, "--bogus", "x"])
     assert line.split(" ERROR ")[1].startswith(("labelwise", "labelwise ")) and "--help" in line
 
