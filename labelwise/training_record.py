@@ -42,16 +42,37 @@ def training_record(
     }
 
 
-def record_of_samples(attrs: dict) -> dict:
-    """What a sample file says about its generator: the EMA decay (None: the trained weights were
-    sampled) and its training record (`training_record`; None for files
-    written before the record existed)."""
+_RECORD_NUMBERS = ("iterations", "seconds", "gflop", "real_images_seen", "flops_per_iteration")
+
+
+def record_of_samples(attrs: dict, where="a sample file") -> dict:
+    """What a sample file (`where`) says about its generator: the EMA decay (None: the trained weights
+    were sampled) and its training record (`training_record`; None for files written before the record
+    existed).  LabelwiseError when they are not what sampling writes (a samples file may come from
+    elsewhere: docs/faults.md)."""
+    from .errors import LabelwiseError
+
+    fix = "delete it and rerun sampling"
 
     def loaded(key):
         value = attrs.get(key)
-        return json.loads(value) if isinstance(value, (str, bytes)) else None
+        try:
+            return json.loads(value) if isinstance(value, (str, bytes)) else None
+        except (ValueError, RecursionError):
+            raise LabelwiseError(f"{where}: its {key!r} attribute is not JSON; {fix}") from None
 
-    return {"ema": loaded("ema"), "record": loaded("training")}
+    ema, record = loaded("ema"), loaded("training")
+    good_record = record is None or (
+        isinstance(record, dict)
+        and isinstance(record.get("budget"), dict)
+        and isinstance(record.get("stopped_by"), str)
+        and all(
+            isinstance(record.get(k), (int, float)) and not isinstance(record.get(k), bool) for k in _RECORD_NUMBERS
+        )
+    )
+    if not good_record or not (ema is None or isinstance(ema, float)):
+        raise LabelwiseError(f"{where}: its 'ema' or 'training' attribute is not what sampling writes; {fix}")
+    return {"ema": ema, "record": record}
 
 
 def training_summary(trained: dict[str, dict]) -> dict:

@@ -27,11 +27,15 @@ os.environ["LABELWISE_ROOT"] = workflow.basedir
 
 # Snakemake's YAML readers keep the last of repeated keys, read `1e-4` as a string and an unquoted
 # `off` as False, and `--config models='{wcgan: {width: 8}}'` gives every nested number as a string.
+# They build aliases as shared values: an alias bomb is refused here, before anything expands it.
+# Model plugins (LABELWISE_MODEL_PLUGINS: code, see README) are imported here, before validation.
 try:
     labelwise.config.check_config_files(workflow.configfiles)
+    labelwise.config.read_yaml_values(config)
+    labelwise.config.check_numbers(config)
+    labelwise.models.load_plugins()
 except LabelwiseError as exc:
     _config_error(exc)
-labelwise.config.read_yaml_values(config)
 try:
     validate(config, labelwise.config.schema_file())  # fills the schema's defaults
 except WorkflowError:

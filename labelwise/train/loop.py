@@ -42,7 +42,7 @@ from .augment import policy_of
 from .checkpoint import JobState, delete_checkpoints, list_snapshots, load_resumable, save_snapshot
 from .common import Cadence, StopRequest, divergence_error, first_names, training_fingerprint
 from .compute import Budget
-from .data import read_job_data
+from .data import check_job_memory, read_job_data
 from .ema import GeneratorEMA, ema_decay
 from .engine import PRECISIONS, TrainingIteration, label_generators
 from .generator_files import generator_payload, snapshot_generator, write_generator, write_snapshot_bundle
@@ -191,6 +191,7 @@ def train_job(
         summary_writer_class()  # a missing package stops the job before any work
     set_threads(threads)
     dev = select_device(device)
+    check_job_memory(model, settings, shards, dev, conditional)
     data = read_job_data(shards, None if conditional else labels, conditional, dev)
     kernel, graph = resolve_runtime(n_members, conditional, dev, packed_kernel, cuda_graph)
     if conditional:
