@@ -26,6 +26,10 @@ SOURCES = sorted([*(REPO / "labelwise").rglob("*.py"), *(REPO / "workflow" / "sc
 ALLOWED = {
     ("labelwise/device.py", "_try_lock"): "a GPU lock file held with flock, not an output; its content is a note",
     ("labelwise/cli.py", "setup_logging"): "a job's log file: appended as the job runs, so that it can be followed",
+    ("labelwise/train/monitor.py", "log_rows"): (
+        "a training job's live log, not an output: one whole line appended at each log point, so that it can be "
+        "followed; rewritten atomically when a job starts or resumes"
+    ),
     (
         "labelwise/train/writers.py",
         "checkpoint_lock",
