@@ -131,7 +131,7 @@ def snapshot_metrics(
             "elapsed_seconds_per_label": elapsed,
         }
         for name, space in opened.items():
-            fid = space_metrics(space, real[name], fake[name], s)["fid"]
+            fid = space_metrics(space, real[name], fake[name], s, prc=False)["fid"]
             point[name] = {
                 "fid": {"pooled": fid["pooled"], "intra_fid": fid["intra_fid"], "per_label": fid["per_label"]}
             }
