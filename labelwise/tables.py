@@ -1,4 +1,5 @@
-"""The papers' comparison table: one row per model, pooled metrics, as CSV, Markdown and LaTeX."""
+"""The papers' comparison table: one row per model, pooled metrics (precision and recall included), as
+CSV, Markdown and LaTeX."""
 
 from __future__ import annotations
 
@@ -15,10 +16,14 @@ COLUMNS = (
     ("label accuracy", "classifier", ("label_accuracy", "pooled"), "{:.3f}"),
     ("classifier FID", "classifier", ("fid", "pooled"), "{:.2f}"),
     ("classifier intra-FID", "classifier", ("fid", "intra_fid"), "{:.2f}"),
+    ("classifier precision", "classifier", ("precision", "pooled"), "{:.3f}"),
+    ("classifier recall", "classifier", ("recall", "pooled"), "{:.3f}"),
     ("classifier IS", "classifier", ("is",), "is"),
     ("Inception IS", "inception", ("is",), "is"),
     ("Inception FID", "inception", ("fid", "pooled"), "{:.2f}"),
     ("Inception intra-FID", "inception", ("fid", "intra_fid"), "{:.2f}"),
+    ("Inception precision", "inception", ("precision", "pooled"), "{:.3f}"),
+    ("Inception recall", "inception", ("recall", "pooled"), "{:.3f}"),
     ("KID ×10³", "inception", ("kid",), "kid"),
 )
 
