@@ -88,6 +88,41 @@ def sample_grid(sample_paths, outputs, *, columns: int = 10, title: str | None =
     save_figure(fig, outputs)
 
 
+def samples_side_by_side(samples_by_model, outputs, *, columns: int = 6, title: str | None = None, dpi: int = 150):
+    """The sample grids of several models side by side: one panel per model (its short name on top),
+    one row per label in every panel (class names on the left of the first), `columns` samples per row.
+
+    `samples_by_model`: model -> its sample files in label order (the same labels for every model)."""
+    panels = []
+    for model, paths in samples_by_model.items():
+        rows, names = [], []
+        for path in paths:
+            images, attrs = read_images(path)
+            rows.append(_row_image(images, columns))
+            label = attrs["label"]
+            name = attrs.get("class_name") or str(label)
+            names.append(name if name == str(label) else f"{label}: {name}")
+        gap = np.ones((2, rows[0].shape[1], rows[0].shape[2]), np.float32)  # white rows between labels
+        stacked = np.concatenate([part for row in rows for part in (row, gap)][:-1])
+        panels.append((model, names, stacked))
+    h, w = panels[0][2].shape[:2]
+    fig, axes = plt.subplots(1, len(panels), figsize=(0.9 + len(panels) * (w / 45 + 0.2), 0.6 + h / 45), squeeze=False)
+    for i, (ax, (model, names, img)) in enumerate(zip(axes[0], panels)):
+        ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(short_name(model), fontsize=9, color=model_color(model, i))
+        ax.set_xticks([])
+        row_h = h / len(names)
+        ax.set_yticks([(j + 0.5) * row_h for j in range(len(names))], names if i == 0 else [], fontsize=7)
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.97 if title else 1))
+    fig.set_dpi(dpi)
+    save_figure(fig, outputs)
+
+
 CURVES = (
     ("d_loss", "critic / discriminator loss"),
     ("g_loss", "generator loss"),
@@ -217,9 +252,9 @@ def comparison_figure(runs: list[dict], *, title: str | None = None):
     for r in runs:
         equal, iterations, gflop, seconds, generator = training_cells(r)
         if iterations != "n/a":
-            lines.append(
-                f"{short_name(r['model'])}: {iterations} iterations, {gflop} GFLOP, {seconds} s per label; {generator}"
-            )
+            one = (r.get("training") or {}).get("one_network")
+            its = f"{iterations.split()[0]} iterations " + ("of one network" if one else "per label")
+            lines.append(f"{short_name(r['model'])}: {its}; {gflop} GFLOP and {seconds} s per label; {generator}")
     notes = {r.get("inception", {}).get("reason") for r in runs if r.get("inception", {}).get("status") == "skipped"}
     if notes:
         first = sorted({n.split(";")[0] for n in notes if n})  # the cause; metrics.json has the full fix

@@ -45,9 +45,11 @@ def record_of_samples(attrs: dict) -> dict:
     return {"ema": loaded("ema"), "record": loaded("training")}
 
 
-def training_summary(trained: dict[str, dict]) -> dict:
+def training_summary(trained: dict[str, dict], *, one_network: bool = False) -> dict:
     """metrics.json's "training": which generator was evaluated, the budget that was equal across the
-    models (budget.gflop: equal counted FLOPs; else iterations or minutes), and what each label got."""
+    models (budget.gflop: equal counted FLOPs; else iterations or minutes), and what each label got.
+    `one_network`: every label's samples come from one conditional network, whose record each of them
+    holds: the totals are that network's (its budget is the labels' budgets summed), not their sum."""
     records = {k: v["record"] for k, v in trained.items() if v["record"]}
     emas = sorted({json.dumps(v["ema"]) for v in trained.values()})
     out: dict = {
@@ -62,9 +64,13 @@ def training_summary(trained: dict[str, dict]) -> dict:
     if "minutes" in stops:
         equal = "minutes" if stops == ["minutes"] else f"{equal} and minutes (whichever came first)"
     keys = ("iterations", "seconds", "gflop", "real_images_seen")
-    totals = {k: sum(r[k] for r in records.values()) for k in keys}
+    if one_network:
+        totals = {k: next(iter(records.values()))[k] for k in keys}
+    else:
+        totals = {k: sum(r[k] for r in records.values()) for k in keys}
     return {
         **out,
+        "one_network": one_network,
         "equal_budget": equal,
         "budget": first,
         "flops_per_iteration": next(iter(records.values()))["flops_per_iteration"],

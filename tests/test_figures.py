@@ -92,7 +92,7 @@ def test_comparison_figure_of_four_models_is_readable(n_models):
             assert panel.y0 <= box.y0 and box.y1 <= panel.y1, f"a value label of {ax.get_ylabel()!r} leaves its panel"
         assert not any(boxes_overlap(a, b) for a, b in itertools.combinations(boxes, 2))
     text = "\n".join(t.get_text() for t in fig.texts)
-    assert all(f"{models.title(m).split(' (')[0]}: 300 iterations" in text for m in FOUR[:n_models])
+    assert all(f"{models.title(m).split(' (')[0]}: 300 iterations per label" in text for m in FOUR[:n_models])
     assert "Inception metrics skipped: no Inception weights" in text
 
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .. import models
 from ..config import section_defaults
 from ..device import select_device
 from ..errors import LabelwiseError
@@ -225,7 +226,7 @@ def evaluate_model(
             "rng_seed": int(s["rng_seed"]),
             "notes": NOTES,
         },
-        "training": training_summary(trained),
+        "training": training_summary(trained, one_network=model in models.REGISTRY and models.get(model).conditional),
     }
     if "classifier" in opened:
         clf = opened["classifier"]
