@@ -651,7 +651,7 @@ def figures(results: dict, out_stem: str) -> list[Path]:
             ax.set_ylabel("classifier FID, pooled")
             ax.set_title(f"{dataset}, N = {n}" + (" (10 labels: as N = 10)" if n > 10 else ""), fontsize=9)
             ax.grid(alpha=0.3, which="both")
-        row[0].legend(fontsize=6)
+        row[min(1, len(row) - 1)].legend(fontsize=6)  # the N = 10 panel: its dotted lines too
         row[-1].text(
             0.98,
             0.98,
@@ -673,10 +673,18 @@ def figures(results: dict, out_stem: str) -> list[Path]:
 
 
 def log_y(ax) -> None:
-    """A log FID axis where the curves span more than a factor of 10 (as labelwise.plots.fid_vs_time)."""
+    """A log FID axis where the curves span more than a factor of 10 (as labelwise.plots.fid_vs_time);
+    log axes labelled with plain numbers at their major ticks only."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     values = [y for line in ax.get_lines() for y in line.get_ydata() if y > 0]
     if values and max(values) / min(values) > 10:
         ax.set_yscale("log")
+    for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+        if scale == "log":
+            axis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())
 
 
 def fill(document: Path, sections: dict[str, str]) -> None:
@@ -690,6 +698,15 @@ def fill(document: Path, sections: dict[str, str]) -> None:
     document.write_text(text)
 
 
+def shown_settings(settings: dict) -> dict:
+    """A model's settings as the report states them: those that are set (augment_policy with augment)."""
+    return {
+        k: v
+        for k, v in settings.items()
+        if v is not None and not (k == "augment_policy" and settings["augment"] == "none")
+    }
+
+
 def report(
     out: Path, datasets, seeds, gflop: float, samples: int, document: Path, stem: str, seconds: float | None
 ) -> None:
@@ -701,8 +718,21 @@ def report(
         f"{len(seeds)} seeds ({', '.join(map(str, seeds))}), {gflop:g} counted GFLOP per label, "
         f"{samples} generated images per label, snapshots at {', '.join(f'{f:g}' for f in SNAPSHOTS)} of the budget"
     )
+    held_out = {
+        d: next(iter(by_model.values()))[0]["metrics"]["classifier"]["held_out_accuracy"]
+        for d, by_model in results.items()
+    }
+    run_line += "; label classifier held-out accuracy " + ", ".join(f"{d} {a:.3f}" for d, a in held_out.items())
+    run_line += ". Settings (config.yaml; the single networks take their per-label counterparts'): " + "; ".join(
+        f"{name(m)} " + ", ".join(f"{k} {v}" for k, v in shown_settings(settings_of(m)).items()) for m in PER_LABEL
+    )
     if seconds is not None:
-        run_line += f"; this `make papers` took {seconds / 60:.0f} min of wall time"
+        cpu = sum(
+            getattr(resource.getrusage(who), f)
+            for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+            for f in ("ru_utime", "ru_stime")
+        )
+        run_line += f". This `make papers` took {seconds / 60:.0f} min of wall time, {cpu / 60:.0f} CPU-minutes"
     fill(
         document,
         {
