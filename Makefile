@@ -79,7 +79,8 @@ quality-tuning: $(VENV)/.stamp
 QUALITY_WCGAN = results/quality-wcgan
 QUALITY_WCGAN_VARIANTS = "W-CGAN" "W-CGAN lr 1e-4" "W-CGAN lr 4e-4" "W-CGAN betas (0, 0.9)" \
 	"W-CGAN 2 critic steps" "W-CGAN 2 critic steps, lr_d 4e-4" "W-CGAN 1 critic step, lr_g 1e-4, lr_d 3e-4" \
-	"W-CGAN 1 critic step, lr_d 6e-4"
+	"W-CGAN 1 critic step, lr_d 6e-4" "W-CGAN lr 8e-4" "W-CGAN 2 critic steps, lr_g 4e-4, lr_d 8e-4" \
+	"W-CGAN 1 critic step, lr_g 4e-4, lr_d 1.2e-3"
 QUALITY_WCGAN_REPORT = --out $(QUALITY_WCGAN) --table docs/quality_wcgan_table.md \
 	--figure docs/figures/quality_wcgan_fid_vs_compute.png
 quality-wcgan: $(VENV)/.stamp

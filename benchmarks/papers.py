@@ -54,9 +54,12 @@ FIGURES = DOCS / "figures"
 # ----------------------------------------------------------------------------------------- the runs
 
 
+CONFIG = REPO / "config.yaml"  # the models' settings (`--config`)
+
+
 def settings_of(model: str) -> dict:
-    """config.yaml's settings of the model, or of the per-label model whose counterpart it is."""
-    cfg = load_config(REPO / "config.yaml")
+    """The config's settings of the model, or of the per-label model whose counterpart it is."""
+    cfg = load_config(CONFIG)
     source = next((m for m, single in SINGLE.items() if single == model), model)
     return cfg["models"][source]
 
@@ -723,7 +726,7 @@ def report(
         for d, by_model in results.items()
     }
     run_line += "; label classifier held-out accuracy " + ", ".join(f"{d} {a:.3f}" for d, a in held_out.items())
-    run_line += ". Settings (config.yaml; the single networks take their per-label counterparts'): " + "; ".join(
+    run_line += f". Settings ({CONFIG.name}; the single networks take their per-label counterparts'): " + "; ".join(
         f"{name(m)} " + ", ".join(f"{k} {v}" for k, v in shown_settings(settings_of(m)).items()) for m in PER_LABEL
     )
     if seconds is not None:
@@ -758,7 +761,10 @@ def main() -> None:
     p.add_argument("--report", action="store_true", help="only the report, from the scored results")
     p.add_argument("--document", type=Path, default=DOCS / "papers.md")
     p.add_argument("--figures", default="papers", help="stem of the figure files under docs/figures/")
+    p.add_argument("--config", type=Path, default=CONFIG, help="the config file whose models' settings are trained")
     a = p.parse_args()
+    global CONFIG
+    CONFIG = a.config
     setup_logging()
     datasets = a.dataset or sorted(SOURCES, reverse=True)
     started = time.monotonic()

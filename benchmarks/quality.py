@@ -85,6 +85,17 @@ VARIANTS = {  # in the order they run
         {**WCGAN, "critic_steps": 1, "lr_g": 1.0e-4, "lr_d": 3.0e-4},
     ),
     "W-CGAN 1 critic step, lr_d 6e-4": ("wcgan", {**WCGAN, "critic_steps": 1, "lr_g": 2.0e-4, "lr_d": 6.0e-4}),
+    # Its second round: the first round's best directions (a higher rate; fewer critic steps with a
+    # faster critic) taken further.
+    "W-CGAN lr 8e-4": ("wcgan", {**WCGAN, "lr": 8.0e-4}),
+    "W-CGAN 2 critic steps, lr_g 4e-4, lr_d 8e-4": (
+        "wcgan",
+        {**WCGAN, "critic_steps": 2, "lr_g": 4.0e-4, "lr_d": 8.0e-4},
+    ),
+    "W-CGAN 1 critic step, lr_g 4e-4, lr_d 1.2e-3": (
+        "wcgan",
+        {**WCGAN, "critic_steps": 1, "lr_g": 4.0e-4, "lr_d": 1.2e-3},
+    ),
 }
 SNAPSHOTS = (0.25, 0.5, 0.75, 1.0)
 SOURCES = {"mnist5k": ("mnist5k", None), "cifar10-mini": ("cifar10", REPO.parent / "shared/data/cifar10-mini")}
