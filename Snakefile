@@ -9,7 +9,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# One composition rule (README "Configuration"; `labelwise <stage> --config` follows it too): the
+# schema's defaults, then each --configfile in order, then --config. config.yaml is the file only
+# when no --configfile is given, so a preset is a whole configuration, never laid over the CPU demo.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 # `--sdm apptainer`: every job runs in this image, built from container/labelwise.def

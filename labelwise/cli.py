@@ -10,7 +10,6 @@ LabelwiseError prints one `ERROR` log line, naming the culprit and the fix, and 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shlex
@@ -34,24 +33,74 @@ from .plan import (
 log = logging.getLogger("labelwise")
 
 
+class _JobLogFileHandler(logging.FileHandler):
+    """The job's log file (--log-file, a rule's log).  A write it cannot make (a full disk, a vanished
+    file system) stops it writing and is kept in `failure`, for `run_guarded` to report as one line,
+    instead of logging's traceback for this and every later record."""
+
+    failure: OSError | None = None
+
+    def emit(self, record) -> None:
+        if self.failure is None:
+            super().emit(record)
+
+    def handleError(self, record) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            self.failure = self.failure or exc
+        else:
+            super().handleError(record)
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError as exc:
+            self.failure = self.failure or exc
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError as exc:  # the buffered rest of a log on a full disk
+            self.failure = self.failure or exc
+
+
 def setup_logging(logfile: str | None = None) -> None:
+    """Log lines of the `labelwise` loggers to stderr and, when given, appended to `logfile`.  Call it
+    inside `run_guarded` (as `main` and `snakemake_entry` do): a log file that cannot be opened is then
+    one error line on stderr."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    root = logging.getLogger("labelwise")
+    handlers[0].setFormatter(fmt)
+    root.handlers[:] = handlers  # stderr first: a failure opening the file below is logged there
+    root.setLevel(logging.INFO)
+    root.propagate = False
     if logfile:
         Path(logfile).parent.mkdir(parents=True, exist_ok=True)
         # backslashreplace: a class name from a non-UTF-8 folder name must not break the log
-        handlers.append(logging.FileHandler(logfile, errors="backslashreplace"))
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
-    for h in handlers:
-        h.setFormatter(fmt)
-    root = logging.getLogger("labelwise")
-    root.handlers[:] = handlers
-    root.setLevel(logging.INFO)
-    root.propagate = False
+        handler = _JobLogFileHandler(logfile, errors="backslashreplace")
+        handler.setFormatter(fmt)
+        root.handlers.append(handler)
+
+
+def _log_file_failure() -> str | None:
+    """One line for a job log that stopped being written (`_JobLogFileHandler`), or None."""
+    from .io import fix_for
+
+    for handler in logging.getLogger("labelwise").handlers:
+        if isinstance(handler, _JobLogFileHandler) and handler.failure is not None:
+            why = handler.failure.strerror or handler.failure
+            return (
+                f"log file {handler.baseFilename}: could not write to it ({why}), so the log is incomplete "
+                f"although the stage finished; {fix_for(handler.failure)}"
+            )
+    return None
 
 
 def run_guarded(fn, *args, **kwargs) -> int:
     """Run a stage; a LabelwiseError or an OSError naming a file (a write the file system refused)
-    becomes one error line and exit status 1, Ctrl-C one line and 130."""
+    becomes one error line and exit status 1, Ctrl-C one line and 130.  A job log that could not be
+    written (a full disk) is that one line when the stage itself succeeded."""
     try:
         fn(*args, **kwargs)
     except LabelwiseError as exc:
@@ -65,6 +114,10 @@ def run_guarded(fn, *args, **kwargs) -> int:
     except KeyboardInterrupt:  # Ctrl-C outside a training loop (which checkpoints and stops itself)
         log.error("interrupted (SIGINT) before this stage finished; no file is left half-written; rerun it to continue")
         return 130
+    failure = _log_file_failure()
+    if failure:
+        log.error("%s", failure)
+        return 1
     return 0
 
 
@@ -101,14 +154,18 @@ def snakemake_entry(smk, stage, torch: bool = True) -> None:
         sys.exit(subprocess.call(command, shell=True, env={**os.environ, LAUNCHED_ENV: "1"}))
     from threadpoolctl import threadpool_limits
 
-    setup_logging(smk.log[0] if smk.log else None)
-    if torch:
-        from .device import set_threads
+    def guarded() -> None:  # everything inside the one-line guard: the log file, the plugins, the stage
+        setup_logging(smk.log[0] if smk.log else None)
+        models.load_plugins()
+        if torch:
+            from .device import set_threads
 
-        set_threads(smk.threads)
-    with threadpool_limits(limits=smk.threads):
-        code = run_guarded(stage, smk)
-    sys.exit(code)
+            set_threads(smk.threads)
+        with threadpool_limits(limits=smk.threads):
+            stage(smk)
+
+    setup_logging()  # stderr, until the rule's log file is open
+    sys.exit(run_guarded(guarded))
 
 
 # --- helpers shared by the subcommands ---------------------------------------------------------
@@ -117,7 +174,11 @@ def snakemake_entry(smk, stage, torch: bool = True) -> None:
 def _config(args) -> dict:
     from .config import load_config
 
-    return load_config(args.config)
+    return load_config(*args.config)
+
+
+def _config_names(args) -> str:
+    return " ".join(map(str, args.config))
 
 
 def _dataset_dir(args, config) -> Path:
@@ -128,7 +189,7 @@ def _dataset_dir(args, config) -> Path:
 
 def _model(args, config) -> str:
     if args.model not in config["models"]:
-        raise LabelwiseError(f"model {args.model!r} is not configured under models: in {args.config}")
+        raise LabelwiseError(f"model {args.model!r} is not configured under models: in {_config_names(args)}")
     return args.model
 
 
@@ -201,7 +262,9 @@ def cmd_train(args) -> None:
     from .train import Budget, Outputs, train_job
 
     if args.settings:  # the Snakemake rule: settings as JSON, every path explicit
-        settings, runtime = json.loads(args.settings), {}
+        from .config import check_train_settings
+
+        settings, runtime = check_train_settings(args.settings, args.model), {}
         missing = [f"--{k}" for k in ("shard", "generator", "log", "checkpoints") if not getattr(args, k)]
         if missing:
             raise LabelwiseError(f"train with --settings needs {', '.join(missing)}")
@@ -246,7 +309,7 @@ def cmd_train(args) -> None:
         device=args.device or runtime.get("device", "auto"),
         threads=args.threads or runtime.get("threads"),
         progress_seconds=args.progress_seconds or runtime.get("progress_seconds", 10),
-        channels_last=args.channels_last or bool(runtime.get("channels_last")),
+        channels_last=bool(runtime.get("channels_last")) if args.channels_last is None else args.channels_last,
         precision=args.precision or runtime.get("precision", "fp32"),
         packed_kernel=args.packed_kernel or runtime.get("packed_kernel", "auto"),
         cuda_graph=args.cuda_graph or runtime.get("cuda_graph", "auto"),
@@ -267,7 +330,11 @@ def cmd_sample(args) -> None:
 
     config = _config(args)
     ds, model = _dataset_dir(args, config), _model(args, config)
-    meta = json.loads(_require([Path(layout("meta", ds=ds))], "prepare")[0].read_text())
+    from .data import load_meta
+
+    meta = load_meta(_require([Path(layout("meta", ds=ds))], "prepare")[0])
+    if args.label >= len(meta["class_names"]):
+        raise LabelwiseError(f"sample --label {args.label}: {ds} has labels 0..{len(meta['class_names']) - 1}")
     name = model_files(model, [args.label])[0]  # a conditional model: one generator for all labels
     generator = Path(layout("generator", ds=ds, model=model, label=name))
     evaluation = config["evaluation"]
@@ -387,16 +454,10 @@ def cmd_table(args) -> None:
 
 def _generator_labels(path: Path) -> tuple[str | None, list[int]]:
     """(model, labels) a generator file holds: one label, or a conditional model's labels."""
-    import torch
+    from .train.generator_files import read_generator_file
 
-    try:
-        payload = torch.load(_require([path], "train")[0], map_location="cpu", weights_only=True)
-        model = payload.get("model")
-        return model, [int(k) for k in payload["labels"]] if "labels" in payload else [int(payload["label"])]
-    except (KeyError, AttributeError, RuntimeError, ValueError) as exc:
-        raise LabelwiseError(
-            f"{path}: not a labelwise generator file ({exc}); give a generators/<label>.pt of a run"
-        ) from None
+    payload = read_generator_file(path)  # checked: any file that is not a generator is one line
+    return payload["model"], list(payload["labels"]) if "labels" in payload else [payload["label"]]
 
 
 def _generate_sources(args) -> tuple[str, list[tuple[Path, int]]]:
@@ -420,7 +481,9 @@ def _generate_sources(args) -> tuple[str, list[tuple[Path, int]]]:
     model, ds, labels = _model(args, config), _dataset_dir(args, config), _labels(config)
     missing = [k for k in (wanted or []) if k not in labels]
     if missing:
-        raise LabelwiseError(f"label(s) {missing} are not among the configured labels {labels} of {args.config}")
+        raise LabelwiseError(
+            f"label(s) {missing} are not among the configured labels {labels} of {_config_names(args)}"
+        )
     return model, [
         (Path(layout("generator", ds=ds, model=model, label=model_files(model, [k])[0])), k) for k in (wanted or labels)
     ]
@@ -435,8 +498,6 @@ def cmd_generate(args) -> None:
             f"--outdir {args.outdir} is inside the pipeline's results folder {args.results}; "
             "choose a folder outside it (generate never writes the pipeline's files)"
         )
-    if args.n < 1:
-        raise LabelwiseError(f"generate -n must be at least 1, got {args.n}")
     model, sources = _generate_sources(args)
     paths = _require([p for p, _ in sources], _train_command(model, "{stem}"))
     written = generate_images(
@@ -452,16 +513,69 @@ def cmd_generate(args) -> None:
     log.info("wrote %d PNG file(s) to %s", len(written), outdir)
 
 
+def _true_or_false(text: str) -> bool:
+    """A boolean option's value as the rules pass it ({config[runtime][...]} gives True/False)."""
+    words = {"true": True, "false": False}
+    if text.lower() not in words:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return words[text.lower()]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a bad option as one LabelwiseError line (argparse prints the usage too)."""
+
+    def error(self, message: str):
+        raise LabelwiseError(f"{self.prog}: {message}; see {self.prog} --help")
+
+
+def _int_in(low: int, high: int, what: str = "an integer"):
+    """An argparse type: an integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high:,}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds in (0, one day]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 86400:  # NaN fails both comparisons
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds in (0, 86400]")
+    return value
+
+
+# Bounds of command-line values that allocate or that a seed takes (the config's are in the schema).
+MAX_LABEL = 1_000_000
+MAX_SEED = 2**63 - 1
+MAX_THREADS = 1024
+MAX_GENERATE = 100_000  # images per label of `labelwise generate` (the memory estimate comes first)
+MAX_BATCH = 4096
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="labelwise", description="Per-label GAN training: run a pipeline stage without Snakemake."
-    )
+    p = ArgumentParser(prog="labelwise", description="Per-label GAN training: run a pipeline stage without Snakemake.")
     p.add_argument("--version", action="version", version=f"labelwise {__import__('labelwise').__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="STAGE")
 
     def stage(name, func, help, model=False, config_required=True):
         sp = sub.add_parser(name, help=help)
-        sp.add_argument("--config", required=config_required, help="config YAML (validated; defaults filled)")
+        sp.add_argument(
+            "--config",
+            nargs="+",
+            required=config_required,
+            metavar="FILE",
+            help="config YAML file(s), composed as Snakemake's --configfile: schema defaults, then each file in order",
+        )
         sp.add_argument("--results", default="results", help="results directory (default: results)")
         sp.add_argument("--log-file", help="also write log lines to this file")
         if model:
@@ -480,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", required=True, help="wcgan | dccgan (one label) | cgan (all given shards)")
     sp.add_argument(
         "--label",
-        type=int,
+        type=_int_in(0, MAX_LABEL, "a label number"),
         nargs="+",
         help="the label to train (per-label models); several: trained at once as one packed computation",
     )
@@ -503,9 +617,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--snapshots", nargs="+", help="output bundle of the budget.snapshots generator snapshots (.pt), one per label"
     )
     sp.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: runtime.device)")
-    sp.add_argument("--threads", type=int, help="torch CPU threads (default: runtime.threads)")
-    sp.add_argument("--progress-seconds", type=float, help="seconds between progress lines")
-    sp.add_argument("--channels-last", action="store_true", help="NHWC convolutions (default: runtime.channels_last)")
+    sp.add_argument("--threads", type=_int_in(1, MAX_THREADS), help="torch CPU threads (default: runtime.threads)")
+    sp.add_argument("--progress-seconds", type=_seconds, help="seconds between progress lines")
+    sp.add_argument(
+        "--channels-last",
+        nargs="?",
+        const=True,
+        type=_true_or_false,
+        metavar="true|false",
+        help="NHWC convolutions; alone: true (default: runtime.channels_last)",
+    )
     sp.add_argument(
         "--precision",
         choices=("fp32", "bf16"),
@@ -523,7 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sp = stage("sample", cmd_sample, "draw evaluation.samples_per_label images from one label's generator", model=True)
-    sp.add_argument("--label", type=int, required=True)
+    sp.add_argument("--label", type=_int_in(0, MAX_LABEL, "a label number"), required=True)
     stage("grid", cmd_grid, "sample grid of one model (one row per label), PNG and PDF", model=True)
     stage("classifier", cmd_classifier, "train the label classifier (for the metrics) on the real shards")
     stage("evaluate", cmd_evaluate, "metrics of one model's samples: metrics.json + metrics.csv", model=True)
@@ -544,19 +665,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--generator", help="a generator file (.pt) to use instead of the pipeline's (one label's, or the cgan's)"
     )
     sp.add_argument("--label", nargs="+", help="label number(s), or 'all' (default: all the configured or held labels)")
-    sp.add_argument("-n", type=int, default=16, help="images per label (default: 16)")
-    sp.add_argument("--seed", type=int, default=0, help="the same seed gives the same images (default: 0)")
+    sp.add_argument("-n", type=_int_in(1, MAX_GENERATE), default=16, help="images per label (default: 16)")
+    sp.add_argument(
+        "--seed", type=_int_in(0, MAX_SEED), default=0, help="the same seed gives the same images (default: 0)"
+    )
     sp.add_argument("--outdir", required=True, help="folder for <model>_label<k>_<i>.png (outside the results folder)")
     sp.add_argument("--grid", action="store_true", help="also write <model>_grid.png: one row per label")
     sp.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    sp.add_argument("--batch-size", type=int, default=256, help="images per generator call (default: 256)")
+    sp.add_argument(
+        "--batch-size", type=_int_in(1, MAX_BATCH), default=256, help="images per generator call (default: 256)"
+    )
+    p.stages = sorted(sub.choices)  # the subcommands' names (tests run each one)
     return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_file)
-    return run_guarded(args.func, args)
+    """`labelwise ...`: option parsing, the log file, the model plugins and the stage all run inside
+    `run_guarded`, so that whatever is wrong with any of them is one line and a non-zero exit."""
+    setup_logging()  # stderr, until --log-file is known
+
+    def guarded() -> None:
+        args = build_parser().parse_args(argv)
+        setup_logging(args.log_file)
+        models.load_plugins()
+        args.func(args)
+
+    return run_guarded(guarded)
 
 
 if __name__ == "__main__":

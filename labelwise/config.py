@@ -4,12 +4,17 @@ The Snakefile validates with `snakemake.utils.validate` (which fills the schema'
 when that fails, reports `explain_error`'s one line; the `labelwise` command line uses
 `load_config`, the same schema and defaults without Snakemake.  A message names the key and
 what is allowed, e.g. "config key budget.iterations: -5 is less than the minimum of 1".
+
+Config files compose one way everywhere (README "Configuration"): the schema's defaults, then each
+given file in order (`merge_config`), then Snakemake's `--config`; config.yaml is the file only
+when none is given (the Snakefile), so a preset is a whole configuration, never laid over the demo.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from pathlib import Path
 
@@ -54,28 +59,139 @@ StrictLoader.add_implicit_resolver(
 )
 
 
+# Aliases are allowed (`cgan: *wcgan_settings`) while the document they expand to stays small: a
+# full config is about 150 values (keys, scalars, lists, mappings), so 10,000 leaves room for long
+# label lists and refuses a "billion laughs" document (a few hundred bytes expanding to 10^9 values)
+# before anything is built from it.  A recursive alias (a list that contains itself) is refused too.
+MAX_CONFIG_VALUES = 10_000
+# And a config file is text a person writes: at most 1 MiB is read (config.yaml is 2 KiB).
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class ConfigTooLarge(yaml.YAMLError):
+    """A config document that expands to more than MAX_CONFIG_VALUES values, or into itself."""
+
+
+def _too_large(what: str) -> str:
+    return (
+        f"{what} expands, aliases and all, to more than {MAX_CONFIG_VALUES:,} values (a full config has "
+        "about 150); write the values out instead of nesting aliases (labelwise.config.MAX_CONFIG_VALUES)"
+    )
+
+
+def _node_values(node, memo: dict, open_nodes: set) -> int:
+    """How many values `node` expands to (an alias counts its anchor's values every time it appears),
+    counted once per node: a shared node's count is remembered, not recounted."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in open_nodes:
+        raise ConfigTooLarge("an alias refers to a value that contains it (a recursive alias)")
+    open_nodes.add(key)
+    if isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    else:
+        children = []
+    total = 1
+    for child in children:
+        total += _node_values(child, memo, open_nodes)
+        if total > MAX_CONFIG_VALUES:
+            raise ConfigTooLarge(_too_large("the document"))
+    open_nodes.discard(key)
+    memo[key] = total
+    return total
+
+
 def read_yaml(text: str):
-    """`text` read with `StrictLoader` (safe: builds plain data only)."""
+    """`text` read with `StrictLoader` (safe: builds plain data only), refused (ConfigTooLarge) when
+    it expands to more than MAX_CONFIG_VALUES values or nests deeper than Python can read."""
     loader = StrictLoader(text)
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _node_values(node, {}, set())
+        return loader.construct_document(node)
+    except RecursionError:
+        raise ConfigTooLarge("it nests lists or mappings too deeply to be a config") from None
     finally:
         loader.dispose()
 
 
+def read_config_text(path) -> str:
+    """The text of config file `path`, refused (ConfigTooLarge) beyond MAX_CONFIG_BYTES."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigTooLarge(f"larger than {MAX_CONFIG_BYTES >> 20} MiB; a config file is a few KiB")
+    return data.decode("utf-8", errors="replace")
+
+
 def check_config_files(paths) -> None:
-    """A LabelwiseError for the first config file that repeats a key.  The Snakefile calls it on the
-    files Snakemake loaded (with its own YAML reader, which keeps the last of repeated keys)."""
+    """A LabelwiseError for the first config file that repeats a key or expands beyond
+    MAX_CONFIG_VALUES.  The Snakefile calls it on the files Snakemake loaded (with its own YAML
+    reader, which keeps the last of repeated keys and builds aliases as shared values)."""
     for path in paths:
         try:
-            read_yaml(Path(path).read_text(encoding="utf-8"))
+            read_yaml(read_config_text(path))
         except OSError:
             continue  # Snakemake reported unreadable files already
+        except ConfigTooLarge as exc:
+            raise LabelwiseError(f"config file {path}: {exc}") from None
         except yaml.constructor.ConstructorError as exc:
             if "appears twice" in str(exc.problem):
                 raise LabelwiseError(f"config file {path}: {exc.problem}") from None
         except yaml.YAMLError:
-            continue  # Snakemake read it (JSON, yte); only repeated keys are checked here
+            continue  # Snakemake read it (JSON, yte); only repeated keys and sizes are checked here
+
+
+def check_size(config) -> None:
+    """LabelwiseError when `config` (as Snakemake built it: aliases are shared values, not copies)
+    holds more than MAX_CONFIG_VALUES values once expanded; before anything prints or copies it."""
+    memo: dict[int, int] = {}
+
+    def values(obj, depth: int) -> int:
+        if id(obj) in memo:
+            return memo[id(obj)]
+        if depth > 100:
+            raise LabelwiseError("config: nested more than 100 levels deep (a config has 4); it cannot be a config")
+        children = list(obj.keys()) + list(obj.values()) if isinstance(obj, dict) else obj
+        total = 1
+        if isinstance(obj, (dict, list, tuple)):
+            for child in children:
+                total += values(child, depth + 1)
+                if total > MAX_CONFIG_VALUES:
+                    raise LabelwiseError(f"config: {_too_large('it')}")
+        memo[id(obj)] = total
+        return total
+
+    values(config, 0)
+
+
+def _unshared(value):
+    """`value` with every mapping and list rebuilt, so that none appears twice (YAML aliases share them)."""
+    if isinstance(value, dict):
+        return {k: _unshared(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unshared(v) for v in value]
+    return value
+
+
+def check_numbers(config, where: str = "") -> None:
+    """LabelwiseError naming the first key whose value is NaN or ±inf: JSON Schema's `minimum` and
+    `maximum` let NaN through (every comparison with NaN is false), and no setting means infinity."""
+    if isinstance(config, dict):
+        items = config.items()
+    elif isinstance(config, (list, tuple)):
+        items = enumerate(config)
+    else:
+        if isinstance(config, float) and not math.isfinite(config):
+            raise LabelwiseError(f"config key {where or '<top level>'}: {config} is not a finite number; give a number")
+        return
+    for key, value in items:
+        check_numbers(value, f"{where}.{key}" if where else str(key))
 
 
 def load_schema() -> dict:
@@ -84,10 +200,11 @@ def load_schema() -> dict:
     scaling.model accepts the per-label models."""
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     sections = schema["properties"]["models"]["properties"]
-    unknown = [name for name in sections if name not in models.REGISTRY]
+    registry = models.registry()  # the plugins' models too
+    unknown = [name for name in sections if name not in registry]
     if unknown:
         raise LabelwiseError(f"{SCHEMA_PATH}: models {unknown} are not in the registry labelwise.models; register them")
-    for entry in models.REGISTRY.values():
+    for entry in registry.values():
         if entry.name not in sections:
             if entry.schema_section not in sections:
                 raise LabelwiseError(
@@ -99,10 +216,19 @@ def load_schema() -> dict:
     return schema
 
 
+def gan_maximum(key: str) -> int:
+    """The schema's maximum of a GAN setting (`width`, `latent_dim`, `batch_size`): what a generator
+    file may declare too."""
+    return yaml.safe_load(SCHEMA_PATH.read_text())["$defs"]["gan"]["properties"][key]["maximum"]
+
+
 def section_defaults(section: str) -> dict:
     """The schema's default of every key of a top-level section (e.g. `evaluation`) that has one: the
-    one source of the defaults that code used without a config needs too."""
-    keys = load_schema()["properties"][section]["properties"]
+    one source of the defaults that code used without a config needs too.  Read from the schema file
+    as it is (no model plugin is imported: modules call this when they are imported)."""
+    if section == "models":
+        raise ValueError("the models' defaults depend on the registry: use load_schema()")
+    keys = yaml.safe_load(SCHEMA_PATH.read_text())["properties"][section]["properties"]
     return {k: copy.deepcopy(v["default"]) for k, v in keys.items() if "default" in v}
 
 
@@ -212,6 +338,9 @@ def read_yaml_values(config: dict, schema: dict | None = None) -> dict:
     rejects a boolean but accepts a YAML 1.1 word for it ('off'), the word replaces it.  Anything
     else is left for validation to report.
     """
+    check_size(config)  # the readings below print values: an alias bomb must not be expanded
+    for key in list(config):  # aliases as copies: defaults filled in one model must not reach another
+        config[key] = _unshared(config[key])
     schema = schema or load_schema()
     validator = jsonschema.Draft202012Validator(schema)
     for _ in range(10_000):  # one value per round: a replaced value changes the errors of the rest
@@ -249,7 +378,10 @@ def read_yaml_values(config: dict, schema: dict | None = None) -> dict:
 
 
 def validate_config(config: dict) -> dict:
-    """Validate `config` in place against the schema, filling defaults; LabelwiseError if invalid."""
+    """Validate `config` in place against the schema, filling defaults; LabelwiseError if invalid
+    (a NaN or infinite number too)."""
+    check_size(config)
+    check_numbers(config)
     schema = load_schema()
     message = explain_error(config, schema)
     if message:
@@ -258,14 +390,46 @@ def validate_config(config: dict) -> dict:
     return config
 
 
-def load_config(path: str | Path) -> dict:
-    """A config file read as the Snakefile reads one: repeated keys refused, values typed by
-    `read_yaml_values`, validated, defaults filled."""
+def merge_config(base: dict, overlay: dict) -> dict:
+    """`overlay` laid over `base`, in place, as Snakemake lays one config file over the one before
+    (snakemake.utils.update_config; tests/test_presets.py compares them): mappings merge key by key,
+    any other value, a list included, replaces; `base` is returned."""
+    for key, value in overlay.items():
+        if not isinstance(value, dict):
+            base[key] = copy.deepcopy(value)
+            continue
+        below = base.get(key)
+        if not isinstance(below, dict):
+            if key in base and not value:
+                continue  # as Snakemake: an empty mapping laid over a value keeps the value
+            below = base[key] = {}
+        merge_config(below, value)
+    return base
+
+
+def load_config(*paths: str | Path) -> dict:
+    """Config files composed as the Snakefile composes its `--configfile`s: each read with repeated
+    keys refused, merged in order (`merge_config`), values typed by `read_yaml_values`, validated,
+    defaults filled."""
+    if not paths:
+        raise LabelwiseError("no config file given; name one (e.g. config.yaml or presets/cifar10.yaml)")
+    config: dict = {}
+    for path in paths:
+        merge_config(config, read_config_file(path))
+    return validate_config(read_yaml_values(config))
+
+
+def read_config_file(path: str | Path) -> dict:
+    """One config file's mapping, as written: repeated keys refused, one error line naming the file."""
     path = Path(path)
     try:
-        config = read_yaml(path.read_text()) or {}
+        config = read_yaml(read_config_text(path)) or {}
     except FileNotFoundError:
         raise LabelwiseError(f"config file {path} not found") from None
+    except OSError as exc:
+        raise LabelwiseError(f"config file {path}: cannot read it ({exc.strerror or exc})") from None
+    except ConfigTooLarge as exc:
+        raise LabelwiseError(f"config file {path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -273,4 +437,48 @@ def load_config(path: str | Path) -> dict:
         raise LabelwiseError(f"config file {path} is not valid YAML{where}: {problem}") from None
     if not isinstance(config, dict):
         raise LabelwiseError(f"config file {path} must hold a mapping of sections, got {type(config).__name__}")
-    return validate_config(read_yaml_values(config))
+    return config
+
+
+# The settings training reads without a default (labelwise.train): `--settings` must give them.
+TRAIN_REQUIRED = {"model": ["width", "latent_dim", "batch_size", "betas", "critic_steps"], "budget": ["iterations"]}
+
+
+def check_train_settings(text: str, model: str) -> dict:
+    """`labelwise train --settings`: the JSON of `labelwise.plan.train_settings` that the train rule
+    passes ({"model": <the model's section>, "budget": <budget>, "seed": <seed>}), checked as the config
+    is (finite numbers, the schema's types, minima and maxima, the keys of TRAIN_REQUIRED present);
+    LabelwiseError in one line otherwise.  Returned as given, without defaults: the settings are the
+    checkpoints' fingerprint.  The budget's maxima are left out: a conditional model's budget is the
+    per-label one times the number of labels."""
+    try:
+        settings = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise LabelwiseError(f"train --settings is not valid JSON ({' '.join(str(exc).split())[:200]})") from None
+    if not isinstance(settings, dict):
+        raise LabelwiseError("train --settings must be a JSON object {model, budget, seed}")
+    try:
+        check_size(settings)
+        check_numbers(settings)
+    except LabelwiseError as exc:
+        raise LabelwiseError(f"train --settings: {str(exc).removeprefix('config ')}") from None
+    schema = load_schema()
+    section = models.get(model).schema_section
+    budget = copy.deepcopy(schema["properties"]["budget"])
+    for key in budget["properties"].values():
+        key.pop("maximum", None)
+    sub = {
+        "$defs": schema["$defs"],
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["model", "budget", "seed"],
+        "properties": {
+            "model": dict(schema["properties"]["models"]["properties"][section], required=TRAIN_REQUIRED["model"]),
+            "budget": dict(budget, required=TRAIN_REQUIRED["budget"]),
+            "seed": schema["properties"]["seed"],
+        },
+    }
+    message = explain_error(settings, sub)
+    if message:
+        raise LabelwiseError(f"train --settings: {message.removeprefix('config ')}")
+    return settings

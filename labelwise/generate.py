@@ -16,7 +16,9 @@ import numpy as np
 from PIL import Image
 
 from .device import select_device
+from .errors import LabelwiseError
 from .io import write_bytes
+from .memory import require
 from .sample import draw
 from .train import load_generator
 
@@ -65,9 +67,19 @@ def generate_images(
             path = outdir / f"{model}_label{label}_{i:04d}.png"
             write_bytes(path, png_bytes(image))
             written.append(path)
-        rows.append(images)
+        if grid:  # kept for the grid only
+            if rows and images.shape[1:] != rows[0].shape[1:]:
+                raise LabelwiseError(
+                    f"{generator_path}: images of {images.shape[1:]}, the earlier labels' are {rows[0].shape[1:]}; "
+                    "a grid needs one image size: generate the labels without --grid or one dataset's at a time"
+                )
+            rows.append(images)
         log.info("[%s label %d] %d images from %s -> %s", model, label, n, generator_path, outdir)
     if grid and rows:
+        c, h, w = rows[0].shape[1:]
+        # the grid and its PNG encoding, while the rows are still held
+        grid_bytes = 2 * c * len(rows) * (h + 2) * n * (w + 2)
+        require(grid_bytes, f"a grid of {len(rows)}×{n} images", "lower -n or drop --grid")
         path = outdir / f"{model}_grid.png"
         write_bytes(path, png_bytes(tile(rows)))
         written.append(path)

@@ -62,7 +62,7 @@ _NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
 _NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
 
 
-def _fix(exc: OSError) -> str:
+def fix_for(exc: OSError) -> str:
     """What to do about a failed file-system operation, by its errno."""
     if exc.errno in _NO_SPACE:
         return "free space (or quota) on that file system, or move the results elsewhere, then rerun"
@@ -76,14 +76,14 @@ def _fix(exc: OSError) -> str:
 def write_failure(path: str | os.PathLike, exc: OSError) -> str:
     """One line: which file could not be written, why, and what to do about it."""
     why = exc.strerror or str(exc) or type(exc).__name__
-    return f"{os.fspath(path)}: could not write it ({why}); nothing was written under that name; {_fix(exc)}"
+    return f"{os.fspath(path)}: could not write it ({why}); nothing was written under that name; {fix_for(exc)}"
 
 
 def file_system_failure(exc: OSError) -> str:
     """One line for an OSError that names a file (a stage's file-system failure outside `atomic_path`:
     a folder that cannot be created, a file that cannot be removed): the file, why, and the fix."""
     where = os.fspath(exc.filename) + (f" -> {os.fspath(exc.filename2)}" if exc.filename2 else "")
-    return f"{where}: {exc.strerror or exc}; {_fix(exc)}"
+    return f"{where}: {exc.strerror or exc}; {fix_for(exc)}"
 
 
 def write_bytes(path: str | os.PathLike, data) -> None:

@@ -10,19 +10,25 @@ Torch-free: the Snakefile imports it at parse time.  Losses and networks are nam
 (`labelwise.losses`, `labelwise.nets`), built by the training loops.
 
 Plugins: LABELWISE_MODEL_PLUGINS names importable modules (comma-separated) that call `register` when
-imported; they are imported at the end of this module, so the Snakefile, the command line and every
-job started from them see the same models (tests/test_models.py adds a toy model this way).
+imported (tests/test_models.py adds a toy model this way).  Importing a module runs its code, with
+the user's rights, in every process that reads the registry: the Snakefile's parse (`snakemake -n`
+too), every `labelwise` command and every job.  So the variable is code execution, as a Snakefile
+is (README, "Model plugins").  `load_plugins` imports them once per process, on the first look at
+the registry; the entry points call it inside their one-line error guard, so a missing or broken
+plugin is one line naming it, and it logs each module it imported and from which file.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from dataclasses import dataclass
 
 from .errors import LabelwiseError
 
 PLUGINS_ENV = "LABELWISE_MODEL_PLUGINS"
+log = logging.getLogger("labelwise.models")
 
 
 @dataclass(frozen=True)
@@ -57,19 +63,25 @@ def register(model: Model) -> Model:
     return model
 
 
+def registry() -> dict[str, Model]:
+    """Every registered model by name, the plugins' included (`load_plugins`)."""
+    load_plugins()
+    return REGISTRY
+
+
 def get(name: str) -> Model:
     try:
-        return REGISTRY[name]
+        return registry()[name]
     except (KeyError, TypeError):
         raise LabelwiseError(f"unknown model {name!r}; known models: {', '.join(REGISTRY)}") from None
 
 
 def names() -> list[str]:
-    return list(REGISTRY)
+    return list(registry())
 
 
 def per_label() -> list[str]:
-    return [m.name for m in REGISTRY.values() if not m.conditional]
+    return [m.name for m in registry().values() if not m.conditional]
 
 
 def ordered(models) -> list[str]:
@@ -84,7 +96,33 @@ def file_names(model: str, labels) -> list:
 
 
 def title(model: str) -> str:
-    return REGISTRY[model].title if model in REGISTRY else model
+    return registry()[model].title if model in registry() else model
+
+
+def plugin_modules() -> list[str]:
+    """The module names LABELWISE_MODEL_PLUGINS lists (comma-separated), in order."""
+    return [p.strip() for p in os.environ.get(PLUGINS_ENV, "").split(",") if p.strip()]
+
+
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    """Import every module of LABELWISE_MODEL_PLUGINS, once per process: a module that cannot be
+    imported, or fails while it runs, is one LabelwiseError naming it."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True  # first: a plugin that looks at the registry while it is imported must not recurse
+    for name in plugin_modules():
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:  # the plugin's own code ran: whatever it raised, one line naming it
+            raise LabelwiseError(
+                f"{PLUGINS_ENV}: cannot import model plugin {name!r} ({type(exc).__name__}: "
+                f"{' '.join(str(exc).split())}); fix it, put it on PYTHONPATH or remove it from the variable"
+            ) from None
+        log.info("%s: imported model plugin %s from %s", PLUGINS_ENV, name, getattr(module, "__file__", "?"))
 
 
 register(Model("wcgan", "W-CGAN (per-label WGAN-GP)", "C0", loss="wgan-gp", critic_norm="none", init="pytorch"))
@@ -94,12 +132,3 @@ register(Model("dccgan", "DC-CGAN (per-label DCGAN)", "C1", loss="bce", critic_n
 # conditional batch norm and a projection discriminator rather than its code's labels on the batch axis).
 register(Model("cgan", "single CGAN", "C2", loss="wgan-gp", critic_norm="none", init="pytorch", conditional=True))
 register(Model("cdcgan", "single cDCGAN", "C3", loss="bce", critic_norm="batch", init="dcgan", conditional=True))
-
-for _plugin in filter(None, (p.strip() for p in os.environ.get(PLUGINS_ENV, "").split(","))):
-    try:
-        importlib.import_module(_plugin)
-    except ImportError as exc:
-        raise LabelwiseError(
-            f"{PLUGINS_ENV}: cannot import model plugin {_plugin!r} ({exc}); "
-            "put it on PYTHONPATH or remove it from the variable"
-        ) from None

@@ -150,3 +150,57 @@ class ProjectionCritic(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = self.trunk(x).flatten(1)
         return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(1)
+
+
+# ----------------------------------------------------------------------------- memory estimates
+# What the networks' passes hold at once, from the architecture alone (labelwise.memory compares it
+# with what is available before the allocation).  Floats are 4 bytes.
+
+
+def _generator_sizes(latent_dim: int, channels: int, resolution: int, width: int) -> list[int]:
+    """Values per image of the generator's input and of each block's output, in order."""
+    n = _blocks(resolution)
+    ch, side = width * 2 ** (n - 1), 4
+    sizes = [latent_dim, ch * side * side]
+    for _ in range(n - 1):
+        ch, side = ch // 2, side * 2
+        sizes.append(ch * side * side)
+    return sizes + [channels * resolution * resolution]
+
+
+def _critic_sizes(channels: int, resolution: int, width: int) -> list[int]:
+    n = _blocks(resolution)
+    ch, side = width, resolution // 2
+    sizes = [channels * resolution * resolution, ch * side * side]
+    for _ in range(n - 1):
+        ch, side = ch * 2, side // 2
+        sizes.append(ch * side * side)
+    return sizes + [1]
+
+
+def generation_bytes(latent_dim: int, channels: int, resolution: int, width: int, batch: int) -> int:
+    """Bytes a no-grad generator pass over `batch` images holds at its peak: one block's input, its
+    convolution's output and its batch norm's output (ReLU works in place)."""
+    sizes = _generator_sizes(latent_dim, channels, resolution, width)
+    return 4 * batch * max(a + 2 * b for a, b in zip(sizes, sizes[1:]))
+
+
+def training_bytes(
+    latent_dim: int, channels: int, resolution: int, width: int, batch: int, num_classes: int = 0
+) -> int:
+    """A lower bound of the bytes one training step holds: both networks' weights with their gradients
+    and two Adam moments, and every block output of both passes kept for the backward pass together
+    with its gradient.  Batch norm copies, the gradient penalty's second pass and the optimiser's work
+    space come on top, so what does not fit by this count cannot fit at all."""
+    with torch.device("meta"):  # shapes only
+        gen = (
+            ConditionalGenerator(latent_dim, channels, resolution, width, num_classes)
+            if num_classes
+            else Generator(latent_dim, channels, resolution, width)
+        )
+        critic = Critic(channels, resolution, width)
+    params = sum(p.numel() for net in (gen, critic) for p in net.parameters())
+    activations = sum(_generator_sizes(latent_dim, channels, resolution, width)) + sum(
+        _critic_sizes(channels, resolution, width)
+    )
+    return 4 * (4 * params + 2 * batch * activations)

@@ -30,7 +30,8 @@ from .trainlog import read_train_log  # noqa: E402
 
 
 def model_color(model: str, index: int) -> str:
-    return models.REGISTRY[model].color if model in models.REGISTRY else f"C{3 + index}"
+    registry = models.registry()
+    return registry[model].color if model in registry else f"C{3 + index}"
 
 
 def save_figure(fig, outputs) -> None:
@@ -68,7 +69,8 @@ def sample_grid(sample_paths, outputs, *, columns: int = 10, title: str | None =
     rows = []
     for path in sample_paths:
         images, attrs = read_images(path)
-        rows.append((attrs.get("class_name") or str(attrs["label"]), attrs["label"], _row_image(images, columns)))
+        label = attrs.get("label", Path(path).stem)
+        rows.append((attrs.get("class_name") or str(label), label, _row_image(images, columns)))
     h, w = rows[0][2].shape[:2]
     fig_w, fig_h = 1.6 + w / 40, 0.45 + len(rows) * h / 40
     fig, axes = plt.subplots(len(rows), 1, figsize=(fig_w, fig_h), squeeze=False)

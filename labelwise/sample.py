@@ -14,6 +14,8 @@ import torch
 
 from .device import select_device, set_threads
 from .images import write_images
+from .memory import require
+from .nets import generation_bytes
 from .seeds import SAMPLE_STREAM, stream_seed
 from .train.generator_files import load_generator
 
@@ -42,7 +44,19 @@ def generate(gen, n: int, seed: int, device, image_size=None, batch_size: int = 
 
 def draw(gen, info: dict, n: int, seed: int, device, batch_size: int = 256) -> np.ndarray:
     """`n` images of info["label"] at the dataset's size, from the label's own noise stream (derived
-    from the global `seed`): the same noise for the final generator and for each of its snapshots."""
+    from the global `seed`): the same noise for the final generator and for each of its snapshots.
+    Refused in one line first when they cannot fit in memory (`labelwise.memory`)."""
+    arch, (h, w) = info["arch"], info["image_size"]
+    batch = min(batch_size, n)
+    needed = 2 * n * arch["channels"] * h * w  # the batches' images, then their concatenation
+    if torch.device(device).type == "cpu":  # the generator's passes run in this memory too
+        needed += generation_bytes(arch["latent_dim"], arch["channels"], arch["resolution"], arch["width"], batch)
+    require(
+        needed,
+        f"drawing {n} images of label {info['label']} ({arch['channels']}×{h}×{w}) in batches of {batch}",
+        "draw fewer (evaluation.samples_per_label; generate -n) or in smaller batches (evaluation.batch_size; "
+        "generate --batch-size), or run on a node with more memory",
+    )
     return generate(
         gen, n, stream_seed(seed, info["label"], SAMPLE_STREAM), device, tuple(info["image_size"]), batch_size
     )

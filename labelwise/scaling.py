@@ -134,7 +134,19 @@ def run_job(record: str | Path, k: int, slot: int, train_args: list[str], launch
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m labelwise.scaling", description=__doc__.split("\n\n")[0])
+    """`python -m labelwise.scaling job ...` (the scaling rule's command), inside `cli.run_guarded` as
+    every entry point: whatever is wrong with its options or its job is one line."""
+    from . import cli
+
+    cli.setup_logging()
+    codes = []
+    return cli.run_guarded(lambda: codes.append(_main(argv))) or codes[0]
+
+
+def _main(argv) -> int:
+    from .cli import ArgumentParser
+
+    p = ArgumentParser(prog="python -m labelwise.scaling", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     j = sub.add_parser("job", help="run `labelwise train ARGS` (after --), timed, and write a job record")
     j.add_argument("--record", required=True, help="the job record to write (JSON)")

@@ -26,11 +26,15 @@ os.environ["LABELWISE_ROOT"] = workflow.basedir
 
 # Snakemake's YAML readers keep the last of repeated keys, read `1e-4` as a string and an unquoted
 # `off` as False, and `--config models='{wcgan: {width: 8}}'` gives every nested number as a string.
+# They build aliases as shared values: an alias bomb is refused here, before anything expands it.
+# Model plugins (LABELWISE_MODEL_PLUGINS: code, see README) are imported here, before validation.
 try:
     labelwise.config.check_config_files(workflow.configfiles)
+    labelwise.config.read_yaml_values(config)
+    labelwise.config.check_numbers(config)
+    labelwise.models.load_plugins()
 except LabelwiseError as exc:
     _config_error(exc)
-labelwise.config.read_yaml_values(config)
 try:
     validate(config, labelwise.config.schema_file())  # fills the schema's defaults
 except WorkflowError:
@@ -245,15 +249,17 @@ SNAPSHOTS_ARG = " --snapshots {output.snapshots:q}" if SNAPSHOTS else ""
 LABELS_PER_JOB = config["runtime"]["labels_per_job"]
 if LABELS_PER_JOB > 1:  # a profile's `train:` threads and resources
     inherit_profile_settings([pack_rule_name(pack) for pack in label_packs(LABELS, LABELS_PER_JOB)], "train")
-CHANNELS_LAST_ARG = " --channels-last" if config["runtime"]["channels_last"] else ""
 # runtime.precision changes what training computes: bf16 is a param of the train rules (switching
 # retrains); fp32, the default, adds none, so results trained before the setting existed stay valid.
 PRECISION_PARAM = {"precision": "bf16"} if config["runtime"]["precision"] == "bf16" else {}
+# The runtime keys reach the command as placeholders, never as text chosen at parse time: Snakemake's
+# `code` trigger compares a shell rule's command text as written, so text that depended on a value
+# (` --channels-last`) would retrain everything when that value changed (README "What a change reruns").
 TRAIN_RUNTIME_ARGS = (
     " --device {config[runtime][device]} --threads {threads}"
-    f" --progress-seconds {{config[runtime][progress_seconds]}}{CHANNELS_LAST_ARG}"
+    " --progress-seconds {config[runtime][progress_seconds]} --channels-last {config[runtime][channels_last]}"
     " --packed-kernel {config[runtime][packed_kernel]} --cuda-graph {config[runtime][cuda_graph]}"
-    f"{' --precision bf16' if PRECISION_PARAM else ''}"
+    " --precision {config[runtime][precision]}"
 )
 
 

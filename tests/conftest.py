@@ -52,8 +52,10 @@ def snakemake_env() -> dict[str, str]:
     return dict(os.environ, PATH=subprocess_path(), **NO_HUB)
 
 
-def snakemake_command(workdir: Path, configfile: Path, *args: str, cores: int = 2) -> list[str]:
-    """`python -m snakemake` on the repository's Snakefile, run in `workdir` with one config file."""
+def snakemake_command(workdir: Path, configfiles, *args: str, cores: int = 2) -> list[str]:
+    """`python -m snakemake` on the repository's Snakefile, run in `workdir` with `configfiles`: one
+    path, several (composed in order), or none (then the Snakefile reads `workdir`'s config.yaml)."""
+    files = [configfiles] if isinstance(configfiles, (str, Path)) else list(configfiles)
     return [
         sys.executable,
         "-m",
@@ -62,12 +64,32 @@ def snakemake_command(workdir: Path, configfile: Path, *args: str, cores: int = 
         str(REPO / "Snakefile"),
         "--directory",
         str(workdir),
-        "--configfile",
-        str(configfile),
+        *(["--configfile", *map(str, files)] if files else []),
         "--cores",
         str(cores),
         *args,
     ]
+
+
+def run_limited(cmd: list[str], *, memory: int, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """`cmd` in a subprocess whose address space is capped at `memory` bytes (RLIMIT_AS, set between
+    fork and exec): a regression that allocates what it should refuse ends there in a MemoryError
+    within seconds instead of exhausting the machine."""
+    import resource
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=cap, **kwargs)
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    """The one ERROR line of a failed `labelwise` process, after checking that there is exactly one,
+    no traceback and a non-zero exit."""
+    out = result.stdout + result.stderr
+    errors = [line for line in out.splitlines() if " ERROR " in line]
+    assert result.returncode != 0 and len(errors) == 1 and "Traceback" not in out, out[-3000:]
+    return errors[0]
 
 
 # The real Snakefile on a tiny config (tests/test_pipeline.py and every other test that runs Snakemake).

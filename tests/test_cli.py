@@ -12,6 +12,7 @@ import yaml
 from conftest import TINY_MODEL
 
 from labelwise.cli import main
+from labelwise.train.compute import label_iteration_flops
 
 LABELS = (0, 7)
 
@@ -106,3 +107,39 @@ def test_evaluate_too_early_names_the_stage_to_run_first(tmp_path, tiny_config, 
     assert not (ds / "wcgan" / "metrics.json").exists()
     assert main(["compare", *tiny_config]) == 1
     assert "run `labelwise evaluate --model M` first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("labels", [[3], [3, 5]], ids=["one-label-job", "packed-job"])
+def test_a_compute_capped_job_says_so_in_its_log_and_metrics(tmp_path, labels):
+    """When budget.gflop, not budget.iterations, sets a job's iterations, its log's first and last
+    lines and metrics.json's training section say so with both numbers, and fewer than 100
+    iterations per label is a warning at the start naming budget.gflop (issue 21)."""
+    flops = label_iteration_flops("wcgan", TINY_MODEL, 1, 32)  # mnist5k: 28 px padded to 32
+    gflop = 3.5 * flops / 1e9  # buys 3 iterations, below the cap of 50
+    config = {
+        "data": {"source": "mnist5k", "labels": labels},
+        "models": {"wcgan": dict(TINY_MODEL)},
+        "budget": {"gflop": gflop, "iterations": 50, "checkpoint_every": 2},
+        "evaluation": {"samples_per_label": 5, "classifier_epochs": 1, "inception": "off"},
+        "runtime": {"device": "cpu", "threads": 1, "progress_seconds": 1},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    args = ["--config", str(tmp_path / "config.yaml"), "--results", str(tmp_path / "results")]
+    log = tmp_path / "train.log"
+    assert main(["prepare", *args]) == 0
+    assert main(["train", *args, "--model", "wcgan", "--label", *map(str, labels), "--log-file", str(log)]) == 0
+    for label in labels:
+        assert main(["sample", *args, "--model", "wcgan", "--label", str(label)]) == 0
+    assert main(["classifier", *args]) == 0 and main(["evaluate", *args, "--model", "wcgan"]) == 0
+
+    statement = f"compute budget {gflop:g} GFLOP -> 3 iterations (cap 50)"
+    lines = log.read_text().splitlines()
+    assert lines[0].endswith(f"budget: {statement}"), lines[0]
+    assert "WARNING" in lines[1] and "budget.gflop" in lines[1] and "only 3 iterations per label" in lines[1]
+    assert "done: 3 iterations" in lines[-1] and f"stopped by the {statement}" in lines[-1], lines[-1]
+    training = json.loads((tmp_path / "results" / "mnist5k" / "wcgan" / "metrics.json").read_text())["training"]
+    assert training["budget_statement"] == statement and training["iterations_set_by"] == "gflop"
+    assert training["budget"]["iterations_cap"] == 50 and training["budget"]["gflop"] == pytest.approx(gflop)
+    assert {k: (v["iterations"], v["stopped_by"]) for k, v in training["per_label"].items()} == {
+        str(k): (3, "gflop") for k in labels
+    }

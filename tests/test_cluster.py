@@ -13,7 +13,7 @@ Three ways a training job meets the scheduler, each on a tiny config of the real
    the rerun resumes from the checkpoint, and the generator equals an uninterrupted local run's.
 
 The evidence is the line every training job logs first (labelwise/train/loop.py):
-"[wcgan label 0] device cpu, 1 thread(s), CUDA_VISIBLE_DEVICES=1, host vm, start <iso time>";
+"[wcgan label 0] device cpu, 1 thread(s), CUDA_VISIBLE_DEVICES=1, host vm, start <iso time> (...); budget: ...";
 a job's end is the modification time of its log (the "done:" line is its last write).
 With runtime.device cpu no job needs a GPU, but Slurm still allocates one per train job (gpu: 1
 from the profiles' set-resources), and that is what sets CUDA_VISIBLE_DEVICES.

@@ -256,7 +256,8 @@ def test_cli_trains_several_labels_as_one_packed_job(tmp_path, job, tiny_setting
         r"\[wcgan labels 2,5,7\] device cpu, 1 thread\(s\), .*\(3 label\(s\), fp32, bmm kernel\)", run.stderr
     )
     assert re.search(
-        r"done: 4 iterations in [\d.]+ s \(stopped by the iterations budget\); [\d.]+ label-it/s", run.stderr
+        r"done: 4 iterations in [\d.]+ s \(stopped by the iteration cap 4 \(no compute budget\)\); [\d.]+ label-it/s",
+        run.stderr,
     )
     apart = separate(j, tiny_settings, Budget(**budget), tmp_path / "separate")
     for a, b in zip(apart, j.outputs(tmp_path / "cli")):

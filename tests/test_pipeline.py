@@ -94,6 +94,7 @@ def changed(**sections) -> dict:
 
 
 FIGURES_OF_ONE_MODEL = {"sample_grid": 1, "training_curves": 1, "metrics_comparison": 1}
+FIGURES_OF_BOTH_MODELS = {"sample_grid": 2, "training_curves": 2, "metrics_comparison": 1}
 
 
 @pytest.mark.e2e
@@ -129,6 +130,23 @@ FIGURES_OF_ONE_MODEL = {"sample_grid": 1, "training_curves": 1, "metrics_compari
             {"sample_grid": 2, "training_curves": 2, "metrics_comparison": 1},
         ),
         ("a runtime key", changed(runtime={"device": "cpu", "progress_seconds": 3, "threads": 2}), {}),
+        # How a job computes, up to rounding: never a rerun (config.yaml's header, README "What a change reruns").
+        ("runtime.channels_last", changed(runtime={**TINY["runtime"], "channels_last": True}), {}),
+        ("runtime.packed_kernel", changed(runtime={**TINY["runtime"], "packed_kernel": "bmm"}), {}),
+        ("runtime.cuda_graph", changed(runtime={**TINY["runtime"], "cuda_graph": "off"}), {}),
+        # bf16 changes the results: a param of the training jobs, which retrain, and all after them.
+        (
+            "runtime.precision",
+            changed(runtime={**TINY["runtime"], "precision": "bf16"}),
+            {"train": 4, "sample": 2, "evaluate": 2, **FIGURES_OF_BOTH_MODELS},
+        ),
+        # Regrouped training jobs (one per model and pack of labels): they rerun, find their final
+        # checkpoints and rewrite the same generators, and what reads the generators follows.
+        (
+            "runtime.labels_per_job",
+            changed(runtime={**TINY["runtime"], "labels_per_job": 2}),
+            {"train_labels_0_7": 2, "sample": 2, "evaluate": 2, **FIGURES_OF_BOTH_MODELS},
+        ),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )

@@ -318,20 +318,24 @@ def test_sigterm_checkpoints_stops_in_one_line_and_resumes_to_the_same_log(tmp_p
 @pytest.mark.parametrize("kind", JOB_KINDS)
 def test_every_job_logs_where_it_runs_and_its_losses(tmp_path, job, tiny_settings, kind, caplog):
     """The first line names device, threads, CUDA_VISIBLE_DEVICES, host and start (the evidence that
-    concurrent jobs got distinct GPUs); progress lines carry rate, ETA and losses; the last line the
-    iterations, the budget that stopped the job and label-iterations/s."""
+    concurrent jobs got distinct GPUs) and which budget set the iterations; progress lines carry rate,
+    ETA and losses; the last line the iterations, the budget that stopped the job and label-iterations/s."""
     caplog.set_level(logging.INFO, logger="labelwise.train")
     j = job(kind)
     j.train(tmp_path, Budget(iterations=6, checkpoint_every=3), tiny_settings, progress_seconds=0)
     lines = [r.getMessage() for r in caplog.records]
     who = {"one-label": "wcgan label 5", "packed": "wcgan labels 2,5,7", "conditional": "cgan labels 2,5,7"}[kind]
     assert re.fullmatch(
-        rf"\[{who}\] device cpu, 1 thread\(s\), CUDA_VISIBLE_DEVICES=\S+, host \S+, start \S+ \(.*fp32.*\)", lines[0]
+        rf"\[{who}\] device cpu, 1 thread\(s\), CUDA_VISIBLE_DEVICES=\S+, host \S+, start \S+ \(.*fp32.*\); "
+        r"budget: iteration cap 6 \(no compute budget\)",
+        lines[0],
     ), lines[0]
     progress = [line for line in lines if " it/s ETA " in line]
     assert progress and all(re.search(r"d_loss=\S+ g_loss=\S+ W=\S+", line) for line in progress), progress
     assert re.fullmatch(
-        rf"\[{who}\] done: 6 iterations in [\d.]+ s \(stopped by the iterations budget\); [\d.]+ label-it/s", lines[-1]
+        rf"\[{who}\] done: 6 iterations in [\d.]+ s \(stopped by the iteration cap 6 \(no compute budget\)\); "
+        r"[\d.]+ label-it/s",
+        lines[-1],
     ), lines[-1]
 
 

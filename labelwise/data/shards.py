@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..errors import LabelwiseError
-from ..images import ImageStream, images_sha256, read_attrs, read_images, write_images
+from ..images import ImageStream, images_sha256, open_images, read_attrs, read_images, write_images
 from ..io import write_json
 from ..paths import stored_name
 from ..progress import Progress
@@ -210,6 +210,14 @@ def assemble_meta(
                     f"{path}: written with {key}={attrs.get(key)!r}, this dataset needs {want!r}; "
                     f"delete it and rerun the data stage"
                 )
+        try:
+            listed = json.loads(attrs.get("skipped_files", "[]"))
+        except (TypeError, ValueError, RecursionError):
+            listed = None
+        if not isinstance(listed, list) or not all(isinstance(s, str) for s in listed):
+            raise LabelwiseError(f"{path}: its skipped_files attribute is not a JSON list of paths; {_RERUN}")
+        if not isinstance(attrs.get("sha256"), str) or not _SHA256.fullmatch(attrs["sha256"]):
+            raise LabelwiseError(f"{path}: no valid sha256 attribute; {_RERUN}")
         entries.append(
             {
                 "label": label,
@@ -219,7 +227,7 @@ def assemble_meta(
                 "sha256": attrs["sha256"],
             }
         )
-        skipped += json.loads(attrs.get("skipped_files", "[]"))
+        skipped += listed
     meta = {
         "dataset": name or "imagefolder",
         "source": "imagefolder",
@@ -367,6 +375,8 @@ def load_meta(meta_path: str | os.PathLike) -> dict:
         raise LabelwiseError(f"{path}: not found; run the data stage first (it writes meta.json last)")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise LabelwiseError(f"{path}: unreadable meta.json (nested too deeply to be one); {_RERUN}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise LabelwiseError(f"{path}: unreadable or corrupt meta.json ({exc}); {_RERUN}") from None
     problem = _meta_problem(meta)
@@ -416,27 +426,34 @@ def read_shard(meta_path: str | os.PathLike, label: int) -> tuple[np.ndarray, di
         )
     path = meta_path.parent / entry["shard"]
     channels, resolution = meta["channels"], meta["resolution"]
-    images, attrs = read_images(
-        path,
-        expect={
-            "label": label,
-            "class_name": entry["name"],
-            "source": meta["source"],
-            "resolution": resolution,
-            "channels": channels,
-        },
-    )
-    if len(images) == 0:
-        raise LabelwiseError(f"{path}: holds no images for label {label}; {_RERUN}")
-    if images.shape[1:] != (channels, resolution, resolution):
-        raise LabelwiseError(
-            f"{path}: images are {images.shape[1:]}, meta.json says {(channels, resolution, resolution)}; {_RERUN}"
-        )
-    if attrs.get("sha256") != entry["sha256"]:
-        raise LabelwiseError(
-            f"{path}: checksum does not match the one meta.json recorded (the shard was rewritten "
-            f"or replaced after meta.json); {_RERUN}"
-        )
-    if len(images) != entry["count"]:
-        raise LabelwiseError(f"{path}: holds {len(images)} images, meta.json says {entry['count']}; {_RERUN}")
-    return images, attrs
+    expect = {
+        "label": label,
+        "class_name": entry["name"],
+        "source": meta["source"],
+        "resolution": resolution,
+        "channels": channels,
+    }
+    # Everything meta.json says is checked before a pixel is read: what the shard declares bounds
+    # what reading it allocates (labelwise.images.open_images).
+    with open_images(path) as shard:
+        for key, want in expect.items():
+            if shard.attrs.get(key) != want:
+                raise LabelwiseError(
+                    f"{path}: attribute {key}={shard.attrs.get(key)!r} but {want!r} was expected; "
+                    f"the file does not belong to this dataset/config: {_RERUN}"
+                )
+        n = shard.shape[0]
+        if n == 0:
+            raise LabelwiseError(f"{path}: holds no images for label {label}; {_RERUN}")
+        if shard.shape[1:] != (channels, resolution, resolution):
+            raise LabelwiseError(
+                f"{path}: images are {shard.shape[1:]}, meta.json says {(channels, resolution, resolution)}; {_RERUN}"
+            )
+        if shard.attrs.get("sha256") != entry["sha256"]:
+            raise LabelwiseError(
+                f"{path}: checksum does not match the one meta.json recorded (the shard was rewritten "
+                f"or replaced after meta.json); {_RERUN}"
+            )
+        if n != entry["count"]:
+            raise LabelwiseError(f"{path}: holds {n} images, meta.json says {entry['count']}; {_RERUN}")
+        return shard.read(), dict(shard.attrs)

@@ -51,6 +51,12 @@ _IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 DRAFT_MARGIN = 2
 # Images decoded per pool round: bounds memory to a chunk, keeps the file order.
 CHUNK = 64
+# Read from the header before anything is decoded; an image beyond them is skipped and listed like an
+# unreadable one.  2**26 pixels (8192×8192, 192 MiB decoded as RGB) holds every photo and scan of
+# ImageNet's scale; the resize to the shorter side makes the work grow with the aspect ratio (a
+# 1:200000 strip becomes 64×12,800,000 pixels at 64 px), and no class image is wider than 32:1.
+MAX_PIXELS = 1 << 26
+MAX_ASPECT = 32
 
 
 @dataclass
@@ -403,9 +409,26 @@ def _draft(image: Image.Image, resolution: int) -> None:
         image.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
 
 
+def check_dimensions(size: tuple[int, int]) -> None:
+    """ValueError (the image is skipped, with this reason) when a header declares more than MAX_PIXELS
+    pixels or an aspect ratio beyond MAX_ASPECT: refused before decoding or resizing."""
+    width, height = size
+    if width < 1 or height < 1:
+        raise ValueError(f"image of {width}×{height} pixels")
+    if width * height > MAX_PIXELS:
+        raise ValueError(
+            f"{width}×{height} pixels, more than the {MAX_PIXELS:,} read (labelwise.data.sources.MAX_PIXELS)"
+        )
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ValueError(
+            f"{width}×{height} pixels, more elongated than {MAX_ASPECT}:1 (labelwise.data.sources.MAX_ASPECT)"
+        )
+
+
 def read_image(path: Path, resolution: int, draft: bool = False) -> tuple[np.ndarray, bool]:
     """The image as uint8 C×H×W and whether transparency was composited (labelwise.data.pixels)."""
     with Image.open(path) as image:
+        check_dimensions(image.size)
         if draft:
             _draft(image, resolution)
         # Honour the EXIF orientation tag (camera photos), then decode fully so corrupt data fails here.

@@ -185,7 +185,7 @@ def evaluate_model(
     for label in labels:
         path, shard = samples_by_label[label], real_shards_by_label[label]
         images, sample_attrs = read_images(path, expect={"label": label})
-        trained[str(label)] = record_of_samples(sample_attrs)
+        trained[str(label)] = record_of_samples(sample_attrs, path)
         real_images, attrs = read_images(shard, verify=False)  # checksums are verified where features are made
         if len(images) < 2:
             raise LabelwiseError(

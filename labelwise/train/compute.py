@@ -16,7 +16,10 @@ count is of convolutions and matrix products (forward, backward, double backward
 only shapes exist, so counting takes no time and draws no random numbers.
 
 `budget.gflop` (per label) then fixes the iterations at job start: floor(gflop·10⁹ / FLOPs per
-iteration), capped by `budget.iterations`; `budget.minutes` still stops a job early.
+iteration), capped by `budget.iterations`; `budget.minutes` still stops a job early.  Which of the
+two set the number is said in the train log's first and last lines and in the training record
+(`plan_iterations`): a CPU-sized compute budget on GPU-sized networks buys a handful of iterations
+(issue 21), and a job that stops there must say why.
 """
 
 from __future__ import annotations
@@ -131,9 +134,62 @@ def label_iteration_flops(model: str, settings: dict, channels: int, resolution:
     )
 
 
+def iterations_bought(gflop: float, flops_per_iteration: int) -> int:
+    """The iterations `gflop` counted GFLOP pay for (at least 1)."""
+    return max(1, math.floor(float(gflop) * 1e9 / flops_per_iteration))
+
+
 def resolve(budget, flops_per_iteration: int):
     """`budget` with the iterations its `gflop` buys (at most budget.iterations, at least 1)."""
     if budget.gflop is None:
         return budget
-    bought = max(1, math.floor(float(budget.gflop) * 1e9 / flops_per_iteration))
+    bought = iterations_bought(budget.gflop, flops_per_iteration)
     return dataclasses.replace(budget, iterations=min(int(budget.iterations), bought))
+
+
+# Fewer iterations per label than this, set by the compute budget, is a warning at job start: GAN
+# networks barely leave their initial weights in so few (issue 21: the CPU demo's budget.gflop left
+# the GPU presets' width-64 networks 3-73 iterations).
+FEW_ITERATIONS = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class IterationPlan:
+    """How a job's iterations were fixed at its start: the budget it trains with, which limit set
+    the number, and the words the train log's first and last lines and the training record use."""
+
+    budget: Budget  # the job's budget with budget.gflop turned into iterations (`resolve`)
+    cap: int  # budget.iterations as configured
+    set_by: str  # "gflop": the compute budget set the iterations; "iterations": the cap did
+    text: str  # e.g. "compute budget 3000 GFLOP -> 19 iterations (cap 20000)"
+    warning: str | None  # when the compute budget buys fewer than FEW_ITERATIONS per label
+
+    def stop_text(self, stopped_by: str) -> str:
+        """What ended the job, for its final log line: `stopped_by` is "gflop" or "iterations" (the
+        planned iterations were reached: `set_by`) or "minutes" (budget.minutes ran out first)."""
+        if stopped_by == "minutes":
+            return f"stopped by the minutes budget, {self.budget.minutes:g} min; planned: {self.text}"
+        return f"stopped by the {self.text}"
+
+
+def plan_iterations(budget, flops_per_iteration: int, labels: int = 1) -> IterationPlan:
+    """The iterations `budget` gives a job whose one iteration counts `flops_per_iteration`, and which
+    limit set them.  `labels`: labels one iteration trains (the conditional model: all of them; its
+    budget is the labels' budgets summed), for the per-label warning threshold."""
+    resolved, cap = resolve(budget, flops_per_iteration), int(budget.iterations)
+    if budget.gflop is None:
+        return IterationPlan(resolved, cap, "iterations", f"iteration cap {cap} (no compute budget)", None)
+    gflop, bought = float(budget.gflop), iterations_bought(budget.gflop, flops_per_iteration)
+    if bought >= cap:
+        text = f"iteration cap {cap} (compute budget {gflop:g} GFLOP would allow {bought})"
+        return IterationPlan(resolved, cap, "iterations", text, None)
+    warning = None
+    if bought < FEW_ITERATIONS * labels:  # the config's keys are per label: so are the numbers named
+        warning = (
+            f"budget.gflop {gflop / labels:g} buys only {bought / labels:.0f} iterations per label at "
+            f"{flops_per_iteration / 1e9:.4g} GFLOP each, fewer than {FEW_ITERATIONS}: these networks will barely "
+            f"train. Raise budget.gflop ({cap * flops_per_iteration / 1e9 / labels:.0f} pays for budget.iterations, "
+            f"{cap // labels}) or set it to null"
+        )
+    text = f"compute budget {gflop:g} GFLOP -> {bought} iterations (cap {cap})"
+    return IterationPlan(resolved, cap, "gflop", text, warning)

@@ -18,7 +18,9 @@ from torch import nn
 
 from ..data.shards import read_shard_file
 from ..errors import LabelwiseError
-from ..nets import network_resolution
+from ..images import open_images
+from ..memory import require
+from ..nets import network_resolution, training_bytes
 
 
 def images_to_tensor(images: np.ndarray, resolution: int) -> torch.Tensor:
@@ -90,3 +92,33 @@ def read_job_data(shards: list, labels: list | None, conditional: bool, device) 
             resolution,
         )
     return JobData(pool, counts, None, read_labels, sums, shape, resolution)
+
+
+def check_job_memory(model: str, settings: dict, shards: list, device: torch.device, conditional: bool) -> None:
+    """A CPU training job that cannot fit, refused in one line before anything is read or built: the
+    shards' images (their headers give the sizes) and `nets.training_bytes`, a lower bound of one step."""
+    if device.type != "cpu":
+        return  # a GPU's memory is the device's: torch reports an overflow there itself
+    data, shapes = 0, []
+    for shard in shards:
+        with open_images(shard) as f:
+            n, c, h, w = f.shape
+        resolution = network_resolution(max(h, w))
+        data += 4 * n * c * resolution * resolution  # the images as floats, on the device
+        shapes.append((c, resolution))
+    c, resolution = shapes[0]
+    step = training_bytes(
+        settings["latent_dim"],
+        c,
+        resolution,
+        settings["width"],
+        settings["batch_size"],
+        num_classes=len(shards) if conditional else 0,
+    )
+    labels = 1 if conditional else len(shards)
+    require(
+        data + labels * step,
+        f"training {model} on {len(shards)} label(s) at {resolution} px, width {settings['width']}, batch "
+        f"{settings['batch_size']}",
+        f"lower models.{model}.batch_size or width (or runtime.labels_per_job), or run on a node with more memory",
+    )

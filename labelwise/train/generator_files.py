@@ -4,6 +4,7 @@ training loops and read back here (weights_only loading, so reading one runs no 
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,9 +12,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..errors import LabelwiseError
+from ..config import gan_maximum
+from ..errors import LabelwiseError, brief_repr
 from ..io import save_torch
-from ..nets import ConditionalGenerator, Generator
+from ..memory import require
+from ..nets import RESOLUTIONS, ConditionalGenerator, Generator
 from .checkpoint import snapshot_path
 
 if TYPE_CHECKING:
@@ -115,44 +118,126 @@ class ClassBoundGenerator(nn.Module):
         return self.gen(z, torch.full((z.shape[0],), self.class_index, dtype=torch.long, device=z.device))
 
 
+def read_generator_file(path) -> dict:
+    """The payload of a generator file, checked (`check_payload`) but not built into a network:
+    weights_only loading runs no code from it, and whatever is wrong with it is one LabelwiseError."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise LabelwiseError(f"{path}: generator not found; run the train stage for this label first") from None
+    except OSError as exc:
+        raise LabelwiseError(f"{path}: cannot read the generator file ({exc.strerror or exc})") from None
+    require(size, f"{path}: loading the generator file", "free memory or run this on a node with more")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        check_payload(payload)
+        return payload
+    except Exception as exc:  # torch.load raises a dozen types for a damaged or crafted file
+        raise LabelwiseError(
+            f"{path}: not a readable labelwise generator ({_brief(exc)}); delete it and rerun training"
+        ) from None
+
+
 def load_generator(path, device: torch.device | str = "cpu", label: int | None = None) -> tuple[nn.Module, dict]:
     """Rebuild a generator written by `train_label`; weights_only loading runs no code from the file.
 
     A conditional (cgan) generator needs `label` and comes back bound to it; info["label"] is set.
     """
     path = Path(path)
+    payload = read_generator_file(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
         return _generator_from_payload(payload, device, label, path)
     except LabelwiseError:
         raise
-    except FileNotFoundError:
-        raise LabelwiseError(f"{path}: generator not found; run the train stage for this label first") from None
     except Exception as exc:
         raise LabelwiseError(
-            f"{path}: not a readable labelwise generator ({exc}); delete it and rerun training"
+            f"{path}: not a readable labelwise generator ({_brief(exc)}); delete it and rerun training"
         ) from None
+
+
+def _brief(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_payload(payload) -> None:
+    """ValueError naming the first way `payload` departs from `generator_payload`'s layout, before any
+    network is built: plain values of the right types, an architecture within the config schema's
+    bounds, and weights whose names and shapes are exactly those of that architecture (so building it
+    allocates no more than the file holds)."""
+    if not isinstance(payload, dict):
+        raise ValueError(f"holds a {type(payload).__name__}, not a generator")
+    if payload.get("format") != GENERATOR_FORMAT:
+        raise ValueError(f"format {brief_repr(payload.get('format'))}, expected {GENERATOR_FORMAT!r}")
+    if not isinstance(payload.get("model"), str) or not _is_int(payload.get("iterations", 0)):
+        raise ValueError("'model' is not a name or 'iterations' not an integer")
+    if "labels" in payload:
+        labels = payload["labels"]
+        if not isinstance(labels, list) or not labels or not all(_is_int(k) and k >= 0 for k in labels):
+            raise ValueError("'labels' is not a list of label numbers")
+    elif not _is_int(payload.get("label")) or payload["label"] < 0:
+        raise ValueError(f"'label' {brief_repr(payload.get('label'))} is not a label number")
+    arch = payload.get("arch")
+    if not isinstance(arch, dict):
+        raise ValueError("no 'arch'")
+    largest = {"latent_dim": gan_maximum("latent_dim"), "width": gan_maximum("width")}
+    for key, high in largest.items():
+        if not _is_int(arch.get(key)) or not 1 <= arch[key] <= high:
+            raise ValueError(f"arch {key}={brief_repr(arch.get(key))}, expected 1..{high}")
+    if arch.get("channels") not in (1, 3) or not _is_int(arch["channels"]):
+        raise ValueError(f"arch channels={brief_repr(arch.get('channels'))}, expected 1 or 3")
+    if arch.get("resolution") not in RESOLUTIONS or not _is_int(arch["resolution"]):
+        raise ValueError(f"arch resolution={brief_repr(arch.get('resolution'))}, expected one of {RESOLUTIONS}")
+    size = payload.get("image_size")
+    if not (
+        isinstance(size, list) and len(size) == 2 and all(_is_int(v) and 1 <= v <= arch["resolution"] for v in size)
+    ):
+        raise ValueError(f"image_size {brief_repr(size)} is not two sides of 1..{arch['resolution']} pixels")
+    if payload.get("ema") is not None and not isinstance(payload["ema"], float):
+        raise ValueError("'ema' is not a number")
+    try:
+        json.dumps([payload.get("training"), payload.get("ema")])
+    except (TypeError, ValueError, RecursionError):
+        raise ValueError("'training' is not a plain JSON record") from None
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError("'state_dict' is not a dict of tensors")
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        probe = _network(arch, payload)
+    want = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if want != got:
+        wrong = sorted(set(want) ^ set(got)) or sorted(k for k in want if want[k] != got[k])
+        raise ValueError(f"weights do not match the architecture {arch} (first: {wrong[0]})")
+
+
+def _network(arch: dict, payload: dict) -> nn.Module:
+    if "labels" in payload:
+        return ConditionalGenerator(
+            arch["latent_dim"], arch["channels"], arch["resolution"], arch["width"], len(payload["labels"])
+        )
+    return Generator(arch["latent_dim"], arch["channels"], arch["resolution"], arch["width"])
 
 
 def _generator_from_payload(payload: dict, device, label: int | None, where) -> tuple[nn.Module, dict]:
     """The network of a generator payload (a generator file's, or one snapshot's), in eval mode."""
-    if payload.get("format") != GENERATOR_FORMAT:
-        raise ValueError(f"format {payload.get('format')!r}")
-    arch = payload["arch"]
+    check_payload(payload)
+    net = _network(payload["arch"], payload)
+    net.load_state_dict(payload["state_dict"])
     if "labels" in payload:
-        cgen = ConditionalGenerator(
-            arch["latent_dim"], arch["channels"], arch["resolution"], arch["width"], len(payload["labels"])
-        )
-        cgen.load_state_dict(payload["state_dict"])
         if label is None or int(label) not in payload["labels"]:
             raise LabelwiseError(
                 f"{where}: a conditional generator of labels {payload['labels']}; label {label} is not among them"
             )
-        gen = ClassBoundGenerator(cgen, payload["labels"].index(int(label)))
+        gen = ClassBoundGenerator(net, payload["labels"].index(int(label)))
         payload = {**payload, "label": int(label)}
     else:
-        gen = Generator(arch["latent_dim"], arch["channels"], arch["resolution"], arch["width"])
-        gen.load_state_dict(payload["state_dict"])
+        gen = net
     return gen.to(device).eval(), payload
 
 

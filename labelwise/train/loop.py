@@ -39,7 +39,7 @@ from .augment import policy_of
 from .checkpoint import JobState, delete_checkpoints, list_snapshots, load_resumable, save_snapshot
 from .common import Cadence, StopRequest, divergence_error, first_names, training_fingerprint
 from .compute import Budget
-from .data import read_job_data
+from .data import check_job_memory, read_job_data
 from .ema import GeneratorEMA, ema_decay
 from .engine import PRECISIONS, TrainingIteration, label_generators
 from .generator_files import generator_payload, write_generator, write_snapshot_bundle
@@ -65,7 +65,7 @@ class TrainResult:
     iterations: int
     seconds: float
     resumed_from: int
-    stopped_by: str
+    stopped_by: str  # "gflop" or "iterations" (the planned iterations, set by that limit), or "minutes"
     log_rows: list = field(default_factory=list)
 
 
@@ -181,6 +181,7 @@ def train_job(
         raise LabelwiseError(f"runtime.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     set_threads(threads)
     dev = select_device(device)
+    check_job_memory(model, settings, shards, dev, conditional)
     data = read_job_data(shards, None if conditional else labels, conditional, dev)
     kernel, graph = resolve_runtime(n_members, conditional, dev, packed_kernel, cuda_graph)
     if conditional:
@@ -193,21 +194,6 @@ def train_job(
         Member(name, label, slot, training_fingerprint(model, settings, seed, slot, checksum), out)
         for name, label, slot, checksum, out in zip(names, file_labels, seed_labels, data.checksums, outputs)
     ]
-    # Where this job runs, in one line: the evidence that concurrent jobs got distinct GPUs.
-    how = f"{'conditional' if conditional else f'{n_members} label(s)'}, {precision}"
-    how += f", {kernel} kernel" if kernel else ""
-    how += ", CUDA graph" if graph else ""
-    log.info(
-        "%s device %s, %d thread(s), CUDA_VISIBLE_DEVICES=%s, host %s, start %s (%s)",
-        who,
-        dev,
-        torch.get_num_threads(),
-        os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
-        socket.gethostname(),
-        datetime.now().astimezone().isoformat(timespec="milliseconds"),
-        how,
-    )
-
     channels, height, width = data.shape
     resolution = data.resolution
     bs, latent_dim, critic_steps = (
@@ -216,7 +202,27 @@ def train_job(
         int(settings["critic_steps"]),
     )
     flops = compute.label_iteration_flops(model, settings, channels, resolution, len(data.labels))
-    budget = compute.resolve(budget, flops)  # budget.gflop -> iterations, fixed before anything is resumed
+    # budget.gflop -> iterations, fixed before anything is resumed; which limit set them goes in the log
+    plan = compute.plan_iterations(budget, flops, len(data.labels) if conditional else 1)
+    budget = plan.budget
+    # Where this job runs and which budget sets its iterations, in one line: the evidence that
+    # concurrent jobs got distinct GPUs, and of a compute budget that buys next to nothing.
+    how = f"{'conditional' if conditional else f'{n_members} label(s)'}, {precision}"
+    how += f", {kernel} kernel" if kernel else ""
+    how += ", CUDA graph" if graph else ""
+    log.info(
+        "%s device %s, %d thread(s), CUDA_VISIBLE_DEVICES=%s, host %s, start %s (%s); budget: %s",
+        who,
+        dev,
+        torch.get_num_threads(),
+        os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
+        socket.gethostname(),
+        datetime.now().astimezone().isoformat(timespec="milliseconds"),
+        how,
+        plan.text,
+    )
+    if plan.warning:
+        log.warning("%s %s", who, plan.warning)
 
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     nets = job_networks(
@@ -330,7 +336,7 @@ def train_job(
         if n_members == 1
         else "the last good checkpoints are kept"
     )
-    iteration, stopped_by = start, "iterations"
+    iteration, stopped_by = start, plan.set_by
     take_snapshots(start)  # a checkpoint that sits exactly on a snapshot point not yet taken
     nets.gen.train()
     nets.critic.train()
@@ -397,7 +403,7 @@ def train_job(
             single,
             iterations=iteration,
             **generator_info(m),
-            training=training_record(budget, flops, iteration, m.elapsed, stopped_by, bs, critic_steps),
+            training=training_record(plan, flops, iteration, m.elapsed, stopped_by, bs, critic_steps),
         )
         write_log(m.outputs.log, m.rows)
         if m.outputs.snapshots is not None:
@@ -412,11 +418,11 @@ def train_job(
             )
         results.append(TrainResult(iteration, m.elapsed, start, stopped_by, m.rows))
     log.info(
-        "%s done: %d iterations in %.1f s (stopped by the %s budget)%s",
+        "%s done: %d iterations in %.1f s (%s)%s",
         who,
         iteration,
         max(m.elapsed for m in members),
-        stopped_by,
+        plan.stop_text(stopped_by),
         cadence.rate_text(),
     )
     return results

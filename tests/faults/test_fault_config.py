@@ -57,7 +57,7 @@ def test_nested_command_line_values_get_their_yaml_types(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert '"lr": 0.0002,' in result.stdout and '"width": 8}' in result.stdout  # numbers, not '0.0002' and '8'
     assert '"snapshots": [0.5]' in result.stdout and '"minutes": null' in result.stdout
-    assert "--channels-last" in result.stdout
+    assert "--channels-last True" in result.stdout  # a boolean, not the string 'true'
     # What YAML cannot make valid is still refused, naming the key.
     bad = snakemake(tmp_path, TINY, "--dry-run", "--config", "models={wcgan: {width: eight}}")
     assert bad.returncode != 0

@@ -37,7 +37,7 @@ DS = Path("results/mnist5k")
 
 
 def snakemake_process(workdir: Path, *args: str, log: Path) -> subprocess.Popen:
-    """test_pipeline.snakemake, started in the background (its config.yaml already written)."""
+    """conftest.snakemake, started in the background (its config.yaml already written)."""
     cmd = snakemake_command(workdir, workdir / "config.yaml", *args)
     return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=snakemake_env())
 

@@ -88,7 +88,7 @@ def write_target(call: ast.Call):
         return f".{last}", call.func.value  # Path.write_text: the path is the receiver
     if last == "save" and isinstance(call.func, ast.Attribute):  # PIL's Image.save and the like
         return ".save", call.args[0] if call.args else None
-    if last == "FileHandler":
+    if last.endswith("FileHandler"):  # logging.FileHandler and subclasses named after it
         return "FileHandler", call.args[0] if call.args else None
     return None
 
