@@ -751,6 +751,7 @@ def report(
 
 
 def main() -> None:
+    global CONFIG
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", choices=sorted(SOURCES), action="append", help="repeatable; default: both")
     p.add_argument("--gflop", type=float, default=1000.0, help="counted GFLOP per label, every model")
@@ -763,7 +764,6 @@ def main() -> None:
     p.add_argument("--figures", default="papers", help="stem of the figure files under docs/figures/")
     p.add_argument("--config", type=Path, default=CONFIG, help="the config file whose models' settings are trained")
     a = p.parse_args()
-    global CONFIG
     CONFIG = a.config
     setup_logging()
     datasets = a.dataset or sorted(SOURCES, reverse=True)
