@@ -333,8 +333,10 @@ def verdict(better: list[float], worse: list[float], what: str) -> tuple[str, st
     when they differ the other way by that much, not established otherwise."""
     lower = LOWER_IS_BETTER.get(what, False)
     (ma, sa), (mb, sb) = spread(better), spread(worse)
-    se = math.sqrt(sa**2 / len(better) + sb**2 / len(worse)) if len(better) > 1 and len(worse) > 1 else 0.0
     gain = (mb - ma) if lower else (ma - mb)
+    if len(better) < 2 or len(worse) < 2:  # one seed has no spread to weigh a difference against
+        return "not established", f"difference {gain:+.3g} from one seed (no spread: run two or more)"
+    se = math.sqrt(sa**2 / len(better) + sb**2 / len(worse))
     if gain > 2 * se:
         return "holds", f"better by {abs(gain):.3g} > 2 SE ({2 * se:.2g})"
     if -gain > 2 * se:

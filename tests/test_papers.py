@@ -23,6 +23,7 @@ SPEC.loader.exec_module(papers)
         ([0.5, 0.7, 0.6], [0.55, 0.65, 0.5], "recall", "not established"),  # within the seeds' spread
         ([10.0, 11.0, 12.0], [30.0, 31.0, 29.0], "fid", "holds"),  # lower is better
         ([30.0, 31.0, 29.0], [10.0, 11.0, 12.0], "stability", "does not hold at this scale"),
+        ([10.0], [30.0], "fid", "not established"),  # one seed: no spread to weigh the difference
     ],
 )
 def test_verdict_compares_means_with_two_standard_errors(better, worse, what, expected):
