@@ -224,7 +224,7 @@ def score_task(task: dict) -> dict:
     return task
 
 
-def run(out: Path, datasets, seeds, gflop: float, samples: int, jobs: int) -> None:
+def run(out: Path, datasets, seeds, gflop: float, samples: int, jobs: int) -> tuple[int, int]:
     for dataset in datasets:
         prepare(out, dataset)
     tasks = training_tasks(out, datasets, seeds, gflop)
@@ -264,6 +264,7 @@ def run(out: Path, datasets, seeds, gflop: float, samples: int, jobs: int) -> No
         for n, future in enumerate(as_completed([pool.submit(score_task, t) for t in scoring]), 1):
             t = future.result()
             log.info("[papers] scored %d/%d (%s %s seed %d)", n, len(scoring), t["dataset"], t["model"], t["seed"])
+    return trained, len(tasks)
 
 
 # ----------------------------------------------------------------------------------------- the report
@@ -615,9 +616,13 @@ def figures(results: dict, out_stem: str) -> list[Path]:
             )
         ax.set_xscale("log")
         log_y(ax)
-        ax.set_xlabel("counted training compute per label (GFLOP; single networks: their total / 10 labels)")
+        ax.set_xlabel("training compute per label (counted GFLOP)")
         ax.set_ylabel("classifier FID, pooled (lower is better)")
-        ax.set_title(f"{dataset}: mean ± std over {len(next(iter(by_model.values())))} seeds", fontsize=9)
+        ax.set_title(
+            f"{dataset}: mean ± std over {len(next(iter(by_model.values())))} seeds "
+            "(single networks: their total / 10 labels)",
+            fontsize=9,
+        )
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -713,7 +718,7 @@ def shown_settings(settings: dict) -> dict:
 
 
 def report(
-    out: Path, datasets, seeds, gflop: float, samples: int, document: Path, stem: str, seconds: float | None
+    out: Path, datasets, seeds, gflop: float, samples: int, document: Path, stem: str, this_run: str | None
 ) -> None:
     results = load_results(out, datasets, seeds)
     if not results:
@@ -731,13 +736,12 @@ def report(
     run_line += f". Settings ({CONFIG.name}; the single networks take their per-label counterparts'): " + "; ".join(
         f"{name(m)} " + ", ".join(f"{k} {v}" for k, v in shown_settings(settings_of(m)).items()) for m in PER_LABEL
     )
-    if seconds is not None:
-        cpu = sum(
-            getattr(resource.getrusage(who), f)
-            for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-            for f in ("ru_utime", "ru_stime")
-        )
-        run_line += f". This `make papers` took {seconds / 60:.0f} min of wall time, {cpu / 60:.0f} CPU-minutes"
+    # What the last run that trained or scored took (kept beside the results: `--report` redraws only).
+    timing = out / "last_run.txt"
+    if this_run is not None:
+        timing.write_text(this_run)
+    if timing.is_file():
+        run_line += ". " + timing.read_text()
     fill(
         document,
         {
@@ -770,8 +774,18 @@ def main() -> None:
     setup_logging()
     datasets = a.dataset or sorted(SOURCES, reverse=True)
     started = time.monotonic()
+    this_run = None
     if not a.report:
-        run(a.out, datasets, a.seeds, a.gflop, a.samples, a.jobs)
+        trained, tasks = run(a.out, datasets, a.seeds, a.gflop, a.samples, a.jobs)
+        cpu = sum(
+            getattr(resource.getrusage(who), f)
+            for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+            for f in ("ru_utime", "ru_stime")
+        )
+        this_run = (
+            f"The last `make papers` trained {trained} of its {tasks} training jobs (the others were kept) and "
+            f"took {(time.monotonic() - started) / 60:.0f} min of wall time, {cpu / 60:.0f} CPU-minutes"
+        )
     report(
         a.out,
         datasets,
@@ -780,7 +794,7 @@ def main() -> None:
         a.samples,
         a.document,
         a.figures,
-        None if a.report else time.monotonic() - started,
+        this_run,
     )
 
 

@@ -397,7 +397,8 @@ def stability_figure(panels, outputs, *, space: str = "classifier", title: str |
         ax.axhline(0, color="0.5", lw=0.8)
         ax.set_xticks(range(len(order)), [_tick_name(m) for m in order], fontsize=8)
         ax.set_xlim(-0.6, max(len(order), 1) - 0.4)
-        ax.set_ylabel(f"final FID − best FID along training\n({space} features, FID units; 0: ended at its best)")
+        if ax is axes[0]:  # one label for the row: beside the next panel it would run into this one
+            ax.set_ylabel(f"final FID − best FID along training\n({space} features, FID units; 0: ended at its best)")
         ax.set_title(f"{name}: {'/'.join(map(str, seeds)) or 'no'} seed(s) per model", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(
@@ -405,7 +406,7 @@ def stability_figure(panels, outputs, *, space: str = "classifier", title: str |
         + "dots: one run each; bars: mean ± std over seeds; the best of the snapshots and the end",
         fontsize=9,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.9 if title else 0.95))  # room for the (two-line) title
     fig.set_dpi(dpi)
     save_figure(fig, outputs)
 
