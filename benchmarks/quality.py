@@ -1,12 +1,14 @@
 """Issue 13's measured comparison: per-label GAN variants at equal counted compute, on a CPU.
 
 For each dataset (mnist5k, cifar10-mini) and each variant asked for (`VARIANTS`: W-CGAN plain,
-+DiffAugment, +EMA, +both; DC-CGAN at its authors' lr 1e-4 and at the DCGAN paper's 2e-4, with
-DiffAugment's full or colour-only policy, with and without EMA) every selected label's GAN is trained with the same
++DiffAugment, +EMA, +both, and its tuning round's learning rates, Adam β1 and critic steps; DC-CGAN
+at its authors' lr 1e-4 and at the DCGAN paper's 2e-4, with DiffAugment's full or colour-only
+policy, with and without EMA) every selected label's GAN is trained with the same
 `budget.gflop` (counted FLOPs per label, `labelwise.train.compute`), with generator snapshots at
 quarters of the budget.  Each final generator and snapshot is sampled and scored in the label
 classifier's feature space (label accuracy, classifier FID pooled over the labels, intra-FID =
-mean per-label FID); Inception is off (about 7 images/s on this CPU).  Results go to
+mean per-label FID, precision and recall pooled over the labels); Inception is off (about 7 images/s
+on this CPU).  Results go to
 <out>/<dataset>/quality.json; `--report` gathers every dataset's file into a Markdown table and
 the figure FID against training compute (PNG + PDF).
 
@@ -70,6 +72,30 @@ VARIANTS = {  # in the order they run
     "W-CGAN + DiffAugment": ("wcgan", {**WCGAN, **DA}),
     "W-CGAN + EMA": ("wcgan", {**WCGAN, "ema": EMA}),
     "W-CGAN + DiffAugment + EMA": ("wcgan", {**WCGAN, **DA, "ema": EMA}),
+    # W-CGAN's own tuning round (issue 25, `make quality-wcgan`): the learning rate, Adam's β1 (the
+    # WGAN-GP paper's 0.5 and its ResNet model's 0), fewer critic steps with a faster critic (a
+    # two-timescale update; 1e-4 / 3e-4 at one step is the TTUR paper's WGAN-GP setting).
+    "W-CGAN lr 1e-4": ("wcgan", {**WCGAN, "lr": 1.0e-4}),
+    "W-CGAN lr 4e-4": ("wcgan", {**WCGAN, "lr": 4.0e-4}),
+    "W-CGAN betas (0, 0.9)": ("wcgan", {**WCGAN, "betas": [0.0, 0.9]}),
+    "W-CGAN 2 critic steps": ("wcgan", {**WCGAN, "critic_steps": 2}),
+    "W-CGAN 2 critic steps, lr_d 4e-4": ("wcgan", {**WCGAN, "critic_steps": 2, "lr_g": 2.0e-4, "lr_d": 4.0e-4}),
+    "W-CGAN 1 critic step, lr_g 1e-4, lr_d 3e-4": (
+        "wcgan",
+        {**WCGAN, "critic_steps": 1, "lr_g": 1.0e-4, "lr_d": 3.0e-4},
+    ),
+    "W-CGAN 1 critic step, lr_d 6e-4": ("wcgan", {**WCGAN, "critic_steps": 1, "lr_g": 2.0e-4, "lr_d": 6.0e-4}),
+    # Its second round: the first round's best directions (a higher rate; fewer critic steps with a
+    # faster critic) taken further.
+    "W-CGAN lr 8e-4": ("wcgan", {**WCGAN, "lr": 8.0e-4}),
+    "W-CGAN 2 critic steps, lr_g 4e-4, lr_d 8e-4": (
+        "wcgan",
+        {**WCGAN, "critic_steps": 2, "lr_g": 4.0e-4, "lr_d": 8.0e-4},
+    ),
+    "W-CGAN 1 critic step, lr_g 4e-4, lr_d 1.2e-3": (
+        "wcgan",
+        {**WCGAN, "critic_steps": 1, "lr_g": 4.0e-4, "lr_d": 1.2e-3},
+    ),
 }
 SNAPSHOTS = (0.25, 0.5, 0.75, 1.0)
 SOURCES = {"mnist5k": ("mnist5k", None), "cifar10-mini": ("cifar10", REPO.parent / "shared/data/cifar10-mini")}
@@ -156,6 +182,8 @@ def run_dataset(
                     "label_accuracy": metrics["classifier"]["label_accuracy"],
                     "fid": metrics["classifier"]["fid"]["pooled"],
                     "intra_fid": metrics["classifier"]["fid"]["intra_fid"],
+                    "precision": metrics["classifier"]["precision"]["pooled"],
+                    "recall": metrics["classifier"]["recall"]["pooled"],
                     "fid_per_label": metrics["classifier"]["fid"]["per_label"],
                     "training": record,
                     "train_cpu_seconds_this_run": cpu,
@@ -199,8 +227,8 @@ def report(files: list[Path], markdown: Path, figure: Path) -> None:
 
     lines = [
         "| dataset | variant | iterations / label | GFLOP / label | train s / label (wall) | label accuracy | "
-        "classifier FID | classifier intra-FID |",
-        "|---|---|---|---|---|---|---|---|",
+        "classifier FID | classifier intra-FID | precision | recall |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     results = [json.loads(Path(f).read_text()) for f in files]
     colours = plt.get_cmap("tab20")  # one colour per variant, the same in every panel and figure
@@ -217,9 +245,13 @@ def report(files: list[Path], markdown: Path, figure: Path) -> None:
             it = next(iter(its.values()))["iterations"]
             secs = statistics.mean(x["seconds"] for r in runs for x in r["training"]["per_label"].values())
             gflop = runs[0]["training"]["total"]["gflop"] / len(its)
+            # Precision and recall (pooled; spread over the seeds): results scored before they existed have none.
+            prc = [[r[k] for r in runs if r.get(k) is not None] for k in ("precision", "recall")]
             lines.append(
                 f"| {res['dataset']} | {variant} | {it} | {gflop:.0f} | "
-                f"{secs:.0f} | {_spread(acc)} | {_spread(fid)} | {_spread(intra)} |"
+                f"{secs:.0f} | {_spread(acc)} | {_spread(fid)} | {_spread(intra)} | "
+                + " | ".join(_spread(v) if v else "n/a" for v in prc)
+                + " |"
             )
             xs = [p["gflop"] for p in runs[0]["curve"]]
             ys = [statistics.mean(r["curve"][i]["fid"] for r in runs) for i in range(len(xs))]

@@ -37,7 +37,7 @@ class Model:
     title: str  # figures and tables; the part before " (" is the short name in legends
     color: str  # matplotlib colour, the same in every figure whatever subset of models a run has
     loss: str  # labelwise.losses: "wgan-gp" or "bce"
-    critic_norm: str = "none"  # labelwise.nets.Critic norm of the per-label critic
+    critic_norm: str = "none"  # labelwise.nets.Critic norm of the critic (the conditional one's trunk too)
     init: str = "pytorch"  # "dcgan": labelwise.nets.dcgan_init_ on both networks
     # One class-conditional network over all selected labels (files named ALL), trained with the sum of
     # the per-label budgets; False: one network per label.
@@ -127,5 +127,8 @@ def load_plugins() -> None:
 
 register(Model("wcgan", "W-CGAN (per-label WGAN-GP)", "C0", loss="wgan-gp", critic_norm="none", init="pytorch"))
 register(Model("dccgan", "DC-CGAN (per-label DCGAN)", "C1", loss="bce", critic_norm="batch", init="dcgan"))
-# One class-conditional WGAN-GP over all selected labels: the serial approach the papers compare with.
+# One class-conditional network over all selected labels: the serial approach the papers compare with,
+# a WGAN-GP (W-CGAN's counterpart) and a DCGAN (DC-CGAN's, the DC-CGAN paper's baseline, conditioned by
+# conditional batch norm and a projection discriminator rather than its code's labels on the batch axis).
 register(Model("cgan", "single CGAN", "C2", loss="wgan-gp", critic_norm="none", init="pytorch", conditional=True))
+register(Model("cdcgan", "single cDCGAN", "C3", loss="bce", critic_norm="batch", init="dcgan", conditional=True))

@@ -69,15 +69,19 @@ class Critic(nn.Module):
 
 
 def dcgan_init_(module: nn.Module) -> None:
-    """DCGAN initialisation (Radford et al.): conv weights N(0, 0.02), batch-norm scales N(1, 0.02)."""
+    """DCGAN initialisation (Radford et al.): conv weights N(0, 0.02), batch-norm scales N(1, 0.02)
+    (a conditional batch norm's per-class scales too)."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.normal_(m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+        elif isinstance(m, ConditionalBatchNorm2d):
+            nn.init.normal_(m.scale.weight, 1.0, 0.02)
+            nn.init.zeros_(m.shift.weight)
 
 
 class ConditionalBatchNorm2d(nn.Module):
@@ -123,11 +127,12 @@ class ConditionalGenerator(nn.Module):
 
 class ProjectionCritic(nn.Module):
     """The per-label Critic's trunk with a projection head (Miyato & Koyama 2018):
-    D(x, y) = w·φ(x) + embed(y)·φ(x), φ(x) the trunk's 4×4 feature map, flattened."""
+    D(x, y) = w·φ(x) + embed(y)·φ(x), φ(x) the trunk's 4×4 feature map, flattened.  `norm` as the
+    Critic's: none for a WGAN-GP critic, batch for a DCGAN discriminator."""
 
-    def __init__(self, channels: int, resolution: int, width: int, num_classes: int):
+    def __init__(self, channels: int, resolution: int, width: int, num_classes: int, norm: str = "none"):
         super().__init__()
-        trunk = Critic(channels, resolution, width, norm="none").net
+        trunk = Critic(channels, resolution, width, norm=norm).net
         self.trunk = nn.Sequential(*list(trunk)[:-1])  # everything but the final 4x4 -> 1 convolution
         features = trunk[-1].in_channels * 16
         self.linear = nn.Linear(features, 1)

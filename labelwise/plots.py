@@ -90,6 +90,41 @@ def sample_grid(sample_paths, outputs, *, columns: int = 10, title: str | None =
     save_figure(fig, outputs)
 
 
+def samples_side_by_side(samples_by_model, outputs, *, columns: int = 6, title: str | None = None, dpi: int = 150):
+    """The sample grids of several models side by side: one panel per model (its short name on top),
+    one row per label in every panel (class names on the left of the first), `columns` samples per row.
+
+    `samples_by_model`: model -> its sample files in label order (the same labels for every model)."""
+    panels = []
+    for model, paths in samples_by_model.items():
+        rows, names = [], []
+        for path in paths:
+            images, attrs = read_images(path)
+            rows.append(_row_image(images, columns))
+            label = attrs["label"]
+            name = attrs.get("class_name") or str(label)
+            names.append(name if name == str(label) else f"{label}: {name}")
+        gap = np.ones((2, rows[0].shape[1], rows[0].shape[2]), np.float32)  # white rows between labels
+        stacked = np.concatenate([part for row in rows for part in (row, gap)][:-1])
+        panels.append((model, names, stacked))
+    h, w = panels[0][2].shape[:2]
+    fig, axes = plt.subplots(1, len(panels), figsize=(0.9 + len(panels) * (w / 45 + 0.2), 0.6 + h / 45), squeeze=False)
+    for i, (ax, (model, names, img)) in enumerate(zip(axes[0], panels)):
+        ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(short_name(model), fontsize=9, color=model_color(model, i))
+        ax.set_xticks([])
+        row_h = h / len(names)
+        ax.set_yticks([(j + 0.5) * row_h for j in range(len(names))], names if i == 0 else [], fontsize=7)
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.97 if title else 1))
+    fig.set_dpi(dpi)
+    save_figure(fig, outputs)
+
+
 CURVES = (
     ("d_loss", "critic / discriminator loss"),
     ("g_loss", "generator loss"),
@@ -130,9 +165,14 @@ def training_curves(log_paths, outputs, *, title: str | None = None, dpi: int = 
 COMPARED = (
     ("classifier", "label_accuracy", "label accuracy\n(classifier, share of own label)", False),
     ("classifier", "fid", "FID in classifier features", True),
+    ("classifier", "precision", "precision, classifier features\n(share of samples that look real)", False),
+    ("classifier", "recall", "recall, classifier features\n(share of real variety covered)", False),
     ("inception", "fid", "FID (Inception)", True),
     ("inception", "is", "Inception score", False),
+    ("inception", "precision", "precision, Inception features", False),
+    ("inception", "recall", "recall, Inception features", False),
 )
+PANELS_PER_ROW = 4
 
 
 def _pooled_and_per_label(section: dict, key: str):
@@ -143,43 +183,36 @@ def _pooled_and_per_label(section: dict, key: str):
     return value.get("pooled"), per_label
 
 
-def metrics_comparison(metrics_paths, outputs, *, title: str | None = None, dpi: int = 150) -> None:
-    """Bars: each model's pooled value; dots: its per-label values. Skipped metrics are said so."""
-    import json
+def short_name(model: str) -> str:
+    """A model's name in legends and on axes: its title before " (" ("DC-CGAN", "single CGAN")."""
+    return models.title(model).split(" (")[0]
 
-    runs = [json.loads(Path(p).read_text()) for p in metrics_paths]
+
+def _tick_name(model: str) -> str:
+    """The short name on at most two lines, so that four or more models fit under a narrow panel."""
+    name = short_name(model)
+    return name.replace(" ", "\n", 1) if len(name) > 8 else name
+
+
+def comparison_figure(runs: list[dict], *, title: str | None = None):
+    """The comparison figure of `runs` (metrics.json contents), returned open (`metrics_comparison`
+    saves it).  Per panel: each model's pooled value as a bar, its per-label values as dots, the
+    value printed above the highest of them; under the panels, one line per model saying what it
+    got from the (equal) budget."""
     panels = [
         (sec, key, label, lower)
         for sec, key, label, lower in COMPARED
-        if any(r.get(sec, {}).get("status") == "ok" for r in runs)
+        if any(r.get(sec, {}).get("status") == "ok" and (r[sec].get(key) or {}) for r in runs)
     ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.8), squeeze=False)
-
-    # Under each model: what it got from the (equal) budget, per label.
-    names = []
-    for r in runs:
-        equal, iterations, gflop, seconds, generator = training_cells(r)
-        names.append(
-            models.title(r["model"]).split(" (")[0]
-            + ("" if iterations == "n/a" else f"\n{iterations} it\n{gflop} GFLOP, {seconds} s\n{generator}")
-        )
-    budgets = sorted({training_cells(r)[0] for r in runs} - {"n/a"})
+    ncols = min(PANELS_PER_ROW, len(panels))
+    nrows = -(-len(panels) // ncols)
+    panel_width = max(2.9, 0.7 * len(runs) + 1.2)  # room for every model's tick label side by side
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_width * ncols, 3.4 * nrows), squeeze=False)
     rng = np.random.default_rng(0)
-    for ax, (sec, key, label, lower) in zip(axes[0], panels):
+    for ax, (sec, key, label, lower) in zip(axes.flat, panels):
+        tops = []
         for i, run in enumerate(runs):
             pooled, per_label = _pooled_and_per_label(run.get(sec, {}), key)
-            if pooled is not None:
-                ax.bar(i, pooled, color=model_color(run["model"], i), alpha=0.6, width=0.6)
-                # Boxed and above the per-label dots, so the value stays readable where they cluster.
-                ax.annotate(
-                    f"{pooled:.3g}",
-                    (i, pooled),
-                    ha="center",
-                    va="bottom",
-                    fontsize=8,
-                    zorder=4,
-                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85),
-                )
             if per_label:
                 ax.scatter(
                     i + rng.uniform(-0.15, 0.15, len(per_label)),
@@ -189,29 +222,61 @@ def metrics_comparison(metrics_paths, outputs, *, title: str | None = None, dpi:
                     zorder=3,
                     label="per label" if i == 0 else None,
                 )
-        ax.set_xticks(range(len(runs)), names)
-        ax.set_ylabel(label)
+            if pooled is not None:
+                ax.bar(i, pooled, color=model_color(run["model"], i), alpha=0.6, width=0.6)
+                tops.append((i, pooled, max([pooled, *per_label])))
+        # Value labels above the highest of bar and dots (never on them), after the limits are known.
+        high = max([t for _, _, t in tops], default=1.0)
+        ax.set_ylim(0, high * 1.2 if high > 0 else 1.0)
+        for i, pooled, top in tops:
+            ax.annotate(
+                f"{pooled:.3g}",
+                (i, top),
+                xytext=(0, 4),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                zorder=4,
+                bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85),
+            )
+        ax.set_xticks(range(len(runs)), [_tick_name(r["model"]) for r in runs], fontsize=8)
+        ax.set_xlim(-0.6, len(runs) - 0.4)
+        ax.set_ylabel(label, fontsize=9)
         ax.set_title("lower is better" if lower else "higher is better", fontsize=8, color="0.4")
         ax.grid(axis="y", alpha=0.3)
-    if any(ax.get_legend_handles_labels()[0] for ax in axes[0]):
-        axes[0, 0].legend(fontsize=8, loc="best")
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    if any(ax.get_legend_handles_labels()[0] for ax in axes.flat):
+        axes[0, 0].legend(fontsize=7, loc="lower left")
+    # Under the panels: what each model got from the budget, one line per model.
+    lines = []
+    for r in runs:
+        equal, iterations, gflop, seconds, generator = training_cells(r)
+        if iterations != "n/a":
+            one = (r.get("training") or {}).get("one_network")
+            its = f"{iterations.split()[0]} iterations " + ("of one network" if one else "per label")
+            lines.append(f"{short_name(r['model'])}: {its}; {gflop} GFLOP and {seconds} s per label; {generator}")
     notes = {r.get("inception", {}).get("reason") for r in runs if r.get("inception", {}).get("status") == "skipped"}
     if notes:
         first = sorted({n.split(";")[0] for n in notes if n})  # the cause; metrics.json has the full fix
-        fig.text(
-            0.01,
-            -0.02,
-            "Inception metrics skipped: " + "; ".join(first),
-            fontsize=7,
-            color="0.3",
-            ha="left",
-            va="top",
-            wrap=True,
-        )
+        lines.append("Inception metrics skipped: " + "; ".join(first))
+    fig.tight_layout()
+    if lines:
+        fig.text(0.01, 0.0, "\n".join(lines), fontsize=7, color="0.3", ha="left", va="top")
     n_gen = {sum((r["protocol"].get("n_generated") or {}).values()) for r in runs}
+    budgets = sorted({training_cells(r)[0] for r in runs} - {"n/a"})
     equal = f"; equal budget per label: {', '.join(budgets)}" if budgets else ""
     fig.suptitle((title or "") + f"  (n generated per model: {', '.join(map(str, sorted(n_gen)))}{equal})", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return fig
+
+
+def metrics_comparison(metrics_paths, outputs, *, title: str | None = None, dpi: int = 150) -> None:
+    """Bars: each model's pooled value; dots: its per-label values. Skipped metrics are said so."""
+    import json
+
+    fig = comparison_figure([json.loads(Path(p).read_text()) for p in metrics_paths], title=title)
     fig.set_dpi(dpi)
     save_figure(fig, outputs)
 
@@ -300,3 +365,51 @@ def fid_vs_time(json_paths, outputs, *, title: str | None = None, dpi: int = 150
     fig.tight_layout()
     fig.set_dpi(dpi)
     save_figure(fig, outputs)
+
+
+def stability_figure(panels, outputs, *, space: str = "classifier", title: str | None = None, dpi: int = 150) -> None:
+    """Stability along training: per model, its final FID minus the best FID along its training (the
+    "stability" of fid_vs_time.json, `labelwise.metrics.snapshots.stability`), one dot per seed (run)
+    and, over two or more seeds, their mean ± standard deviation as a bar with an error bar.
+
+    `panels`: panel title (a dataset) -> the fid_vs_time.json files of its runs, any models and seeds."""
+    import json
+
+    panels = {name: [json.loads(Path(p).read_text()) for p in paths] for name, paths in panels.items()}
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(3.6, 1.0 + 0.9 * _models_in(panels)) * len(panels), 3.8))
+    axes = np.atleast_1d(axes)
+    rng = np.random.default_rng(0)
+    for ax, (name, runs) in zip(axes, panels.items()):
+        by_model: dict[str, list[dict]] = {}
+        for run in runs:
+            gap = (run.get("stability") or {}).get(space)
+            if gap is not None:
+                by_model.setdefault(run["model"], []).append(gap)
+        order = models.ordered(by_model)
+        seeds = sorted({len(v) for v in by_model.values()})
+        for i, model in enumerate(order):
+            gaps = np.array([g["final_minus_best"] for g in by_model[model]])
+            colour = model_color(model, i)
+            if len(gaps) > 1:
+                ax.bar(i, gaps.mean(), width=0.6, color=colour, alpha=0.5)
+                ax.errorbar(i, gaps.mean(), yerr=gaps.std(ddof=1), color="k", capsize=4, lw=1)
+            ax.scatter(i + rng.uniform(-0.12, 0.12, len(gaps)), gaps, s=16, color=colour, edgecolor="k", zorder=3)
+        ax.axhline(0, color="0.5", lw=0.8)
+        ax.set_xticks(range(len(order)), [_tick_name(m) for m in order], fontsize=8)
+        ax.set_xlim(-0.6, max(len(order), 1) - 0.4)
+        if ax is axes[0]:  # one label for the row: beside the next panel it would run into this one
+            ax.set_ylabel(f"final FID − best FID along training\n({space} features, FID units; 0: ended at its best)")
+        ax.set_title(f"{name}: {'/'.join(map(str, seeds)) or 'no'} seed(s) per model", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(
+        (title + "\n" if title else "")
+        + "dots: one run each; bars: mean ± std over seeds; the best of the snapshots and the end",
+        fontsize=9,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.9 if title else 0.95))  # room for the (two-line) title
+    fig.set_dpi(dpi)
+    save_figure(fig, outputs)
+
+
+def _models_in(panels: dict) -> int:
+    return max((len({r["model"] for r in runs}) for runs in panels.values()), default=1)

@@ -1,4 +1,5 @@
-"""The papers' comparison table: one row per model, pooled metrics, as CSV, Markdown and LaTeX."""
+"""The papers' comparison table: one row per model, pooled metrics (precision and recall included), as
+CSV, Markdown and LaTeX."""
 
 from __future__ import annotations
 
@@ -15,10 +16,14 @@ COLUMNS = (
     ("label accuracy", "classifier", ("label_accuracy", "pooled"), "{:.3f}"),
     ("classifier FID", "classifier", ("fid", "pooled"), "{:.2f}"),
     ("classifier intra-FID", "classifier", ("fid", "intra_fid"), "{:.2f}"),
+    ("classifier precision", "classifier", ("precision", "pooled"), "{:.3f}"),
+    ("classifier recall", "classifier", ("recall", "pooled"), "{:.3f}"),
     ("classifier IS", "classifier", ("is",), "is"),
     ("Inception IS", "inception", ("is",), "is"),
     ("Inception FID", "inception", ("fid", "pooled"), "{:.2f}"),
     ("Inception intra-FID", "inception", ("fid", "intra_fid"), "{:.2f}"),
+    ("Inception precision", "inception", ("precision", "pooled"), "{:.3f}"),
+    ("Inception recall", "inception", ("recall", "pooled"), "{:.3f}"),
     ("KID ×10³", "inception", ("kid",), "kid"),
 )
 
@@ -44,7 +49,8 @@ TRAINING_COLUMNS = ("equal budget", "iterations / label", "GFLOP / label", "trai
 
 def training_cells(metrics: dict) -> list[str]:
     """The TRAINING_COLUMNS cells: which budget was equal, and the mean per label of what the model got
-    (n/a for metrics written before training records existed)."""
+    (a conditional model: its one network's iterations, its GFLOP and seconds shared out over the
+    labels; n/a for metrics written before training records existed)."""
     t = metrics.get("training") or {}
     per_label = t.get("per_label") or {}
     generator = "n/a" if "generator" not in t else ("EMA " + str(t["ema_decay"]) if t.get("ema_decay") else "trained")
@@ -53,13 +59,14 @@ def training_cells(metrics: dict) -> list[str]:
     n = len(per_label)
     budget = t.get("budget") or {}
     equal = t.get("equal_budget") or "n/a"
+    share = n if t.get("one_network") else 1  # a conditional network's budget: the labels' budgets summed
     if equal == "gflop":
-        equal = f"{budget['gflop']:g} GFLOP"
+        equal = f"{budget['gflop'] / share:g} GFLOP"
     elif equal == "iterations":
-        equal = f"{budget['iterations']} iterations"
+        equal = f"{budget['iterations'] / share:g} iterations"
     return [
         equal,
-        f"{t['total']['iterations'] / n:.0f}",
+        f"{t['total']['iterations']} (one network)" if t.get("one_network") else f"{t['total']['iterations'] / n:.0f}",
         f"{t['total']['gflop'] / n:.0f}",
         f"{t['total']['seconds'] / n:.0f}",
         generator,

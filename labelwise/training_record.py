@@ -75,11 +75,13 @@ def record_of_samples(attrs: dict, where="a sample file") -> dict:
     return {"ema": ema, "record": record}
 
 
-def training_summary(trained: dict[str, dict]) -> dict:
+def training_summary(trained: dict[str, dict], *, one_network: bool = False) -> dict:
     """metrics.json's "training": which generator was evaluated, the budget that was equal across the
     models (budget.gflop: equal counted FLOPs; else iterations or minutes), which limit set the
     iterations and in words with both numbers ("compute budget 3000 GFLOP -> 19 iterations (cap
-    20000)"; records written before it: None), and what each label got."""
+    20000)"; records written before it: None), and what each label got.
+    `one_network`: every label's samples come from one conditional network, whose record each of them
+    holds: the totals are that network's (its budget is the labels' budgets summed), not their sum."""
     records = {k: v["record"] for k, v in trained.items() if v["record"]}
     emas = sorted({json.dumps(v["ema"]) for v in trained.values()})
     out: dict = {
@@ -94,7 +96,10 @@ def training_summary(trained: dict[str, dict]) -> dict:
     if "minutes" in stops:
         equal = "minutes" if stops == ["minutes"] else f"{equal} and minutes (whichever came first)"
     keys = ("iterations", "seconds", "gflop", "real_images_seen")
-    totals = {k: sum(r[k] for r in records.values()) for k in keys}
+    if one_network:
+        totals = {k: next(iter(records.values()))[k] for k in keys}
+    else:
+        totals = {k: sum(r[k] for r in records.values()) for k in keys}
 
     def one_or_all(key):  # the same for every label of a model, unless its labels' shards differ in size
         values = sorted({json.dumps(r.get(key)) for r in records.values()})
@@ -102,6 +107,7 @@ def training_summary(trained: dict[str, dict]) -> dict:
 
     return {
         **out,
+        "one_network": one_network,
         "equal_budget": equal,
         "budget": first,
         "iterations_set_by": one_or_all("iterations_set_by"),

@@ -287,11 +287,11 @@ def snapshot_bundles_of(model):
 
 
 def paper_outputs():
-    """What `snakemake paper` adds to the default target: the table, FID against training time when
-    budget.snapshots is set (and, where defined, the scaling study)."""
+    """What `snakemake paper` adds to the default target: the table, FID against training time and the
+    stability figure when budget.snapshots is set (and, where defined, the scaling study)."""
     outputs = expand(path("paper_table"), ext=("csv", "md", "tex"))
     if SNAPSHOTS:
-        outputs += expand(path("figure", name="fid_vs_time"), ext=("png", "pdf"))
+        outputs += expand(path("figure"), name=("fid_vs_time", "stability"), ext=("png", "pdf"))
     outputs += scaling_outputs()
     return outputs
 

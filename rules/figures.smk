@@ -115,3 +115,25 @@ rule fid_vs_time_figure:
         dataset=DATASET,
     script:
         "../workflow/scripts/fid_vs_time.py"
+
+
+rule stability_figure:
+    input:
+        runs=expand(path("fid_vs_time", ext="json"), model=MODELS),
+    output:
+        png=report(
+            path("figure", name="stability", ext="png"),
+            category="Metrics",
+            caption="../workflow/report/stability.rst",
+        ),
+        pdf=path("figure", name="stability", ext="pdf"),
+    log:
+        path("log", job="figures/stability"),
+    localrule: True
+    conda:
+        "../envs/figures.yaml"
+    params:
+        figures=config["figures"],
+        dataset=DATASET,
+    script:
+        "../workflow/scripts/stability_figure.py"

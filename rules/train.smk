@@ -99,8 +99,11 @@ for conditional_model in CONDITIONAL_MODELS:
             **PRECISION_PARAM,
             settings=lambda w, model=conditional_model: model_train_settings(model),
             checkpoints=path("checkpoints", model=conditional_model, label=labelwise.models.ALL),
+            # The model through params, not the loop variable: Snakemake evaluates a shell directive's
+            # expression again when the job runs, when `conditional_model` is the loop's last value.
+            model=conditional_model,
         shell:
-            train_shell(None, "{input.shards:q}", "{output.generator:q}", "{output.log:q}", model=conditional_model)
+            train_shell(None, "{input.shards:q}", "{output.generator:q}", "{output.log:q}", model="{params.model}")
 
 
 # Sampling: one job per model and label (its generator in, its samples out), so that a label added

@@ -118,6 +118,16 @@ def test_flop_budget_fixes_the_iterations(tiny_settings):
     assert resolve(Budget(iterations=3), wgan).iterations == 3
 
 
+@pytest.mark.parametrize("conditional, per_label", [("cgan", "wcgan"), ("cdcgan", "dccgan")])
+def test_flop_count_of_a_conditional_model_is_its_per_label_counterparts(tiny_settings, conditional, per_label):
+    """One conditional network over ten classes counts what one per-label network of the same loss
+    and layers counts, up to its projection head (a linear layer where the critic has its last
+    convolution; the class embeddings are lookups): within a per cent."""
+    settings = dict(tiny_settings, width=16, batch_size=64)
+    ratio = label_iteration_flops(conditional, settings, 1, 32, 10) / label_iteration_flops(per_label, settings, 1, 32)
+    assert abs(ratio - 1) < 0.01
+
+
 def test_flop_count_of_the_papers_cifar_networks():
     """The counts benchmark case engine measured for presets/cifar10.yaml's networks (issue 11)."""
     wgan = dict(width=64, latent_dim=100, batch_size=64, critic_steps=5)

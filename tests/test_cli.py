@@ -63,7 +63,13 @@ def test_every_stage_without_snakemake(tmp_path, tiny_config):
     assert training["equal_budget"] == "iterations" and training["budget"]["iterations"] == 4
     assert {k: v["iterations"] for k, v in training["per_label"].items()} == {"0": 4, "7": 4}
     assert training["total"]["gflop"] == pytest.approx(8 * training["flops_per_iteration"] / 1e9)
-    assert json.loads((ds / "cgan" / "metrics.json").read_text())["training"]["generator"] == "trained weights"
+    cgan_training = json.loads((ds / "cgan" / "metrics.json").read_text())["training"]
+    assert cgan_training["generator"] == "trained weights" and cgan_training["one_network"]
+    # Both labels' samples hold the one network's record: its totals are that network's, not twice them.
+    assert cgan_training["total"]["iterations"] == 8 and {
+        v["iterations"] for v in cgan_training["per_label"].values()
+    } == {8}
+    assert cgan_training["total"]["gflop"] == pytest.approx(8 * cgan_training["flops_per_iteration"] / 1e9)
     assert (ds / "wcgan" / "metrics.csv").read_text().splitlines()[0].startswith("label,class_name")
     assert sorted(p.name for p in (ds / "stats" / "classifier").iterdir()) == ["0.npz", "7.npz"]  # cached on demand
     assert not (ds / "stats" / "inception").exists()
@@ -81,6 +87,8 @@ def test_every_stage_without_snakemake(tmp_path, tiny_config):
     header, wcgan_row = table["csv"].splitlines()[:2]
     assert "equal budget,iterations / label,GFLOP / label,train s / label,sampled generator" in header
     assert ",4 iterations,4," in wcgan_row and "EMA 0.99" in wcgan_row
+    cgan_row = next(line for line in table["csv"].splitlines() if line.startswith("single CGAN"))
+    assert ",4 iterations,8 (one network)," in cgan_row  # its GFLOP and seconds: shared out over the 2 labels
 
 
 def test_evaluate_too_early_names_the_stage_to_run_first(tmp_path, tiny_config, capsys):

@@ -72,6 +72,25 @@ def test_kid_subset_size_capped_at_n():
     assert abs(S.kernel_distance(a, a, subsets=20)["mean"]) < out["mean"] / 10
 
 
+def test_precision_recall_is_torch_fidelitys_and_sees_collapse():
+    """Equal set sizes: exactly torch-fidelity's prc_features_to_metric; a collapsed generator (one
+    image, repeated) keeps its precision and loses its recall; unequal sizes are cut to the smaller n."""
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    rng = np.random.default_rng(6)
+    real = rng.normal(size=(60, 8)).astype(np.float32)
+    varied = rng.normal(0.3, 1.0, size=(60, 8)).astype(np.float32)
+    ref = prc_features_to_metric(torch.from_numpy(varied), torch.from_numpy(real), prc_neighborhood=3, verbose=False)
+    got = S.precision_recall(real, varied, k=3)
+    assert (got["precision"], got["recall"]) == (ref["precision"], ref["recall"]) and got["n"] == 60
+    assert 0.3 < got["recall"] < 1.0  # not a degenerate case
+    collapsed = S.precision_recall(real, np.repeat(real[:1] + 0.01, 60, axis=0), k=3)
+    assert collapsed["precision"] == 1.0 and collapsed["recall"] < 0.05
+    uneven = S.precision_recall(real, varied[:20], k=5)
+    assert uneven["n"] == 20 and uneven["k"] == 5 and uneven == S.precision_recall(real, varied[:20], k=5)
+    assert S.precision_recall(real, varied[:3], k=3) == {"precision": None, "recall": None, "k": 3, "n": 3}
+
+
 # ---------------------------------------------------------------- Inception weights (never the real ones here)
 
 
@@ -220,6 +239,7 @@ def test_inception_end_to_end_agrees_with_torch_fidelity(random_inception_weight
         isc=True,
         fid=True,
         kid=True,
+        prc=True,
         isc_splits=1,
         kid_subset_size=4,
         kid_subsets=10,
@@ -233,6 +253,12 @@ def test_inception_end_to_end_agrees_with_torch_fidelity(random_inception_weight
     assert fid["per_label"]["5"] == pytest.approx(ref["frechet_inception_distance"], rel=1e-4)
     assert m["inception"]["is"]["mean"] == pytest.approx(ref["inception_score_mean"], rel=1e-5)
     assert kid["mean"] == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-4, abs=1e-7)
+    assert (m["inception"]["precision"]["pooled"], m["inception"]["recall"]["pooled"]) == (
+        ref["precision"],
+        ref["recall"],
+    )
+    assert m["protocol"]["prc_k"] == 3 and m["protocol"]["prc_n"] == {"pooled": 4, "per_label": {"5": 4}}
+    assert float(rows[0]["inception_recall"]) == m["inception"]["recall"]["per_label"]["5"]
     assert m["inception"]["is"]["mean"] > 1.1  # the random logits vary: the comparison is not trivial
 
 
@@ -337,6 +363,54 @@ def test_classifier_learns_and_label_accuracy_behaves(two_class, tmp_path):
     assert right["classifier"]["is"]["mean"] > 1.8
     assert right["inception"] == {"status": "skipped", "reason": "evaluation.inception is 'off'"}
     assert right["protocol"]["feature_spaces"] == ["classifier"]
+
+
+def test_precision_recall_in_classifier_features_per_label_and_pooled(two_class, tmp_path):
+    """metrics.json's classifier precision and recall are torch-fidelity's function on the classifier
+    features of the same images, per label and pooled; a generator repeating one image keeps its
+    label accuracy and loses its recall."""
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    shards, _, clf, _ = two_class
+    space = ClassifierSpace(clf, device="cpu")
+    drawn = _two_class(np.random.default_rng(7), 40)  # as many "generated" images as real ones, alike
+    made = {
+        "varied": {0: drawn[:40], 1: drawn[40:]},
+        "collapsed": {k: np.repeat(drawn[40 * k : 40 * k + 1], 40, 0) for k in (0, 1)},
+    }
+    results = {}
+    for name, images in made.items():
+        files = {k: tmp_path / name / f"{k}.h5" for k in (0, 1)}
+        for k, path in files.items():
+            write_images(path, images[k], label=k)
+        settings = {"inception": "off", "is_splits": 1}
+        out = evaluate_model(
+            name, files, shards, classifier_path=clf, stats_dir=tmp_path / "stats", settings=settings, device="cpu"
+        )
+        write_metrics(out, tmp_path / name / "metrics.json", tmp_path / name / "metrics.csv")
+        results[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+        real = {k: load_real_stats(stats_path(tmp_path / "stats", "classifier", k)).features for k in (0, 1)}
+        fake = {k: space.features(images[k])["pool"] for k in (0, 1)}
+        pairs = {str(k): (fake[k], real[k]) for k in (0, 1)} | {
+            "pooled": (np.concatenate([fake[0], fake[1]]), np.concatenate([real[0], real[1]]))
+        }
+        for key, (f, r) in pairs.items():
+            ref = prc_features_to_metric(torch.from_numpy(f), torch.from_numpy(r), prc_neighborhood=3, verbose=False)
+            for metric in ("precision", "recall"):
+                section = results[name]["classifier"][metric]
+                assert (section["pooled"] if key == "pooled" else section["per_label"][key]) == ref[metric], (
+                    name,
+                    key,
+                    metric,
+                )
+        rows = list(csv.DictReader(open(tmp_path / name / "metrics.csv")))
+        assert [float(r["classifier_recall"]) for r in rows] == [
+            results[name]["classifier"]["recall"]["per_label"][k] for k in ("0", "1")
+        ]
+    varied, collapsed = results["varied"]["classifier"], results["collapsed"]["classifier"]
+    assert results["varied"]["protocol"]["prc_n"] == {"pooled": 80, "per_label": {"0": 40, "1": 40}}
+    assert collapsed["label_accuracy"]["pooled"] == 1.0 and varied["recall"]["pooled"] > 0.5
+    assert collapsed["recall"]["pooled"] < 0.1 < varied["recall"]["pooled"] - collapsed["recall"]["pooled"]
 
 
 def test_classifier_takes_rgb_64px_and_refuses_bad_input(tmp_path):

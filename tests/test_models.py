@@ -53,10 +53,10 @@ def test_the_schema_names_only_registered_models_and_every_one_gets_a_settings_s
 
 
 def test_registry_order_conditional_flag_and_unknown_names():
-    assert models.ordered(["cgan", "zzz", "dccgan", "wcgan"]) == ["wcgan", "dccgan", "cgan", "zzz"]
-    assert [m for m in models.names() if models.get(m).conditional] == ["cgan"]
+    assert models.ordered(["cdcgan", "cgan", "zzz", "dccgan", "wcgan"]) == ["wcgan", "dccgan", "cgan", "cdcgan", "zzz"]
+    assert [m for m in models.names() if models.get(m).conditional] == ["cgan", "cdcgan"]
     assert models.file_names("cgan", [3, 4]) == [models.ALL] and models.file_names("wcgan", [3, 4]) == [3, 4]
-    with pytest.raises(LabelwiseError, match="unknown model 'nope'; known models: wcgan, dccgan, cgan"):
+    with pytest.raises(LabelwiseError, match="unknown model 'nope'; known models: wcgan, dccgan, cgan, cdcgan"):
         models.get("nope")
 
 

@@ -155,7 +155,7 @@ def test_a_minutes_budget_bundles_only_the_snapshots_reached(tmp_path, make_shar
 def test_fid_along_training_ends_with_the_final_evaluation(tmp_path, make_shard, tiny_settings, fractions):
     from labelwise.metrics import evaluate_model, train_classifier
     from labelwise.metrics.snapshots import add_end_of_training, snapshot_metrics, write_snapshot_metrics
-    from labelwise.plots import fid_vs_time
+    from labelwise.plots import fid_vs_time, stability_figure
     from labelwise.sample import sample_label
 
     labels = (0, 7)
@@ -209,6 +209,11 @@ def test_fid_along_training_ends_with_the_final_evaluation(tmp_path, make_shard,
             assert last["classifier"]["fid"] == {k: end["classifier"]["fid"][k] for k in last["classifier"]["fid"]}
             assert last["elapsed_seconds"] == pytest.approx(end["elapsed_seconds"], abs=1e-3)  # the log rounds to ms
         assert curve["inception"]["status"] == "skipped" and "inception" not in curve["points"][0]
+        # Stability: how far above the best FID along training (snapshots and end) the final one lies.
+        fids = [p["classifier"]["fid"]["pooled"] for p in curve["points"]] + [end["classifier"]["fid"]["pooled"]]
+        gap = curve["stability"]["classifier"]
+        assert gap["final_fid"] == final["classifier"]["fid"]["pooled"] and gap["best_fid"] == min(fids)
+        assert gap["final_minus_best"] == gap["final_fid"] - min(fids) >= 0 and gap["points"] == len(fids)
         write_snapshot_metrics(curve, tmp_path / f"{model}.json", tmp_path / f"{model}.csv")
         runs.append(tmp_path / f"{model}.json")
         rows = (tmp_path / f"{model}.csv").read_text().splitlines()
@@ -223,6 +228,8 @@ def test_fid_along_training_ends_with_the_final_evaluation(tmp_path, make_shard,
             add_end_of_training(curve, other, logs)
     fid_vs_time(runs, [tmp_path / "fig.png"])
     assert (tmp_path / "fig.png").stat().st_size > 1000
+    stability_figure({"toy": runs + runs}, [tmp_path / "stability.png", tmp_path / "stability.pdf"])  # two "seeds"
+    assert (tmp_path / "stability.png").stat().st_size > 1000 and (tmp_path / "stability.pdf").is_file()
 
 
 # ------------------------------------------------------------------------------------- pipeline
@@ -232,18 +239,21 @@ def test_fid_along_training_ends_with_the_final_evaluation(tmp_path, make_shard,
 def test_pipeline_draws_fid_against_training_time(tmp_path):
     config = dict(
         TINY,
-        models={"wcgan": TINY["models"]["wcgan"], "cgan": TINY["models"]["wcgan"]},
+        models={"wcgan": TINY["models"]["wcgan"], "cgan": TINY["models"]["wcgan"], "cdcgan": TINY["models"]["dccgan"]},
         budget={**TINY["budget"], "snapshots": [0.5]},
         evaluation={**TINY["evaluation"], "classifier_epochs": 1},
     )
     plan = snakemake(tmp_path, config, "--dry-run", "paper")
     assert plan.returncode == 0, plan.stderr[-3000:]
     assert "rule fid_vs_time_figure:" in plan.stdout and "snapshots/all.pt" in plan.stdout
-    figures = [f"results/mnist5k/figures/fid_vs_time.{ext}" for ext in ("png", "pdf")]
+    assert "rule stability_figure:" in plan.stdout
+    figures = [
+        f"results/mnist5k/figures/{name}.{ext}" for name in ("fid_vs_time", "stability") for ext in ("png", "pdf")
+    ]
     result = snakemake(tmp_path, config, *figures)
     assert result.returncode == 0, result.stderr[-3000:]
     ds = tmp_path / "results" / "mnist5k"
-    for model, iterations in (("wcgan", 6), ("cgan", 12)):  # the cgan's budget: the labels' sum
+    for model, iterations in (("wcgan", 6), ("cgan", 12), ("cdcgan", 12)):  # conditional: the labels' sum
         curve = json.loads((ds / model / "fid_vs_time.json").read_text())
         assert [(p["iteration"], p["fraction"]) for p in curve["points"]] == [(iterations // 2, 0.5)]
         # No snapshot at the end: the curve still ends there, with the final generators' FID.
@@ -252,6 +262,7 @@ def test_pipeline_draws_fid_against_training_time(tmp_path):
         assert curve["end"]["classifier"]["fid"]["pooled"] == metrics["classifier"]["fid"]["pooled"] > 0
         assert curve["points"][0]["elapsed_seconds"] < curve["end"]["elapsed_seconds"]
         assert len((ds / model / "fid_vs_time.csv").read_text().splitlines()) == 3
+        assert metrics["protocol"]["n_generated"] == {"0": 5, "7": 5}  # sampled and evaluated per label
     for label in (0, 7):
         assert len(torch.load(ds / "wcgan" / "snapshots" / f"{label}.pt", weights_only=True)["snapshots"]) == 1
     for path in figures:

@@ -2,7 +2,8 @@
 a kill or a longer budget, stale and corrupt checkpoints, divergence, budgets, signals, the log lines.
 
 Every behaviour is tested once for every kind of job (conftest.JOB_KINDS): one label of a per-label
-model, three labels packed into one job, and the conditional model over three labels.
+model, three labels packed into one job, and the conditional model over three labels; what a job
+writes and its exact resume also for each loss's conditional model (CONDITIONAL_DCGAN: the BCE one).
 """
 
 from __future__ import annotations
@@ -16,12 +17,17 @@ import pytest
 import torch
 from conftest import JOB_KINDS, PACKED_LABELS, assert_same_state, kill_after_checkpoints, log_rows, weights
 
-from labelwise import losses
+from labelwise import losses, models
 from labelwise.errors import LabelwiseError
 from labelwise.train import LOG_COLUMNS, Budget, load_generator
 from labelwise.train import checkpoint as checkpoint_files
 from labelwise.train.checkpoint import list_checkpoints
 from labelwise.train.monitor import live_log_path
+
+# The conditional DCGAN (BCE loss, batch norm in both networks): JOB_KINDS' conditional kind trains the
+# conditional WGAN-GP; the tests of what a job writes and of its exact resume run this one too.
+CONDITIONAL_DCGAN = ("conditional", "cdcgan")
+KINDS_AND_CONDITIONAL_DCGAN = [*((kind, None) for kind in JOB_KINDS), CONDITIONAL_DCGAN]
 
 
 def all_checkpoints(outs) -> list[list[int]]:
@@ -40,7 +46,7 @@ def assert_same_runs(outs_a, outs_b) -> None:
 
 @pytest.mark.parametrize(
     "kind, model",
-    [("one-label", "wcgan"), ("one-label", "dccgan"), ("packed", "dccgan"), ("conditional", "cgan")],
+    [("one-label", "wcgan"), ("one-label", "dccgan"), ("packed", "dccgan"), ("conditional", "cgan"), CONDITIONAL_DCGAN],
 )
 def test_job_writes_each_members_generator_log_and_checkpoints(tmp_path, job, tiny_settings, kind, model):
     j = job(kind, model)
@@ -60,7 +66,8 @@ def test_job_writes_each_members_generator_log_and_checkpoints(tmp_path, job, ti
         rows = log_rows(out.log)
         assert rows[0] == [c for c in LOG_COLUMNS if c != "wall_seconds"] and rows[-1][0] == "12"
         wasserstein = [r[4] for r in rows[1:]]
-        assert all(w != "" for w in wasserstein) if model != "dccgan" else all(w == "" for w in wasserstein)
+        wgan = models.get(model).loss == "wgan-gp"
+        assert all(w != "" for w in wasserstein) if wgan else all(w == "" for w in wasserstein)
     assert all_checkpoints(outs) == [[12, 10]] * len(outs)  # the last two kept
 
 
@@ -94,9 +101,9 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path, job, tiny_set
     assert not torch.equal(weights(a.generator)["net.0.weight"], weights(c.generator)["net.0.weight"])
 
 
-@pytest.mark.parametrize("kind", JOB_KINDS)
-def test_longer_budget_resumes_bit_identically(tmp_path, job, tiny_settings, kind):
-    j = job(kind)
+@pytest.mark.parametrize("kind, model", KINDS_AND_CONDITIONAL_DCGAN)
+def test_longer_budget_resumes_bit_identically(tmp_path, job, tiny_settings, kind, model):
+    j = job(kind, model)
     j.train(tmp_path / "straight", Budget(iterations=12, checkpoint_every=4), tiny_settings)
     j.train(tmp_path / "staged", Budget(iterations=6, checkpoint_every=4), tiny_settings)
     results = j.train(tmp_path / "staged", Budget(iterations=12, checkpoint_every=4), tiny_settings)
@@ -265,11 +272,11 @@ def test_a_member_without_checkpoint_restarts_the_job(tmp_path, job, tiny_settin
     assert_same_runs(j.outputs(tmp_path / "fresh"), j.outputs(tmp_path / "run"))
 
 
-@pytest.mark.parametrize("kind", JOB_KINDS)
-def test_sigkill_and_rerun_ends_bit_identical(tmp_path, job, tiny_settings, kind):
+@pytest.mark.parametrize("kind, model", KINDS_AND_CONDITIONAL_DCGAN)
+def test_sigkill_and_rerun_ends_bit_identical(tmp_path, job, tiny_settings, kind, model):
     """Kill a real training process after its second checkpoint, rerun it: the weights (the generator
     average included) and log of a run that never stopped, with DiffAugment's draws and EMA on."""
-    j = job(kind)
+    j = job(kind, model)
     settings = dict(tiny_settings, width=8, augment="diffaugment", ema=0.95)
     budget = {"iterations": 120, "checkpoint_every": 10}
     j.train(tmp_path / "straight", Budget(**budget), settings)  # in process: the same computation

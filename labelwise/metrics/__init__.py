@@ -1,4 +1,5 @@
-"""Evaluation of generated samples: label classifier, Inception (via torch-fidelity) and their FID/IS/KID.
+"""Evaluation of generated samples: label classifier, Inception (via torch-fidelity) and their FID, IS,
+KID, precision and recall.
 
 Submodules: `stats` (the metric maths, torch-fidelity's), `inception` and `inception_weights` (the
 Inception feature space; finding its weights offline, torch-free), `classifier` (a small CNN trained

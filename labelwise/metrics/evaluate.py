@@ -2,9 +2,10 @@
 
 For each label, the generated samples are compared with that label's real training images in two
 feature spaces: the label classifier's (always available offline) and Inception's (when its weights
-are present, see `inception.locate_weights`).  Reported per label and pooled over labels: FID in
-both spaces, intra-FID (mean of per-label FIDs), KID and IS in Inception space, IS and label
-accuracy in classifier space.  All maths is torch-fidelity's (`stats`).  Real-side statistics come
+are present, see `inception.locate_weights`).  Reported per label and pooled over labels: FID,
+precision and recall (Kynkäänniemi et al. 2019; recall is the measure of mode collapse) in both
+spaces, intra-FID (mean of per-label FIDs), KID and IS in Inception space, IS and label accuracy in
+classifier space.  All maths is torch-fidelity's (`stats`).  Real-side statistics come
 from the per-label cache (`realstats`), so evaluating a second model recomputes nothing real.
 """
 
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .. import models
 from ..config import section_defaults
 from ..device import select_device
 from ..errors import LabelwiseError
@@ -40,6 +42,7 @@ DEFAULT_SETTINGS = {
         "is_splits",
         "kid_subsets",
         "kid_subset_size",
+        "prc_k",
         "rng_seed",
         "feature_batch_size",
     )
@@ -56,6 +59,14 @@ NOTES = {
         "a subset larger than a set); KID stays unbiased at any subset size, small subsets only raise its std."
     ),
     "intra_fid": "intra_fid is the mean of the per-label FIDs (intra-class FID).",
+    "precision_recall": (
+        "precision and recall: Kynkäänniemi et al. 2019 (torch-fidelity's prc_features_to_metric) in the FID "
+        "features, each image's ball reaching its prc_k-th nearest neighbour in its own set. Precision: the share of "
+        "generated images inside some real image's ball (quality); recall: the share of real images inside some "
+        "generated image's ball (coverage: a collapsed generator has low recall). Both sets of a comparison have "
+        "the same size (prc_n): the larger is cut to a random subset (rng_seed) of the smaller's size, as in the "
+        "paper; null where prc_n <= prc_k."
+    ),
     "pooled": (
         "pooled: all labels' generated samples against all labels' real images, in the label proportions of the "
         "inputs (real: shard sizes; generated: samples per label)."
@@ -210,10 +221,12 @@ def evaluate_model(
             "is_splits": int(s["is_splits"]),
             "kid_subsets": int(s["kid_subsets"]),
             "kid_subset_size": int(s["kid_subset_size"]),
+            "prc_k": int(s["prc_k"]),
+            "prc_n": next(iter(per_space.values()))["prc_n"] if per_space else None,
             "rng_seed": int(s["rng_seed"]),
             "notes": NOTES,
         },
-        "training": training_summary(trained),
+        "training": training_summary(trained, one_network=model in models.REGISTRY and models.get(model).conditional),
     }
     if "classifier" in opened:
         clf = opened["classifier"]
@@ -234,21 +247,34 @@ def evaluate_model(
             "label_accuracy": {"pooled": correct / total, "per_label": acc},
             "fid": m["fid"],
             "is": m["is"],
+            "precision": m["precision"],
+            "recall": m["recall"],
         }
     else:
         out["classifier"] = {"status": "skipped", "reason": skipped.get("classifier", "not requested")}
     if "inception" in opened:
         m = per_space["inception"]
         m.pop("_logits")
-        out["inception"] = {"status": "ok", "reason": None, "is": m["is"], "fid": m["fid"], "kid": m["kid"]}
+        out["inception"] = {
+            "status": "ok",
+            "reason": None,
+            "is": m["is"],
+            "fid": m["fid"],
+            "kid": m["kid"],
+            "precision": m["precision"],
+            "recall": m["recall"],
+        }
     else:
         out["inception"] = {"status": "skipped", "reason": skipped.get("inception", "not requested")}
     return out
 
 
-def space_metrics(space: FeatureSpace, real: dict[int, RealStats], fake: dict[int, dict], s: dict) -> dict:
+def space_metrics(
+    space: FeatureSpace, real: dict[int, RealStats], fake: dict[int, dict], s: dict, *, prc: bool = True
+) -> dict:
     """One feature space's metrics of the generated features `fake` against the real statistics: FID
-    (per label, pooled, intra-FID), IS, KID in the Inception space; metrics.json's and the snapshots' FIDs."""
+    (per label, pooled, intra-FID), precision and recall (unless `prc` is False), IS, KID in the
+    Inception space; metrics.json's and the snapshots' FIDs."""
     labels = sorted(real)
     fid = {}
     for label in labels:
@@ -275,6 +301,13 @@ def space_metrics(space: FeatureSpace, real: dict[int, RealStats], fake: dict[in
         ),
         "_logits": {k: fake[k]["logits"] for k in labels},
     }
+    if prc:
+        prc_args = dict(k=s["prc_k"], seed=s["rng_seed"])
+        per_label = {str(k): S.precision_recall(real[k].features, fake[k]["pool"], **prc_args) for k in labels}
+        pooled = S.precision_recall(real_pool, fake_pool, **prc_args)
+        for key in ("precision", "recall"):
+            result[key] = {"pooled": pooled[key], "per_label": {k: v[key] for k, v in per_label.items()}}
+        result["prc_n"] = {"pooled": pooled["n"], "per_label": {k: v["n"] for k, v in per_label.items()}}
     if space.name == "inception":
         kid_args = dict(subset_size=s["kid_subset_size"], subsets=s["kid_subsets"], seed=s["rng_seed"])
         pooled = S.kernel_distance(real_pool, fake_pool, **kid_args)
@@ -290,7 +323,11 @@ CSV_COLUMNS = (
     "n_generated",
     "label_accuracy",
     "classifier_fid",
+    "classifier_precision",
+    "classifier_recall",
     "inception_fid",
+    "inception_precision",
+    "inception_recall",
     "kid_mean",
     "kid_std",
     "kid_subset_size",
@@ -313,7 +350,11 @@ def per_label_rows(metrics: dict) -> list[dict]:
                 "n_generated": p["n_generated"].get(k),
                 "label_accuracy": clf.get("label_accuracy", {}).get("per_label", {}).get(k),
                 "classifier_fid": clf.get("fid", {}).get("per_label", {}).get(k),
+                "classifier_precision": clf.get("precision", {}).get("per_label", {}).get(k),
+                "classifier_recall": clf.get("recall", {}).get("per_label", {}).get(k),
                 "inception_fid": inc.get("fid", {}).get("per_label", {}).get(k),
+                "inception_precision": inc.get("precision", {}).get("per_label", {}).get(k),
+                "inception_recall": inc.get("recall", {}).get("per_label", {}).get(k),
                 "kid_mean": kid.get("mean"),
                 "kid_std": kid.get("std"),
                 "kid_subset_size": kid.get("subset_size"),

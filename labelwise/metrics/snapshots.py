@@ -6,7 +6,8 @@ the cached real statistics in every feature space by the code of metrics.json
 (`evaluate.space_metrics`: pooled FID and intra-FID).  Each point carries the training wall time at
 which it was taken (the mean over labels of the per-label jobs' elapsed seconds, or the conditional
 model's own), and the curve ends at the final generators' FIDs from metrics.json at the training
-logs' last wall time (`add_end_of_training`), wherever each job stopped.
+logs' last wall time (`add_end_of_training`), wherever each job stopped.  `stability` says how far
+that end lies above the curve's best point (the stability figure, `labelwise.plots.stability_figure`).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def snapshot_metrics(
             "elapsed_seconds_per_label": elapsed,
         }
         for name, space in opened.items():
-            fid = space_metrics(space, real[name], fake[name], s)["fid"]
+            fid = space_metrics(space, real[name], fake[name], s, prc=False)["fid"]
             point[name] = {
                 "fid": {"pooled": fid["pooled"], "intra_fid": fid["intra_fid"], "per_label": fid["per_label"]}
             }
@@ -206,7 +207,34 @@ def add_end_of_training(
             "fid": {"pooled": fid.get("pooled"), "intra_fid": fid.get("intra_fid"), "per_label": fid.get("per_label")}
         }
     result["end"] = end
+    result["stability"] = {name: stability(result, name) for name in result["feature_spaces"]}
     return result
+
+
+def stability(result: dict, space: str = "classifier") -> dict | None:
+    """How far from its best a model's training ended, in `space`'s pooled FID: the final generators'
+    FID (the curve's end, else its last point) minus the lowest FID along the curve (snapshots and
+    end).  0 when training ended at its best; a model that cycles or collapses late ends above it.
+    None when the curve has no FID in that space."""
+    points = [
+        (p["iteration"], p.get("fraction"), p.get(space, {}).get("fid", {}).get("pooled")) for p in result["points"]
+    ]
+    end = result.get("end")
+    if end and end.get(space):
+        points.append((max(end["iterations_per_label"].values()), None, end[space]["fid"]["pooled"]))
+    points = [p for p in points if p[2] is not None]
+    if not points:
+        return None
+    final = points[-1]
+    best = min(points, key=lambda p: p[2])
+    return {
+        "final_fid": final[2],
+        "best_fid": best[2],
+        "best_iteration": best[0],
+        "best_fraction": best[1],
+        "final_minus_best": final[2] - best[2],
+        "points": len(points),
+    }
 
 
 def _fraction(snapshots: dict, iteration: int):

@@ -1,8 +1,9 @@
-"""Metric maths on feature arrays: Fréchet distance, Inception Score, KID — all torch-fidelity's.
+"""Metric maths on feature arrays: Fréchet distance, Inception Score, KID, precision and recall — all
+torch-fidelity's.
 
 Both feature spaces (Inception and the label classifier) go through these functions, so every FID,
-IS and KID that labelwise reports is computed by the same code as torch-fidelity's own
-`calculate_metrics`.  This module only adapts array types, caps parameters that small per-label
+IS, KID, precision and recall that labelwise reports is computed by the same code as torch-fidelity's
+own `calculate_metrics`.  This module only adapts array types, caps parameters that small per-label
 sample counts would otherwise break (IS splits, KID subset size) and reports what was used.
 """
 
@@ -21,6 +22,7 @@ try:
     )
     from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
     from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+    from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise LabelwiseError(
         f"the metrics need torch-fidelity, which cannot be imported ({exc}); "
@@ -32,6 +34,8 @@ IS_SPLITS = 10
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 RNG_SEED = 2020
+PRC_K = 3  # prc_neighborhood: Kynkäänniemi et al.'s k
+PRC_BATCH = 2000  # rows of each distance block (a block is PRC_BATCH × n floats)
 
 
 def _tensor(features) -> torch.Tensor:
@@ -94,3 +98,30 @@ def kernel_distance(
         "subset_size": size,
         "subsets": int(subsets),
     }
+
+
+def precision_recall(real_features, generated_features, k: int = PRC_K, seed: int = RNG_SEED) -> dict:
+    """Improved precision and recall (Kynkäänniemi et al. 2019) of generated against real (N, D) features.
+
+    Each sample spans a ball to its k-th nearest neighbour in its own set: precision is the share of
+    generated samples inside some real ball (do they look real?), recall the share of real samples
+    inside some generated ball (is the real variety covered? a collapsed generator has low recall).
+    The ball radii shrink as a set grows, so, as in the paper, both sets have the same size n: the
+    larger one is cut to a random subset (drawn with `seed`) of the smaller one's size.  The maths is
+    torch-fidelity's `prc_features_to_metric` (in its row-batched form, whose memory stays bounded
+    for large sets).  Needs n > k; otherwise precision and recall are None (recorded as null).
+    """
+    real, fake = _tensor(real_features).float(), _tensor(generated_features).float()
+    n = min(real.shape[0], fake.shape[0])
+    if n > int(k):
+        rng = np.random.default_rng(seed)
+        real, fake = (
+            x if x.shape[0] == n else x[np.sort(rng.choice(x.shape[0], n, replace=False))] for x in (real, fake)
+        )
+        out = prc_features_to_metric(
+            fake, real, prc_neighborhood=int(k), prc_batch_size=PRC_BATCH, save_cpu_ram=True, verbose=False
+        )
+        precision, recall = float(out[KEY_METRIC_PRECISION]), float(out[KEY_METRIC_RECALL])
+    else:
+        precision = recall = None
+    return {"precision": precision, "recall": recall, "k": int(k), "n": int(n)}

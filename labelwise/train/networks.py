@@ -45,9 +45,10 @@ def build_networks(
     width, latent_dim = int(settings["width"]), int(settings["latent_dim"])
     if algo.conditional:
         gen = ConditionalGenerator(latent_dim, channels, resolution, width, num_classes).to(device)
-        return gen, ProjectionCritic(channels, resolution, width, num_classes).to(device)
-    gen = Generator(latent_dim, channels, resolution, width).to(device)
-    critic = Critic(channels, resolution, width, norm=algo.critic_norm).to(device)
+        critic = ProjectionCritic(channels, resolution, width, num_classes, norm=algo.critic_norm).to(device)
+    else:
+        gen = Generator(latent_dim, channels, resolution, width).to(device)
+        critic = Critic(channels, resolution, width, norm=algo.critic_norm).to(device)
     if algo.init == "dcgan":
         dcgan_init_(gen)
         dcgan_init_(critic)
