@@ -540,6 +540,11 @@ def _true_or_false(text: str) -> bool:
     return words[text.lower()]
 
 
+def _add_switch(parser: argparse.ArgumentParser, option: str, help_text: str) -> None:
+    """A boolean option given alone (true) or with true|false, as the rules pass config booleans."""
+    parser.add_argument(option, nargs="?", const=True, type=_true_or_false, metavar="true|false", help=help_text)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, with a bad option as one LabelwiseError line (argparse prints the usage too)."""
 
@@ -639,27 +644,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: runtime.device)")
     sp.add_argument("--threads", type=_int_in(1, MAX_THREADS), help="torch CPU threads (default: runtime.threads)")
     sp.add_argument("--progress-seconds", type=_seconds, help="seconds between progress lines")
-    sp.add_argument(
-        "--channels-last",
-        nargs="?",
-        const=True,
-        type=_true_or_false,
-        metavar="true|false",
-        help="NHWC convolutions; alone: true (default: runtime.channels_last)",
-    )
+    _add_switch(sp, "--channels-last", "NHWC convolutions; alone: true (default: runtime.channels_last)")
     sp.add_argument(
         "--precision",
         choices=("fp32", "bf16"),
         help="bf16: forward passes under bf16 autocast (default: runtime.precision)",
     )
-    sp.add_argument(
-        "--tensorboard",
-        nargs="?",
-        const=True,
-        type=_true_or_false,
-        metavar="true|false",
-        help="also write TensorBoard runs; alone: true (default: runtime.tensorboard)",
-    )
+    _add_switch(sp, "--tensorboard", "also write TensorBoard runs; alone: true (default: runtime.tensorboard)")
     sp.add_argument(
         "--tensorboard-dir",
         help="folder of the TensorBoard runs, <dir>/<model>/<label> (default: logs/<dataset>/tensorboard)",
