@@ -103,7 +103,7 @@ for conditional_model in CONDITIONAL_MODELS:
             # expression again when the job runs, when `conditional_model` is the loop's last value.
             model=conditional_model,
         shell:
-            train_shell(None, "{input.shards:q}", "{output.generator:q}", "{output.log:q}", model="{params.model}")
+            train_shell(None, "{input.shards:q}", "{output.generator:q}", "{output.log:q}", model="{params.model:q}")
 
 
 # Sampling: one job per model and label (its generator in, its samples out), so that a label added

@@ -96,7 +96,14 @@ def test_a_model_registered_by_a_plugin_is_validated_and_its_jobs_are_planned(tm
     )
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
-    planned = re.findall(r"^(?:local)?rule (\w+):\n(?:.*\n)*?\s+wildcards: (.*)$", out, flags=re.M)
+    # One block per job, cut at each "rule NAME:" line: a rule without wildcards must not borrow the next job's.
+    blocks = re.split(r"^(?=(?:local)?rule \w+:$)", out, flags=re.M)
+    planned = [
+        (job.group(1), wildcards.group(1))
+        for block in blocks
+        if (job := re.match(r"(?:local)?rule (\w+):", block))
+        and (wildcards := re.search(r"^\s+wildcards: (.*)$", block, flags=re.M))
+    ]
     toy_jobs = sorted(rule for rule, wildcards in planned if "model=toy" in wildcards)
     # one training and one sampling job per label
     assert toy_jobs == ["evaluate", "sample", "sample", "sample_grid", "train", "train", "training_curves"], out[-3000:]
